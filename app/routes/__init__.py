@@ -1,0 +1,1 @@
+"""One router per resource: agents (list, submit), tasks (status), health."""

@@ -1,0 +1,62 @@
+"""Typed settings of the web process, read once per process and checked before it serves.
+
+``create_app`` refuses to start with settings that would be unsafe in production (no API keys, or
+the development key), with a message that says which variable to set.
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from streaming.redis_settings import RedisSettings
+
+#: The key ``make dev`` configures; refused in production.
+DEVELOPMENT_API_KEY = "dev-key"
+
+
+class UnsafeSettingsError(RuntimeError):
+    """The settings would expose the service; the message says what to change."""
+
+
+class WebSettings(RedisSettings):
+    """Everything the web process reads from its environment."""
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated key:user_id pairs, e.g. 'k1:alice,k2:bob'.",
+    )
+    max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
+    max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body worth parsing: every field at its limit, plus JSON framing.
+
+        A message of N bytes can take up to 6N bytes once JSON-escaped (``\\u0000``).
+        """
+        return 6 * self.max_message_bytes + 2 * self.max_metadata_bytes + 4096
+
+    def check_safe(self) -> None:
+        """Raise ``UnsafeSettingsError`` when production would start without real keys."""
+        if self.environment != "production":
+            return
+        keys = self.api_keys.get_secret_value()
+        if not keys.strip():
+            raise UnsafeSettingsError(
+                "API_KEYS is empty: in production every request would be refused. "
+                "Set API_KEYS to comma-separated key:user_id pairs."
+            )
+        if any(pair.split(":", 1)[0].strip() == DEVELOPMENT_API_KEY for pair in keys.split(",")):
+            raise UnsafeSettingsError(
+                f"API_KEYS contains the development key {DEVELOPMENT_API_KEY!r}; "
+                "generate real keys for production."
+            )
+
+
+@lru_cache
+def get_settings() -> WebSettings:
+    """The process's settings, read from the environment (and ``.env``) on first use."""
+    return WebSettings()

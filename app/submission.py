@@ -1,0 +1,47 @@
+"""The one seam through which the web process starts work: send a task by name.
+
+The web process never imports task bodies; it holds a producer-only Celery app and sends the
+task contract's names with ``send_task``, as any foreign Celery producer would. Publishing is a
+blocking kombu call, so it runs in a worker thread to keep the event loop free.
+"""
+
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+from celery import Celery
+
+INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
+INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
+AGENT_QUEUE = "agent-tasks"
+
+
+class SubmissionError(RuntimeError):
+    """The broker did not take the task; nothing was queued."""
+
+
+def create_producer(*, broker_url: str, result_backend_url: str) -> Celery:
+    """A Celery app that only sends: JSON, no task modules, no worker configuration."""
+    producer = Celery("agent_service_web", broker=broker_url, backend=result_backend_url)
+    producer.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        broker_connection_retry_on_startup=False,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+    )
+    return producer
+
+
+class TaskSubmitter:
+    def __init__(self, producer: Celery) -> None:
+        self._producer = producer
+
+    async def submit(self, task_name: str, *, task_id: str, kwargs: dict[str, Any]) -> None:
+        send = partial(
+            self._producer.send_task, task_name, kwargs=kwargs, task_id=task_id, queue=AGENT_QUEUE
+        )
+        try:
+            await anyio.to_thread.run_sync(send)
+        except Exception as exc:
+            raise SubmissionError(f"the task queue is unavailable: {type(exc).__name__}") from exc

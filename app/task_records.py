@@ -1,0 +1,82 @@
+"""Who owns a task: the record the web process writes before it queues anything.
+
+Celery's result backend cannot tell an unknown id from a queued task (both read as PENDING) and
+knows nothing of users, so every accepted task gets a small Redis hash (owner, agent, task name,
+creation time). No record means 404, for unknown ids and foreign producers' tasks alike; a record
+owned by someone else is 404 too, so ids cannot be probed. Records live as long as the result,
+plus a day for the time a task may spend queued and retrying.
+"""
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from streaming import keys
+
+QUEUE_ALLOWANCE_SECONDS = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task_id: str
+    owner: str
+    agent_id: str
+    task_name: str
+    created_at: float
+
+
+class TaskRecordStore:
+    def __init__(self, redis: "Redis", *, result_expires: int) -> None:
+        self._redis = redis
+        self._ttl = result_expires + QUEUE_ALLOWANCE_SECONDS
+
+    async def create(self, record: TaskRecord) -> None:
+        key = keys.task_record(record.task_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "owner": record.owner,
+                    "agent_id": record.agent_id,
+                    "task_name": record.task_name,
+                    "created_at": repr(record.created_at),
+                },
+            )
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        raw = await self._redis.hgetall(keys.task_record(task_id))
+        if not raw:
+            return None
+        fields = {_text(key): _text(value) for key, value in raw.items()}
+        return TaskRecord(
+            task_id=task_id,
+            owner=fields["owner"],
+            agent_id=fields["agent_id"],
+            task_name=fields["task_name"],
+            created_at=float(fields["created_at"]),
+        )
+
+    async def get_owned(self, task_id: str, *, owner: str) -> TaskRecord | None:
+        """The record if ``owner`` owns the task; None for unknown and foreign tasks alike."""
+        record = await self.get(task_id)
+        return record if record is not None and record.owner == owner else None
+
+    async def delete(self, task_id: str) -> None:
+        await self._redis.delete(keys.task_record(task_id))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def new_record(*, task_id: str, owner: str, agent_id: str, task_name: str) -> TaskRecord:
+    return TaskRecord(
+        task_id=task_id,
+        owner=owner,
+        agent_id=agent_id,
+        task_name=task_name,
+        created_at=time.time(),
+    )

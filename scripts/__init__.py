@@ -1,0 +1,1 @@
+"""Developer and test-suite helper scripts, runnable with ``python -m scripts.<name>``."""

@@ -1,0 +1,78 @@
+"""The service as it runs in production, for end-to-end tests: a Celery worker (threads pool) and
+uvicorn, on the session's private Redis, calling the loopback LLM server.
+
+``stack`` is the default deployment (session-wide). ``bare_stack`` has no LLM configured and a
+one-second soft time limit. ``idle_web`` is a web process with no worker behind it, on a Redis
+database of its own, where a test can see that bad input queued nothing.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from scripts.embedded_redis import EmbeddedRedis
+from tests.support.llm_server import LLMServerProcess
+from tests.support.processes import ManagedProcess
+from tests.support.stack import WebServer, redis_db_url, start_web, start_worker
+
+MAIN_DB, BARE_DB, IDLE_DB = 0, 1, 2
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    web: WebServer
+    worker: ManagedProcess | None
+
+
+def _stack(redis_url: str, *, worker_env: dict[str, str] | None) -> Iterator[Stack]:
+    worker = start_worker(redis_url, env=worker_env) if worker_env is not None else None
+    try:
+        web = start_web(redis_url)
+        try:
+            yield Stack(redis_url=redis_url, web=web, worker=worker)
+        finally:
+            web.stop()
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
+    worker_env = {
+        "LLM_BASE_URL": llm_server.base_url,
+        "LLM_API_KEY": "test-llm-key",
+        "LLM_MODEL": "loopback-model",
+        "ECHO_WORD_DELAY": "0",
+        "CELERY_TASK_DEFAULT_RETRY_DELAY": "0.1",
+        "AGENT_TASK_RATE_LIMIT": "",
+        "STREAMING_TASK_RATE_LIMIT": "",
+    }
+    yield from _stack(redis_db_url(redis_server.url, MAIN_DB), worker_env=worker_env)
+
+
+@pytest.fixture(scope="session")
+def bare_stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
+    worker_env = {
+        "LLM_BASE_URL": "",
+        "ECHO_WORD_DELAY": "0.3",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "1",
+    }
+    yield from _stack(redis_db_url(redis_server.url, BARE_DB), worker_env=worker_env)
+
+
+@pytest.fixture(scope="session")
+def idle_web(redis_server: EmbeddedRedis) -> Iterator[Stack]:
+    yield from _stack(redis_db_url(redis_server.url, IDLE_DB), worker_env=None)
+
+
+@pytest.fixture
+def idle_redis(idle_web: Stack) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(idle_web.redis_url)
+    try:
+        yield client
+    finally:
+        client.close()

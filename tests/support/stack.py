@@ -1,0 +1,133 @@
+"""The service's own processes, started for real: a Celery worker and the uvicorn web server.
+
+Each is configured only through its environment, exactly as in production; tests talk to them
+over HTTP and Redis. ``redis_db_url`` gives each stack its own Redis database so that stacks with
+different settings cannot take each other's tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from scripts.embedded_redis import free_port
+from tests.support.processes import ManagedProcess, python_module
+
+API_KEYS = {"alice": "alice-key", "bob": "bob-key"}
+WORKER_READY_TIMEOUT = 30.0
+WEB_READY_TIMEOUT = 20.0
+
+
+def redis_db_url(server_url: str, db: int) -> str:
+    return f"{server_url.rsplit('/', 1)[0]}/{db}"
+
+
+def api_keys_setting() -> str:
+    return ",".join(f"{key}:{user}" for user, key in API_KEYS.items())
+
+
+def headers_for(user: str) -> dict[str, str]:
+    return {"X-API-Key": API_KEYS[user]}
+
+
+def base_env(redis_url: str) -> dict[str, str]:
+    return {
+        "ENVIRONMENT": "test",
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_worker(
+    redis_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    concurrency: int = 100,
+    pool: str = "threads",
+    queues: str = "agent-tasks,agent-service",
+) -> ManagedProcess:
+    """A Celery worker process, waited on until it is consuming."""
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    argv = python_module(
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+    )
+    worker = ManagedProcess(
+        "celery-worker",
+        argv,
+        env={**base_env(redis_url), "WORKER_CONCURRENCY": str(concurrency), **(env or {})},
+    )
+    worker.start()
+    try:
+        worker.wait_for_output(" ready.", timeout=WORKER_READY_TIMEOUT)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@dataclass
+class WebServer:
+    process: ManagedProcess
+    base_url: str
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.stop()
+
+
+def start_web(redis_url: str, *, env: Mapping[str, str] | None = None) -> WebServer:
+    """A uvicorn process serving ``create_app``, waited on until ``/readyz`` answers 200."""
+    port = free_port()
+    argv = python_module(
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    )
+    process = ManagedProcess(
+        "uvicorn", argv, env={**base_env(redis_url), "API_KEYS": api_keys_setting(), **(env or {})}
+    )
+    process.start()
+    web = WebServer(process=process, base_url=f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        try:
+            return web.client.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        process.wait_until(ready, timeout=WEB_READY_TIMEOUT, what="/readyz to answer 200")
+    except BaseException:
+        web.stop()
+        raise
+    return web

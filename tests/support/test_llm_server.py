@@ -1,0 +1,232 @@
+"""Tests for the test-support servers: the loopback LLM server and EmbeddedRedis.
+
+The LLM server is exercised over real HTTP, as the code under test will use
+it, so these tests pin down the wire protocol other tests rely on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from httpx_sse import connect_sse
+
+from scripts.embedded_redis import EmbeddedRedis, free_port, is_reachable
+from tests.support.llm_server import LLMControl, LLMServerProcess
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[LLMServerProcess]:
+    with LLMServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def control(llm_server: LLMServerProcess) -> Iterator[LLMControl]:
+    control = LLMControl(llm_server.base_url)
+    control.reset()
+    yield control
+    control.close()
+
+
+@pytest.fixture
+def client(llm_server: LLMServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=llm_server.base_url, timeout=10.0) as client:
+        yield client
+
+
+def _body(prompt: str, *, stream: bool = True, include_usage: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "test-model",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": prompt},
+        ],
+        "stream": stream,
+    }
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _stream_chunks(client: httpx.Client, body: dict[str, Any]) -> list[Any]:
+    """Every SSE data payload of one streamed call, decoded; ``[DONE]`` kept as a string."""
+    with connect_sse(client, "POST", "/chat/completions", json=body) as source:
+        source.response.raise_for_status()
+        return [
+            event.data if event.data == "[DONE]" else event.json() for event in source.iter_sse()
+        ]
+
+
+def _content(chunks: list[Any]) -> str:
+    return "".join(
+        choice["delta"].get("content") or ""
+        for chunk in chunks
+        if isinstance(chunk, dict)
+        for choice in chunk["choices"]
+    )
+
+
+def _wait_for(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.02)
+
+
+def test_stream_echoes_prompt_when_no_scenario(client: httpx.Client, control: LLMControl) -> None:
+    chunks = _stream_chunks(client, _body("hello there world"))
+
+    assert _content(chunks) == "echo: hello there world"
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    assert chunks[0]["model"] == "test-model"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert chunks[-1] == "[DONE]"
+    assert len({chunk["id"] for chunk in chunks[:-1]}) == 1
+
+
+def test_stream_answers_after_scripted_failures_when_failures_registered(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script(
+        "flaky",
+        tokens=["a", "b", "c"],
+        failures=[
+            {"status": 503, "retry_after": 2},
+            {"status": 503, "retry_after": "1", "body": "busy"},
+        ],
+    )
+
+    first = client.post("/chat/completions", json=_body("flaky"))
+    second = client.post("/chat/completions", json=_body("flaky"))
+    chunks = _stream_chunks(client, _body("flaky"))
+
+    assert (first.status_code, first.headers["retry-after"]) == (503, "2")
+    assert (second.status_code, second.headers["retry-after"]) == (503, "1")
+    assert second.json()["error"]["message"] == "busy"
+    assert first.json()["error"]["type"] == "server_error"
+    assert _content(chunks) == "abc"
+
+
+def test_stream_reports_usage_when_include_usage(client: httpx.Client, control: LLMControl) -> None:
+    control.script("count me", tokens=["x", "y"])
+
+    chunks = _stream_chunks(client, _body("count me", include_usage=True))
+
+    usage_chunk = chunks[-2]
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+
+
+def test_stream_omits_usage_when_not_requested(client: httpx.Client, control: LLMControl) -> None:
+    chunks = _stream_chunks(client, _body("no usage please"))
+
+    assert not any("usage" in chunk for chunk in chunks if isinstance(chunk, dict))
+
+
+def test_completion_returns_whole_message_when_not_streaming(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    response = client.post("/chat/completions", json=_body("say hi", stream=False))
+
+    payload = response.json()
+    assert payload["object"] == "chat.completion"
+    assert payload["choices"][0]["message"] == {"role": "assistant", "content": "echo: say hi"}
+    assert payload["usage"]["completion_tokens"] == 3
+
+
+def test_request_rejected_when_no_user_message(client: httpx.Client, control: LLMControl) -> None:
+    body = {"model": "m", "messages": [{"role": "system", "content": "alone"}], "stream": True}
+
+    response = client.post("/chat/completions", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_request_rejected_when_body_not_json(client: httpx.Client, control: LLMControl) -> None:
+    response = client.post("/chat/completions", content=b"{not json")
+
+    assert response.status_code == 400
+    assert "message" in response.json()["error"]
+
+
+def test_calls_recorded_when_requests_made(
+    llm_server: LLMServerProcess, client: httpx.Client, control: LLMControl
+) -> None:
+    control.script("log/me?", tokens=["ok"], failures=[{"status": 429}])
+    headers = {"Authorization": "Bearer sk-test"}
+
+    client.post("/chat/completions", json=_body("log/me?"), headers=headers)
+    _stream_chunks(client, _body("log/me?"))
+
+    calls = control.calls("log/me?")
+    assert [call["status"] for call in calls] == [429, 200]
+    assert calls[0]["headers"] == {"authorization": "Bearer sk-test"}
+    assert calls[1]["model"] == "test-model"
+    assert calls[1]["messages"] == _body("log/me?")["messages"]
+    assert [call["disconnected"] for call in calls] == [False, False]
+    assert control.calls("never called") == []
+
+
+def test_call_marked_disconnected_when_client_closes_stream_early(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script("slow", tokens=[f" t{i}" for i in range(100)], delay=0.05)
+
+    with connect_sse(client, "POST", "/chat/completions", json=_body("slow")) as source:
+        first = next(source.iter_sse())
+        closed_at = time.monotonic()
+    assert json.loads(first.data)["choices"][0]["delta"]["content"] == " t0"
+
+    _wait_for(lambda: bool(control.calls("slow")[0]["disconnected"]))
+    call = control.calls("slow")[0]
+    assert isinstance(call["disconnected_at"], float)
+    assert closed_at - 0.5 < call["disconnected_at"] < closed_at + 1.0
+    assert call["completed"] is False
+
+
+def test_server_serves_many_streams_when_concurrent(
+    llm_server: LLMServerProcess, control: LLMControl
+) -> None:
+    control.script("busy", tokens=["t"] * 50, delay=0.02)
+
+    async def one(client: httpx.AsyncClient) -> str:
+        async with client.stream("POST", "/chat/completions", json=_body("busy")) as response:
+            return "".join([line async for line in response.aiter_lines()])
+
+    async def many() -> list[str]:
+        limits = httpx.Limits(max_connections=150)
+        async with httpx.AsyncClient(
+            base_url=llm_server.base_url, limits=limits, timeout=30.0
+        ) as client:
+            return await asyncio.gather(*(one(client) for _ in range(120)))
+
+    started = time.monotonic()
+    bodies = asyncio.run(many())
+
+    assert all(body.endswith("data: [DONE]") for body in bodies)
+    assert time.monotonic() - started < 10.0
+    assert len(control.calls("busy")) == 120
+
+
+def test_embedded_redis_answers_ping_until_stopped() -> None:
+    server = EmbeddedRedis(port=free_port())
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping() is True
+        client.close()
+    finally:
+        server.stop()
+
+    assert not is_reachable(server.url)
+    server.stop()  # idempotent

@@ -1,0 +1,100 @@
+"""The Celery application: configuration, queues, routes, and two helpers for callers.
+
+``celery -A worker.celery_app worker`` finds ``celery_app`` here. Its configuration keeps the
+promises of the task contract: JSON only (never pickle); late acknowledgement and rejection on
+worker loss so a killed worker's task is delivered again; a broker visibility timeout above the
+longest time limit so Redis never hands a running task to a second worker; task events on, for
+Flower.
+"""
+
+from typing import Any
+
+from celery import Celery, signals
+from celery.result import AsyncResult
+from kombu import Queue
+
+from worker.base_task import BaseTask
+from worker.observability import init_sentry
+from worker.settings import WorkerSettings, get_settings
+
+AGENT_QUEUE = "agent-tasks"
+DEFAULT_QUEUE = "agent-service"
+CLEANUP_QUEUE = "cleanup-tasks"
+
+TASK_ROUTES = {
+    "agent_service.workers.tasks.agent_tasks.*": {"queue": AGENT_QUEUE},
+    "agent_service.workers.tasks.cleanup_tasks.*": {"queue": CLEANUP_QUEUE},
+}
+
+
+def create_celery_app(settings: WorkerSettings) -> Celery:
+    """A Celery app configured from ``settings``; tasks are imported when a worker starts."""
+    app: Celery = Celery(
+        "agent_service",
+        broker=settings.broker_url,
+        backend=settings.result_backend_url,
+        include=["worker.tasks.agent_tasks"],
+        task_cls=BaseTask,
+    )
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_default_queue=settings.celery_task_default_queue,
+        task_queues=(Queue(DEFAULT_QUEUE), Queue(AGENT_QUEUE), Queue(CLEANUP_QUEUE)),
+        task_routes=TASK_ROUTES,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        task_default_retry_delay=settings.celery_task_default_retry_delay,
+        task_time_limit=settings.celery_task_time_limit,
+        worker_prefetch_multiplier=settings.celery_worker_prefetch_multiplier,
+        worker_max_tasks_per_child=settings.celery_worker_max_tasks_per_child,
+        worker_concurrency=settings.worker_concurrency,
+        result_expires=settings.celery_result_expires,
+        broker_transport_options={"visibility_timeout": settings.celery_broker_visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+celery_app = create_celery_app(get_settings())
+
+
+@signals.celeryd_init.connect
+@signals.worker_process_init.connect
+@signals.beat_init.connect
+def _start_error_reporting(**_: Any) -> None:
+    init_sentry(get_settings())
+
+
+def get_task_info(task_id: str) -> dict[str, Any]:
+    """A task's state as plain data: ``task_id, state, ready, successful, result``.
+
+    ``result`` is the return value once successful, the error's text once failed, and the
+    progress metadata (``{"progress", "stage"}``) while running.
+    """
+    result: AsyncResult[Any] = AsyncResult(task_id, app=celery_app)
+    ready = result.ready()
+    successful = result.successful() if ready else False
+    value: Any = result.result
+    if isinstance(value, BaseException):
+        value = f"{type(value).__name__}: {value}"
+    return {
+        "task_id": task_id,
+        "state": result.state,
+        "ready": ready,
+        "successful": successful,
+        "result": value,
+    }
+
+
+def revoke_task(task_id: str, *, terminate: bool = False) -> None:
+    """Ask every worker to discard ``task_id``; ``terminate`` also stops it if running (prefork)."""
+    celery_app.control.revoke(task_id, terminate=terminate)

@@ -1,0 +1,32 @@
+"""The HTTP client an agent call uses, built cheaply inside the loop that runs the call.
+
+A default ``httpx.AsyncClient()`` loads the CA bundle into a fresh SSL context: about 48 ms of CPU,
+more than a whole short LLM call costs us. The context is built once per process and shared by
+every client, which is safe: ``ssl.SSLContext`` is thread-safe once configured. Clients themselves
+are bound to the loop that opened them, so each loop opens and closes its own.
+"""
+
+import ssl
+from functools import lru_cache
+
+import httpx
+
+from worker.settings import WorkerSettings
+
+
+@lru_cache(maxsize=1)
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process-wide TLS context with the system's (or certifi's) trust store."""
+    return httpx.create_ssl_context()
+
+
+def open_http_client(settings: WorkerSettings) -> httpx.AsyncClient:
+    """A client for LLM calls; the caller closes it (``async with``) in the same loop."""
+    timeout = httpx.Timeout(
+        connect=settings.llm_connect_timeout,
+        read=settings.llm_read_timeout,
+        write=settings.llm_connect_timeout,
+        pool=settings.llm_connect_timeout,
+    )
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+    return httpx.AsyncClient(verify=shared_ssl_context(), timeout=timeout, limits=limits)

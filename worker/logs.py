@@ -1,0 +1,22 @@
+"""Structured log lines: an event name followed by ``key=value`` pairs.
+
+One line per event, greppable and parseable by any log pipeline, with the task id on every line
+about a task. Never log a user's message or an LLM's answer: only their sizes.
+"""
+
+import logging
+
+
+def _format_value(value: object) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
+    """Log ``event key=value ...``; ``None`` values are left out."""
+    if not logger.isEnabledFor(level):
+        return
+    pairs = " ".join(f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None)
+    logger.log(level, "%s %s", event, pairs)

@@ -1,0 +1,48 @@
+"""Progress of one invocation as a number from 0 to 100 and a stage name.
+
+An LLM does not say how long its answer will be, so progress while generating follows the chunk
+count along a curve that rises fast, then slows and never reaches 100 before the end. Reports are
+throttled (a new stage, or at least ``min_step`` points) because each one is a write to the result
+backend.
+"""
+
+from collections.abc import Awaitable, Callable
+
+ProgressReport = Callable[[int, str], Awaitable[None]]
+
+STARTING = 5
+GENERATING = 10
+#: Chunks after which the generating stage is half-way between GENERATING and 95.
+_HALF_WAY_CHUNKS = 20
+
+
+def progress_for_chunks(chunks: int) -> int:
+    """Progress after ``chunks`` chunks: from GENERATING towards (never reaching) 95."""
+    return GENERATING + (85 * chunks) // (chunks + _HALF_WAY_CHUNKS)
+
+
+class ProgressTracker:
+    def __init__(self, report: ProgressReport, *, min_step: int = 5) -> None:
+        self._report = report
+        self._min_step = min_step
+        self._progress = -1
+        self._stage = ""
+
+    @property
+    def progress(self) -> int:
+        return max(self._progress, 0)
+
+    async def stage(self, stage: str, progress: int) -> None:
+        """Enter ``stage`` at ``progress``; always reported."""
+        self._stage = stage
+        self._progress = max(self._progress, progress)
+        await self._report(self._progress, stage)
+
+    async def chunks(self, count: int) -> None:
+        """``count`` chunks have arrived; reported when progress moved at least ``min_step``."""
+        if count == 1:
+            await self.stage("generating", GENERATING)
+        value = progress_for_chunks(count)
+        if value - self._progress >= self._min_step:
+            self._progress = value
+            await self._report(value, self._stage)

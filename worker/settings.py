@@ -1,0 +1,105 @@
+"""Typed settings of the worker and beat processes, read once per process from the environment.
+
+The names follow the Celery deployment this service replaces (``CELERY_*``) so that an existing
+``.env`` keeps working. Values that would make the worker unsafe or unable to keep its promises
+(a soft limit above the hard one, a broker visibility timeout shorter than a task may run, which
+would make Redis hand a running task to a second worker) are refused at start-up.
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from streaming.redis_settings import RedisSettings
+
+#: Per-task hard time limits of the agent tasks (seconds), from the task contract.
+INVOKE_TIME_LIMIT = 600
+STREAMING_TIME_LIMIT = 900
+
+
+class WorkerSettings(RedisSettings):
+    """Everything a worker or beat process reads from its environment."""
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    sentry_dsn: SecretStr | None = None
+
+    celery_task_default_queue: str = "agent-service"
+    celery_task_default_retry_delay: float = Field(
+        default=2.0,
+        ge=0,
+        description="Base of the exponential retry backoff, in seconds (doubles per attempt).",
+    )
+    celery_task_max_retries: int = Field(default=3, ge=0, le=20)
+    celery_task_retry_backoff_max: float = Field(default=600.0, ge=0)
+    celery_task_time_limit: int = Field(
+        default=STREAMING_TIME_LIMIT,
+        gt=0,
+        description="Caps every task's hard time limit (seconds).",
+    )
+    celery_task_soft_time_limit: int = Field(
+        default=STREAMING_TIME_LIMIT - 30,
+        gt=0,
+        description="Caps every task's soft time limit: the call ends with a timeout error.",
+    )
+    celery_worker_prefetch_multiplier: int = Field(default=1, ge=1)
+    celery_worker_max_tasks_per_child: int | None = Field(default=1000, ge=1)
+    celery_broker_visibility_timeout: int = Field(
+        default=3600,
+        description="Seconds before Redis redelivers an unacknowledged task; above every limit.",
+    )
+    worker_concurrency: int = Field(default=100, ge=1, le=2000)
+
+    agent_task_rate_limit: str | None = Field(
+        default="100/m",
+        description="Celery rate limit of invoke_agent_async per worker; empty: none.",
+    )
+    streaming_task_rate_limit: str | None = Field(
+        default="50/m",
+        description="Celery rate limit of invoke_agent_with_streaming per worker; empty: none.",
+    )
+
+    llm_base_url: str | None = Field(
+        default=None, description="An OpenAI-compatible API root, e.g. https://api.openai.com/v1"
+    )
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_connect_timeout: float = Field(default=10.0, gt=0)
+    llm_read_timeout: float = Field(
+        default=60.0, gt=0, description="Longest silence allowed between two streamed chunks."
+    )
+    echo_word_delay: float = Field(
+        default=0.05, ge=0, le=5, description="Pause between the words the echo agent streams."
+    )
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> "WorkerSettings":
+        if self.celery_task_soft_time_limit >= self.celery_task_time_limit:
+            raise ValueError(
+                "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
+                f"({self.celery_task_soft_time_limit} >= {self.celery_task_time_limit})"
+            )
+        if self.celery_broker_visibility_timeout <= self.longest_time_limit:
+            raise ValueError(
+                "CELERY_BROKER_VISIBILITY_TIMEOUT must exceed the longest task time limit "
+                f"({self.longest_time_limit} s), or Redis would hand a running task to a "
+                "second worker"
+            )
+        return self
+
+    @property
+    def longest_time_limit(self) -> int:
+        return min(max(INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT), self.celery_task_time_limit)
+
+    def time_limits(self, task_limit: int) -> tuple[int, int]:
+        """The (soft, hard) limits of a task whose own hard limit is ``task_limit``."""
+        hard = min(task_limit, self.celery_task_time_limit)
+        soft = min(task_limit - 30, self.celery_task_soft_time_limit, hard - 1)
+        return max(soft, 1), hard
+
+
+@lru_cache
+def get_settings() -> WorkerSettings:
+    """The process's settings, read from the environment (and ``.env``) on first use."""
+    return WorkerSettings()

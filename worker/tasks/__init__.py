@@ -1,0 +1,1 @@
+"""Celery task bodies, registered under the names existing producers already send."""
