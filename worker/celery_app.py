@@ -14,6 +14,7 @@ from celery.result import AsyncResult
 from kombu import Queue
 
 from worker.base_task import BaseTask
+from worker.http_client import shared_ssl_context
 from worker.observability import init_sentry
 from worker.settings import WorkerSettings, get_settings
 
@@ -72,6 +73,13 @@ celery_app = create_celery_app(get_settings())
 @signals.beat_init.connect
 def _start_error_reporting(**_: Any) -> None:
     init_sentry(get_settings())
+
+
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+def _build_tls_context(**_: Any) -> None:
+    """Load the CA bundle before the first task rather than inside it (~48 ms of CPU)."""
+    shared_ssl_context()
 
 
 def get_task_info(task_id: str) -> dict[str, Any]:

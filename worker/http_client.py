@@ -7,17 +7,28 @@ are bound to the loop that opened them, so each loop opens and closes its own.
 """
 
 import ssl
-from functools import lru_cache
+import threading
 
 import httpx
 
 from worker.settings import WorkerSettings
 
+_ssl_context: ssl.SSLContext | None = None
+_ssl_context_lock = threading.Lock()
 
-@lru_cache(maxsize=1)
+
 def shared_ssl_context() -> ssl.SSLContext:
-    """The process-wide TLS context with the system's (or certifi's) trust store."""
-    return httpx.create_ssl_context()
+    """The process-wide TLS context with the system's (or certifi's) trust store.
+
+    Built under a lock: a hundred pool threads starting their first task at once would otherwise
+    each load the CA bundle.
+    """
+    global _ssl_context
+    if _ssl_context is None:
+        with _ssl_context_lock:
+            if _ssl_context is None:
+                _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
 
 
 def open_http_client(settings: WorkerSettings) -> httpx.AsyncClient:

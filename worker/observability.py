@@ -13,7 +13,7 @@ from worker.settings import WorkerSettings
 
 def init_sentry(settings: WorkerSettings) -> bool:
     """Start the Sentry client if a DSN is configured; True when it is."""
-    if settings.sentry_dsn is None:
+    if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value():
         return False
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),

@@ -10,7 +10,6 @@ class name and message, which polling shows.
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
 from celery import Task
 
 from worker.celery_app import celery_app
@@ -41,9 +40,12 @@ def _run(
     retries = task.request.retries
 
     async def report_progress(progress: int, stage: str) -> None:
-        meta = {"progress": progress, "stage": stage}
-        await anyio.to_thread.run_sync(
-            partial(task.update_state, task_id=task_id, state="PROGRESS", meta=meta)
+        # A direct call on purpose: the loop runs in this task's own pool thread, so the write
+        # blocks no other task, and it reuses the thread's result-backend connection. Handing it
+        # to a helper thread would build a new backend (and connection pool) per helper thread:
+        # Celery keeps backends thread-local.
+        task.update_state(  # noqa: ASYNC
+            task_id=task_id, state="PROGRESS", meta={"progress": progress, "stage": stage}
         )
 
     call = partial(

