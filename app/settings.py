@@ -44,7 +44,7 @@ class WebSettings(RedisSettings):
         if self.environment != "production":
             return
         keys = self.api_keys.get_secret_value()
-        if not keys.strip():
+        if not any(pair.strip() for pair in keys.split(",")):
             raise UnsafeSettingsError(
                 "API_KEYS is empty: in production every request would be refused. "
                 "Set API_KEYS to comma-separated key:user_id pairs."

@@ -82,13 +82,13 @@ def _build_tls_context(**_: Any) -> None:
     shared_ssl_context()
 
 
-def get_task_info(task_id: str) -> dict[str, Any]:
+def get_task_info(task_id: str, *, app: Celery | None = None) -> dict[str, Any]:
     """A task's state as plain data: ``task_id, state, ready, successful, result``.
 
     ``result`` is the return value once successful, the error's text once failed, and the
     progress metadata (``{"progress", "stage"}``) while running.
     """
-    result: AsyncResult[Any] = AsyncResult(task_id, app=celery_app)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=app or celery_app)
     ready = result.ready()
     successful = result.successful() if ready else False
     value: Any = result.result
@@ -103,6 +103,6 @@ def get_task_info(task_id: str) -> dict[str, Any]:
     }
 
 
-def revoke_task(task_id: str, *, terminate: bool = False) -> None:
+def revoke_task(task_id: str, *, terminate: bool = False, app: Celery | None = None) -> None:
     """Ask every worker to discard ``task_id``; ``terminate`` also stops it if running (prefork)."""
-    celery_app.control.revoke(task_id, terminate=terminate)
+    (app or celery_app).control.revoke(task_id, terminate=terminate)

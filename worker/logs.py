@@ -6,11 +6,14 @@ about a task. Never log a user's message or an LLM's answer: only their sizes.
 
 import logging
 
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
 
 def _format_value(value: object) -> str:
+    """The value as one token: quoted and escaped (newlines too) when it has to be."""
     text = str(value)
     if not text or any(c.isspace() or c in '"=' for c in text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + text.translate(_ESCAPES) + '"'
     return text
 
 
@@ -18,5 +21,5 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: object) 
     """Log ``event key=value ...``; ``None`` values are left out."""
     if not logger.isEnabledFor(level):
         return
-    pairs = " ".join(f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None)
-    logger.log(level, "%s %s", event, pairs)
+    pairs = [f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None]
+    logger.log(level, "%s", " ".join([event, *pairs]))

@@ -9,7 +9,7 @@ from app.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model_exclude_none=True)
 async def healthz() -> Health:
     return Health(status="ok")
 

@@ -65,14 +65,6 @@ def test_check_safe_reads_api_keys_from_environment(monkeypatch: pytest.MonkeyPa
         settings().check_safe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "app/settings.py:47: only a blank API_KEYS counts as empty; ',' or ' , ' holds no "
-        "key:user_id pair either (from_setting skips blank entries), so production starts "
-        "with no keys and refuses every request, which check_safe exists to prevent"
-    ),
-)
 @pytest.mark.parametrize("api_keys", [",", " , ,"])
 def test_check_safe_refuses_production_when_api_keys_has_no_pairs(api_keys: str) -> None:
     production = settings(environment="production", api_keys=api_keys)

@@ -101,9 +101,7 @@ def test_llm_400_fails_at_once_with_the_error_in_status(stack: Stack, llm: LLMCo
     assert len(llm.calls(key)) == 1
 
 
-def test_llm_503_on_every_attempt_fails_after_the_last_retry(
-    stack: Stack, llm: LLMControl
-) -> None:
+def test_llm_503_on_every_attempt_fails_after_the_last_retry(stack: Stack, llm: LLMControl) -> None:
     key = "an upstream that stays down"
     llm.script(key, tokens=["never"], failures=[{"status": 503, "retry_after": 0}] * 4)
 

@@ -10,9 +10,10 @@ import httpx
 import pytest
 import redis
 
+from scripts.embedded_redis import free_port
 from tests.e2e.conftest import Stack
 from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for
+from tests.support.stack import headers_for, start_web
 
 INVOKE = "/api/v1/agents/echo/invoke-async"
 
@@ -166,9 +167,7 @@ def test_another_users_task_is_404(stack: Stack) -> None:
 
 
 def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:
-    response = stack.web.client.post(
-        INVOKE, json={"message": "hi"}, headers=headers_for("alice")
-    )
+    response = stack.web.client.post(INVOKE, json={"message": "hi"}, headers=headers_for("alice"))
 
     assert response.status_code == 202
     body = response.json()
@@ -191,5 +190,22 @@ def test_agent_list_names_both_agents(stack: Stack) -> None:
 
 
 def test_health_and_readiness(stack: Stack) -> None:
-    assert stack.web.client.get("/healthz").json() == {"status": "ok", "redis": None}
+    assert stack.web.client.get("/healthz").json() == {"status": "ok"}
     assert stack.web.client.get("/readyz").json() == {"status": "ok", "redis": "ok"}
+
+
+def test_dead_redis_gives_503_and_not_ready() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    web = start_web(dead, ready_path="/healthz")
+    try:
+        submitted = web.client.post(INVOKE, json={"message": "hi"}, headers=headers_for("alice"))
+        polled = web.client.get("/api/v1/agents/tasks/some-id", headers=headers_for("alice"))
+        ready = web.client.get("/readyz")
+    finally:
+        web.stop()
+
+    assert submitted.status_code == 503
+    assert "nothing was queued" in submitted.json()["detail"]
+    assert polled.status_code == 503
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "redis": "unreachable"}

@@ -99,8 +99,10 @@ class WebServer:
         self.process.stop()
 
 
-def start_web(redis_url: str, *, env: Mapping[str, str] | None = None) -> WebServer:
-    """A uvicorn process serving ``create_app``, waited on until ``/readyz`` answers 200."""
+def start_web(
+    redis_url: str, *, env: Mapping[str, str] | None = None, ready_path: str = "/readyz"
+) -> WebServer:
+    """A uvicorn process serving ``create_app``, waited on until ``ready_path`` answers 200."""
     port = free_port()
     argv = python_module(
         "uvicorn",
@@ -121,12 +123,12 @@ def start_web(redis_url: str, *, env: Mapping[str, str] | None = None) -> WebSer
 
     def ready() -> bool:
         try:
-            return web.client.get("/readyz").status_code == 200
+            return web.client.get(ready_path).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
-        process.wait_until(ready, timeout=WEB_READY_TIMEOUT, what="/readyz to answer 200")
+        process.wait_until(ready, timeout=WEB_READY_TIMEOUT, what=f"{ready_path} to answer 200")
     except BaseException:
         web.stop()
         raise

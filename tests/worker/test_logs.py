@@ -75,14 +75,6 @@ def test_log_event_writes_nothing_when_level_is_disabled(
     assert messages(caplog) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "worker/logs.py:12-13: a value with a newline is quoted but the newline is written raw, "
-        "so one event becomes two log lines and an LLM error body logged as reason= can forge "
-        "a line (the module promises one line per event)"
-    ),
-)
 def test_log_event_stays_on_one_line_when_value_has_newline(
     logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:

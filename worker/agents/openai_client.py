@@ -70,12 +70,12 @@ class OpenAICompatibleClient:
                     await response.aread()
                     raise _status_error(response)
                 return await self._read_stream(source.aiter_sse(), on_chunk=on_chunk)
+        except SSEError as exc:  # before TransportError: httpx-sse derives it from that
+            raise LLMProtocolError(f"LLM did not answer with an event stream: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise LLMConnectionError(f"LLM timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise LLMConnectionError(f"LLM connection failed: {exc!r}") from exc
-        except SSEError as exc:
-            raise LLMProtocolError(f"LLM did not answer with an event stream: {exc}") from exc
 
     async def _read_stream(self, events: Any, *, on_chunk: ChunkSink) -> ChatCompletion:
         parts: list[str] = []

@@ -234,15 +234,6 @@ async def test_stream_chat_quotes_plain_body_when_4xx_body_is_not_json() -> None
         await run(handler)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LLMConnectionError,
-    reason=(
-        "worker/agents/openai_client.py:75: httpx_sse.SSEError subclasses httpx.TransportError, "
-        "so `except httpx.TransportError` catches it before `except SSEError` (line 77): a "
-        "non-SSE 200 becomes a transient LLMConnectionError (retried) instead of LLMProtocolError"
-    ),
-)
 async def test_stream_chat_raises_protocol_error_when_200_is_not_an_event_stream() -> None:
     body = orjson.dumps({"choices": [{"message": {"content": "Hello"}}]})
     handler = answer(200, body, {"content-type": "application/json"})

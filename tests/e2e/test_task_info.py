@@ -1,0 +1,63 @@
+"""``get_task_info``: the seed's helper, reading what a real worker stored."""
+
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from tests.e2e.conftest import Stack
+from tests.support.llm_server import LLMControl
+from tests.support.processes import wait_for
+from worker.celery_app import create_celery_app, get_task_info
+from worker.settings import WorkerSettings
+from worker.tasks.agent_tasks import INVOKE_AGENT_ASYNC
+
+
+@pytest.fixture
+def celery(stack: Stack) -> Iterator[Celery]:
+    app = create_celery_app(WorkerSettings(_env_file=None, redis_url=stack.redis_url))  # type: ignore[call-arg]
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _send(celery: Celery, message: str, agent_id: str = "echo") -> str:
+    kwargs = {"agent_id": agent_id, "message": message, "user_id": "ops"}
+    return str(celery.send_task(INVOKE_AGENT_ASYNC, kwargs=kwargs).id)
+
+
+def test_task_info_of_a_successful_task(celery: Celery) -> None:
+    task_id = _send(celery, "info please")
+    wait_for(lambda: get_task_info(task_id, app=celery)["ready"], timeout=20)
+
+    info = get_task_info(task_id, app=celery)
+
+    result = info.pop("result")
+    assert info == {"task_id": task_id, "state": "SUCCESS", "ready": True, "successful": True}
+    assert result["content"] == "info please"
+    assert result["metadata"]["agent_id"] == "echo"
+
+
+def test_task_info_of_a_failed_task(celery: Celery, llm: LLMControl) -> None:
+    llm.script("info of a failure", tokens=["x"], failures=[{"status": 401, "body": "bad key"}])
+    task_id = _send(celery, "info of a failure", agent_id="simple_llm_agent")
+    wait_for(lambda: get_task_info(task_id, app=celery)["ready"], timeout=20)
+
+    info = get_task_info(task_id, app=celery)
+
+    assert info["state"] == "FAILURE"
+    assert info["successful"] is False
+    assert info["result"].startswith("LLMRequestRejectedError: LLM rejected the request with 401")
+
+
+def test_task_info_of_an_unknown_task_is_pending(celery: Celery) -> None:
+    info = get_task_info("no-such-task", app=celery)
+
+    assert info == {
+        "task_id": "no-such-task",
+        "state": "PENDING",
+        "ready": False,
+        "successful": False,
+        "result": None,
+    }
