@@ -2,10 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Query, Request, status
 
 from app.auth import Principal
+from app.errors import NotFoundError
 from app.services import Services
+from app.stream_tokens import InvalidStreamTokenError
 
 
 def get_services(request: Request) -> Services:
@@ -32,3 +34,33 @@ def current_user(
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def stream_user(
+    task_id: str,
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+    token: Annotated[str | None, Query(description="The token of the submit's stream_url.")] = None,
+) -> Principal:
+    """The caller of a task's stream: ``X-API-Key``, or a stream token for this very task.
+
+    A token for another task answers 404, as if the task did not exist.
+    """
+    if x_api_key is not None:
+        return current_user(services, x_api_key)
+    if token is None:
+        return current_user(services, None)
+    try:
+        grant = services.tokens.verify(token)
+    except InvalidStreamTokenError as exc:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="invalid or expired stream token",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from exc
+    if grant.task_id != task_id:
+        raise NotFoundError("task not found")
+    return grant.principal
+
+
+StreamUser = Annotated[Principal, Depends(stream_user)]

@@ -30,6 +30,10 @@ class PayloadTooLargeError(Exception):
         self.limit = limit
 
 
+class InvalidCursorError(ValueError):
+    """A ``Last-Event-ID`` (or ``last_event_id``) that is not one of our event ids."""
+
+
 class ServiceUnavailableError(Exception):
     """A dependency (Redis, the broker) did not answer; nothing was changed."""
 
@@ -57,6 +61,11 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(too_large_body(loc=exc.loc, limit=exc.limit), status_code=413)
 
 
+async def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
+    item = {"loc": ["header", "Last-Event-ID"], "msg": str(exc), "type": "invalid_event_id"}
+    return JSONResponse({"detail": [item]}, status_code=422)
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
@@ -81,5 +90,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(ServiceUnavailableError, _unavailable)
+    app.add_exception_handler(InvalidCursorError, _invalid_cursor)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)

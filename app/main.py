@@ -13,20 +13,25 @@ from fastapi import FastAPI
 from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
-from app.routes import agents, health, tasks
+from app.log_redaction import install_token_redaction
+from app.routes import agents, events, health, tasks
 from app.services import open_services
 from app.settings import WebSettings, get_settings
+from app.stream_tokens import StreamTokenSigner
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_safe()
     authenticator = ApiKeyAuthenticator.from_setting(settings.api_keys.get_secret_value())
+    secret = settings.token_secret.get_secret_value() if settings.token_secret else None
+    tokens = StreamTokenSigner(secret, ttl=settings.stream_token_ttl)
     logging.getLogger("agent_service").setLevel(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, authenticator=authenticator) as services:
+        install_token_redaction("uvicorn.access", "uvicorn.error")
+        async with open_services(settings, authenticator=authenticator, tokens=tokens) as services:
             app.state.services = services
             yield
 
@@ -41,4 +46,5 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)
+    app.include_router(events.router)
     return app

@@ -1,7 +1,13 @@
 """The clients the web process holds for its lifetime, opened in the lifespan and closed after.
 
-One Redis client for owner records and readiness, the result backend's (the same client when both
-URLs agree), and the producer-only Celery app. Nothing is opened at import time.
+- ``redis``: owner records, the ``queued`` event, readiness;
+- ``backend``: Celery's result backend (the same client when both URLs agree);
+- ``hub``: the stream relay, on a client of its own whose pool is capped, so however many SSE
+  clients are open the process holds at most ``STREAM_CONNECTIONS`` Redis connections for them
+  (one pub/sub connection, the rest for reading logs);
+- the producer-only Celery app behind ``submitter``.
+
+Nothing is opened at import time.
 """
 
 from collections.abc import AsyncIterator
@@ -9,24 +15,31 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio.to_thread
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.auth import ApiKeyAuthenticator
 from app.settings import WebSettings
+from app.stream_tokens import StreamTokenSigner
 from app.submission import TaskSubmitter, create_producer
 from app.task_records import TaskRecordStore
-from streaming.redis_settings import normalise_redis_url
+from streaming.event_log import EventLog
+from streaming.hub import EventHub
 
 CLIENT_NAME = "agent-service:web"
+STREAM_CLIENT_NAME = "agent-service:web:stream"
+STREAM_CONNECTIONS = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: WebSettings
     authenticator: ApiKeyAuthenticator
+    tokens: StreamTokenSigner
     redis: "Redis"
     backend: "Redis"
     records: TaskRecordStore
+    events: EventLog
+    hub: EventHub
     submitter: TaskSubmitter
 
 
@@ -36,29 +49,49 @@ def _redis(url: str) -> "Redis":
     )
 
 
+def _stream_redis(url: str) -> "Redis":
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=STREAM_CONNECTIONS,
+        timeout=10,
+        client_name=STREAM_CLIENT_NAME,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
 @asynccontextmanager
 async def open_services(
-    settings: WebSettings, *, authenticator: ApiKeyAuthenticator
+    settings: WebSettings, *, authenticator: ApiKeyAuthenticator, tokens: StreamTokenSigner
 ) -> AsyncIterator[Services]:
-    redis_url = normalise_redis_url(settings.redis_url)
+    redis_url = settings.redis_url_normalised
     redis = _redis(redis_url)
     backend = (
         redis if settings.result_backend_url == redis_url else _redis(settings.result_backend_url)
     )
+    stream_redis = _stream_redis(redis_url)
     producer = create_producer(
         broker_url=settings.broker_url, result_backend_url=settings.result_backend_url
     )
     try:
-        yield Services(
-            settings=settings,
-            authenticator=authenticator,
-            redis=redis,
-            backend=backend,
-            records=TaskRecordStore(redis, result_expires=settings.celery_result_expires),
-            submitter=TaskSubmitter(producer),
-        )
+        async with EventHub(stream_redis, release_after=settings.stream_release_after) as hub:
+            yield Services(
+                settings=settings,
+                authenticator=authenticator,
+                tokens=tokens,
+                redis=redis,
+                backend=backend,
+                records=TaskRecordStore(redis, ttl=settings.task_data_ttl),
+                events=EventLog(
+                    redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl
+                ),
+                hub=hub,
+                submitter=TaskSubmitter(producer),
+            )
     finally:
         await anyio.to_thread.run_sync(producer.close)
+        await stream_redis.aclose()
         if backend is not redis:
             await backend.aclose()
         await redis.aclose()

@@ -13,6 +13,7 @@ from streaming.redis_settings import RedisSettings
 
 #: The key ``make dev`` configures; refused in production.
 DEVELOPMENT_API_KEY = "dev-key"
+MIN_TOKEN_SECRET_LENGTH = 32
 
 
 class UnsafeSettingsError(RuntimeError):
@@ -27,6 +28,24 @@ class WebSettings(RedisSettings):
     api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated key:user_id pairs, e.g. 'k1:alice,k2:bob'.",
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs stream tokens; required in production (at least 32 characters), "
+        "the same for every web process.",
+    )
+    stream_token_ttl: int = Field(
+        default=3600, ge=30, le=7 * 86_400, description="Seconds a stream URL's token is valid."
+    )
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=15.0)
+    sse_send_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client may stall a send before it is dropped."
+    )
+    stream_release_after: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds without any stream open after which the relay closes its Redis "
+        "connections.",
     )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
@@ -53,6 +72,13 @@ class WebSettings(RedisSettings):
             raise UnsafeSettingsError(
                 f"API_KEYS contains the development key {DEVELOPMENT_API_KEY!r}; "
                 "generate real keys for production."
+            )
+        secret = self.token_secret.get_secret_value() if self.token_secret else ""
+        if len(secret) < MIN_TOKEN_SECRET_LENGTH:
+            raise UnsafeSettingsError(
+                f"TOKEN_SECRET must be set to at least {MIN_TOKEN_SECRET_LENGTH} random characters "
+                "in production (the same on every web process), e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
             )
 
 

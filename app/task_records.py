@@ -3,18 +3,20 @@
 Celery's result backend cannot tell an unknown id from a queued task (both read as PENDING) and
 knows nothing of users, so every accepted task gets a small Redis hash (owner, agent, task name,
 creation time). No record means 404, for unknown ids and foreign producers' tasks alike; a record
-owned by someone else is 404 too, so ids cannot be probed. Records live as long as the result,
-plus a day for the time a task may spend queued and retrying.
+owned by someone else is 404 too, so ids cannot be probed. Records live as long as the task's
+event log (``RedisSettings.task_data_ttl``).
 """
 
+import re
 import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from app.errors import NotFoundError, ServiceUnavailableError
 from streaming import keys
 
-QUEUE_ALLOWANCE_SECONDS = 86_400
+_TASK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +29,9 @@ class TaskRecord:
 
 
 class TaskRecordStore:
-    def __init__(self, redis: "Redis", *, result_expires: int) -> None:
+    def __init__(self, redis: "Redis", *, ttl: int) -> None:
         self._redis = redis
-        self._ttl = result_expires + QUEUE_ALLOWANCE_SECONDS
+        self._ttl = ttl
 
     async def create(self, record: TaskRecord) -> None:
         key = keys.task_record(record.task_id)
@@ -80,3 +82,16 @@ def new_record(*, task_id: str, owner: str, agent_id: str, task_name: str) -> Ta
         task_name=task_name,
         created_at=time.time(),
     )
+
+
+async def find_owned_task(store: TaskRecordStore, task_id: str, *, owner: str) -> TaskRecord:
+    """The record of a task ``owner`` may see; 404 for malformed, unknown and foreign ids alike."""
+    if not _TASK_ID.match(task_id):
+        raise NotFoundError("task not found")
+    try:
+        record = await store.get_owned(task_id, owner=owner)
+    except Exception as exc:
+        raise ServiceUnavailableError("task store unavailable") from exc
+    if record is None:
+        raise NotFoundError("task not found")
+    return record

@@ -21,3 +21,29 @@ def task_record(task_id: str) -> str:
 def celery_task_meta(task_id: str) -> str:
     """Celery's result-backend entry for ``task_id`` (state, result or error, traceback)."""
     return f"{CELERY_TASK_META_PREFIX}{task_id}"
+
+
+def _task_tag(task_id: str) -> str:
+    # The braces are a Redis Cluster hash tag: a task's keys live in one slot, so the script that
+    # writes them together stays valid on a cluster.
+    return f"{PREFIX}:{{{task_id}}}"
+
+
+def task_events(task_id: str) -> str:
+    """The task's event log: a capped Stream of ``{e: type, d: json}`` entries."""
+    return f"{_task_tag(task_id)}:events"
+
+
+def task_content(task_id: str) -> str:
+    """The answer so far (chunk texts appended; replaced by a reset), for cursors the log lost."""
+    return f"{_task_tag(task_id)}:content"
+
+
+def task_attempt(task_id: str) -> str:
+    """The attempt whose content ``task_content`` holds."""
+    return f"{_task_tag(task_id)}:attempt"
+
+
+def task_channel(task_id: str) -> str:
+    """Pub/sub channel on which each appended event is announced (a wake-up, not the truth)."""
+    return f"{PREFIX}:live:{task_id}"

@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+QUEUE_ALLOWANCE_SECONDS = 86_400
 
 
 def normalise_redis_url(url: str) -> str:
@@ -39,8 +40,24 @@ class RedisSettings(BaseSettings):
     celery_result_expires: int = Field(
         default=86_400,
         ge=60,
-        description="Seconds a finished task's result, owner record and event log are kept.",
+        description="Seconds a finished task's result is kept (owner record and log: a day more).",
     )
+
+    event_log_maxlen: int = Field(
+        default=10_000,
+        ge=100,
+        description="Entries a task's event log keeps; a client behind that gets a reset.",
+    )
+
+    @property
+    def task_data_ttl(self) -> int:
+        """Seconds a task's owner record and event log live: its result's lifetime, plus a day
+        for the time it may spend queued and retrying."""
+        return self.celery_result_expires + QUEUE_ALLOWANCE_SECONDS
+
+    @property
+    def redis_url_normalised(self) -> str:
+        return normalise_redis_url(self.redis_url)
 
     @property
     def broker_url(self) -> str:

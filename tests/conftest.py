@@ -31,3 +31,9 @@ def llm(llm_server: LLMServerProcess) -> Iterator[LLMControl]:
         yield control
     finally:
         control.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the service does."""
+    return "asyncio"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from worker.agents.base import AgentRequest
+from worker.agents.base import AgentRequest, ChunkSink
 from worker.agents.registry import build_agent
 from worker.errors import PermanentAgentError
 from worker.http_client import open_http_client
@@ -62,21 +62,24 @@ async def invoke_agent(
     report_progress: ProgressReport,
     attempt: int,
     streamed: bool,
+    on_chunk: ChunkSink | None = None,
 ) -> dict[str, Any]:
-    """Run the agent and return the task's result."""
+    """Run the agent and return the task's result; each chunk also goes to ``on_chunk``."""
     started = time.monotonic()
-    progress = ProgressTracker(report_progress)
+    progress = ProgressTracker(report_progress, min_interval=settings.progress_min_interval)
     chunks = 0
 
-    async def on_chunk(text: str) -> None:
+    async def count_chunk(text: str) -> None:
         nonlocal chunks
         chunks += 1
+        if on_chunk is not None:
+            await on_chunk(text)
         await progress.chunks(chunks)
 
     async with open_http_client(settings) as http:
         agent = build_agent(request.agent_id, settings=settings, http=http)
         await progress.stage("starting", STARTING)
-        reply = await agent.run(request, on_chunk=on_chunk)
+        reply = await agent.run(request, on_chunk=count_chunk)
 
     metadata: dict[str, Any] = {
         **reply.metadata,

@@ -69,6 +69,17 @@ class WorkerSettings(RedisSettings):
     llm_read_timeout: float = Field(
         default=60.0, gt=0, description="Longest silence allowed between two streamed chunks."
     )
+    progress_min_interval: float = Field(
+        default=0.25,
+        ge=0,
+        description="Least seconds between two progress reports while generating.",
+    )
+    stream_coalesce_window: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="Seconds over which streamed chunks are merged into one event; 0: none.",
+    )
     echo_word_delay: float = Field(
         default=0.05, ge=0, le=5, description="Pause between the words the echo agent streams."
     )

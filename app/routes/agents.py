@@ -1,8 +1,9 @@
 """``/api/v1/agents``: which agents exist, and submitting an invocation of one.
 
 Submitting checks everything before anything is written: the caller, the agent, the body's shape
-and sizes. Then it records the task's owner and only then queues it, so a task never runs without
-an owner record, and a failed publish leaves neither behind.
+and sizes. Then it records the task's owner and opens its event log with ``status: queued``, and
+only then queues it, so a task never runs without an owner record. The answer's ``stream_url``
+carries a token that opens this task's stream only (for browsers' EventSource).
 """
 
 import uuid
@@ -15,14 +16,15 @@ from app.errors import NotFoundError, PayloadTooLargeError, ServiceUnavailableEr
 from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
 from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, SubmissionError
 from app.task_records import new_record
+from streaming.events import EventType
 from worker.agents.catalog import AGENT_CATALOG
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
 
-def task_urls(task_id: str) -> tuple[str, str]:
+def task_urls(task_id: str, *, stream_token: str) -> tuple[str, str]:
     base = f"/api/v1/agents/tasks/{task_id}"
-    return base, f"{base}/events"
+    return base, f"{base}/events?token={stream_token}"
 
 
 @router.get("")
@@ -62,6 +64,7 @@ async def invoke_async(
     }
     try:
         await services.records.create(record)
+        await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])
     except Exception as exc:
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
     try:
@@ -70,6 +73,7 @@ async def invoke_async(
         await services.records.delete(task_id)
         raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
 
-    status_url, stream_url = task_urls(task_id)
+    token = services.tokens.issue(user_id=user.user_id, task_id=task_id)
+    status_url, stream_url = task_urls(task_id, stream_token=token)
     response.headers["Location"] = status_url
     return TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)

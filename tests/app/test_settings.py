@@ -40,10 +40,27 @@ def test_check_safe_refuses_production_when_development_key_is_present(api_keys:
         production.check_safe()
 
 
-def test_check_safe_accepts_production_when_keys_are_real() -> None:
-    production = settings(environment="production", api_keys="prod-7f3a9c:alice,prod-2b4d6e:bob")
+REAL_SECRET = "s" * 32
+
+
+def test_check_safe_accepts_production_when_keys_and_secret_are_real() -> None:
+    production = settings(
+        environment="production",
+        api_keys="prod-7f3a9c:alice,prod-2b4d6e:bob",
+        token_secret=REAL_SECRET,
+    )
 
     assert production.check_safe() is None
+
+
+@pytest.mark.parametrize("secret", [None, "", "short"])
+def test_check_safe_refuses_production_without_a_long_token_secret(secret: str | None) -> None:
+    production = settings(
+        environment="production", api_keys="prod-7f3a9c:alice", token_secret=secret
+    )
+
+    with pytest.raises(UnsafeSettingsError, match="TOKEN_SECRET"):
+        production.check_safe()
 
 
 @pytest.mark.parametrize("environment", ["development", "test"])

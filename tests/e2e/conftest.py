@@ -2,7 +2,8 @@
 uvicorn, on the session's private Redis, calling the loopback LLM server.
 
 ``stack`` is the default deployment (session-wide). ``bare_stack`` has no LLM configured and a
-one-second soft time limit. ``idle_web`` is a web process with no worker behind it, on a Redis
+one-second soft time limit. ``raw_stack`` publishes every chunk as its own event and sends
+heartbeats twice a second. ``idle_web`` is a web process with no worker behind it, on a Redis
 database of its own, where a test can see that bad input queued nothing.
 """
 
@@ -17,7 +18,7 @@ from tests.support.llm_server import LLMServerProcess
 from tests.support.processes import ManagedProcess
 from tests.support.stack import WebServer, redis_db_url, start_web, start_worker
 
-MAIN_DB, BARE_DB, IDLE_DB = 0, 1, 2
+MAIN_DB, BARE_DB, IDLE_DB, RAW_DB = 0, 1, 2, 3
 
 
 @dataclass
@@ -27,10 +28,12 @@ class Stack:
     worker: ManagedProcess | None
 
 
-def _stack(redis_url: str, *, worker_env: dict[str, str] | None) -> Iterator[Stack]:
+def _stack(
+    redis_url: str, *, worker_env: dict[str, str] | None, web_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     worker = start_worker(redis_url, env=worker_env) if worker_env is not None else None
     try:
-        web = start_web(redis_url)
+        web = start_web(redis_url, env=web_env)
         try:
             yield Stack(redis_url=redis_url, web=web, worker=worker)
         finally:
@@ -40,9 +43,8 @@ def _stack(redis_url: str, *, worker_env: dict[str, str] | None) -> Iterator[Sta
             worker.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
-    worker_env = {
+def _llm_worker_env(llm_server: LLMServerProcess) -> dict[str, str]:
+    return {
         "LLM_BASE_URL": llm_server.base_url,
         "LLM_API_KEY": "test-llm-key",
         "LLM_MODEL": "loopback-model",
@@ -51,7 +53,23 @@ def stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator
         "AGENT_TASK_RATE_LIMIT": "",
         "STREAMING_TASK_RATE_LIMIT": "",
     }
-    yield from _stack(redis_db_url(redis_server.url, MAIN_DB), worker_env=worker_env)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
+    yield from _stack(
+        redis_db_url(redis_server.url, MAIN_DB), worker_env=_llm_worker_env(llm_server)
+    )
+
+
+@pytest.fixture(scope="session")
+def raw_stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
+    """Every chunk its own event (no coalescing), and a heartbeat twice a second."""
+    yield from _stack(
+        redis_db_url(redis_server.url, RAW_DB),
+        worker_env={**_llm_worker_env(llm_server), "STREAM_COALESCE_WINDOW": "0"},
+        web_env={"SSE_HEARTBEAT_SECONDS": "0.5"},
+    )
 
 
 @pytest.fixture(scope="session")

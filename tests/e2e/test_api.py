@@ -172,12 +172,13 @@ def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:
     assert response.status_code == 202
     body = response.json()
     task_id = body["task_id"]
+    stream_url = body.pop("stream_url")
     assert body == {
         "task_id": task_id,
         "status": "queued",
         "status_url": f"/api/v1/agents/tasks/{task_id}",
-        "stream_url": f"/api/v1/agents/tasks/{task_id}/events",
     }
+    assert stream_url.startswith(f"/api/v1/agents/tasks/{task_id}/events?token=")
     assert response.headers["location"] == body["status_url"]
     assert poll_until_done(stack.web.client, task_id)["status"] == "completed"
 

@@ -113,7 +113,7 @@ def start_web(
         "--port",
         str(port),
         "--log-level",
-        "warning",
+        "info",
     )
     process = ManagedProcess(
         "uvicorn", argv, env={**base_env(redis_url), "API_KEYS": api_keys_setting(), **(env or {})}

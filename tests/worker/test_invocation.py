@@ -154,10 +154,30 @@ async def test_invoke_agent_reports_starting_then_generating_when_echo_runs() ->
     request = parse_request(agent_id="echo", message="one two three", user_id="alice")
 
     await invoke_agent(
-        request, settings=echo_settings(), report_progress=reports, attempt=1, streamed=False
+        request,
+        settings=echo_settings(progress_min_interval=0),
+        report_progress=reports,
+        attempt=1,
+        streamed=False,
     )
 
     assert reports.calls == [(5, "starting"), (10, "generating"), (17, "generating")]
+
+
+@pytest.mark.anyio
+async def test_invoke_agent_reports_only_stages_when_chunks_come_faster_than_min_interval() -> None:
+    reports = Reports()
+    request = parse_request(agent_id="echo", message="one two three", user_id="alice")
+
+    await invoke_agent(
+        request,
+        settings=echo_settings(progress_min_interval=60),
+        report_progress=reports,
+        attempt=1,
+        streamed=False,
+    )
+
+    assert reports.calls == [(5, "starting"), (10, "generating")]
 
 
 @pytest.mark.anyio

@@ -1,23 +1,30 @@
 """The two agent tasks, under the dotted names that existing Celery producers send.
 
 Each is a thin shell around ``worker.invocation``: it parses the kwargs, runs the invocation on an
-anyio loop with the task's soft limit enforced inside the loop, reports progress as state
-``PROGRESS``, and retries transient LLM failures with exponential backoff (honouring
-``Retry-After``). Permanent failures and the last transient one fail the task with the error's
-class name and message, which polling shows.
+anyio loop with the task's soft limit enforced inside the loop, and retries transient LLM failures
+with exponential backoff (honouring ``Retry-After``). Permanent failures and the last transient
+one fail the task with the error's class name and message, which polling shows.
+
+Everything the call does is also published to the task's event log, in order: ``reset`` when a
+retry starts, ``status`` running, ``progress`` (also set as Celery state ``PROGRESS``), every
+``chunk``. The terminal event (``result`` or ``error``) and the ``retrying`` status are published
+by ``AgentTask``'s hooks, which Celery calls after it has stored the state: a client that reads the
+terminal event from the stream and then polls sees the same outcome.
 """
 
-from functools import partial
 from typing import Any
 
 from celery import Task
 
+from streaming.events import EventType
+from worker.base_task import BaseTask
 from worker.celery_app import celery_app
 from worker.errors import TransientAgentError
 from worker.invocation import invoke_agent, parse_request
 from worker.retry_policy import retry_countdown
 from worker.runtime import run_with_time_limit
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
+from worker.stream_events import error_payload, open_task_publisher, publish_from_hook
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
@@ -25,6 +32,27 @@ INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_ag
 _settings = get_settings()
 _INVOKE_SOFT, _INVOKE_HARD = _settings.time_limits(INVOKE_TIME_LIMIT)
 _STREAMING_SOFT, _STREAMING_HARD = _settings.time_limits(STREAMING_TIME_LIMIT)
+
+
+class AgentTask(BaseTask):
+    """Publishes each outcome to the task's stream once Celery has stored it."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        super().on_success(retval, task_id, args, kwargs)
+        publish_from_hook(get_settings(), task_id, [(EventType.RESULT, retval)])
+
+    def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        super().on_retry(exc, task_id, args, kwargs, einfo)
+        status = {
+            "status": "retrying",
+            "attempt": self.request.retries + 1,
+            "error": error_payload(exc),
+        }
+        publish_from_hook(get_settings(), task_id, [(EventType.STATUS, status)])
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        publish_from_hook(get_settings(), task_id, [(EventType.ERROR, error_payload(exc))])
 
 
 def _run(
@@ -36,26 +64,33 @@ def _run(
 ) -> dict[str, Any]:
     settings = get_settings()
     request = parse_request(**kwargs)
-    task_id = task.request.id
-    retries = task.request.retries
+    task_id = str(task.request.id)
+    retries: int = task.request.retries
+    attempt = retries + 1
 
-    async def report_progress(progress: int, stage: str) -> None:
-        # A direct call on purpose: the loop runs in this task's own pool thread, so the write
-        # blocks no other task, and it reuses the thread's result-backend connection. Handing it
-        # to a helper thread would build a new backend (and connection pool) per helper thread:
-        # Celery keeps backends thread-local.
-        task.update_state(  # noqa: ASYNC
-            task_id=task_id, state="PROGRESS", meta={"progress": progress, "stage": stage}
-        )
+    async def call() -> dict[str, Any]:
+        async with open_task_publisher(settings, task_id) as publisher:
 
-    call = partial(
-        invoke_agent,
-        request,
-        settings=settings,
-        report_progress=report_progress,
-        attempt=retries + 1,
-        streamed=streamed,
-    )
+            async def report_progress(progress: int, stage: str) -> None:
+                meta = {"progress": progress, "stage": stage}
+                await publisher.publish(EventType.PROGRESS, meta)
+                # A direct call on purpose: the loop runs in this task's own pool thread, so the
+                # write blocks no other task, and it reuses the thread's result-backend
+                # connection (Celery keeps backends thread-local; a helper thread would open one).
+                task.update_state(task_id=task_id, state="PROGRESS", meta=meta)
+
+            if retries:
+                await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
+            await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
+            return await invoke_agent(
+                request,
+                settings=settings,
+                report_progress=report_progress,
+                attempt=attempt,
+                streamed=streamed,
+                on_chunk=publisher.chunk,
+            )
+
     try:
         return run_with_time_limit(call, time_limit=soft_limit)
     except TransientAgentError as exc:
@@ -69,8 +104,21 @@ def _run(
         raise task.retry(exc=exc, countdown=countdown) from exc
 
 
+def _kwargs(
+    agent_id: str, message: str, user_id: str, session_id: str | None, metadata: Any
+) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "message": message,
+        "user_id": user_id,
+        "session_id": session_id,
+        "metadata": metadata,
+    }
+
+
 @celery_app.task(
     bind=True,
+    base=AgentTask,
     name=INVOKE_AGENT_ASYNC,
     rate_limit=_settings.agent_task_rate_limit or None,
     time_limit=_INVOKE_HARD,
@@ -86,19 +134,14 @@ def invoke_agent_async(
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run an agent to completion; the answer is available by polling."""
-    kwargs = {
-        "agent_id": agent_id,
-        "message": message,
-        "user_id": user_id,
-        "session_id": session_id,
-        "metadata": metadata,
-    }
+    """Run an agent to completion; the answer is available by polling (and streamed too)."""
+    kwargs = _kwargs(agent_id, message, user_id, session_id, metadata)
     return _run(self, soft_limit=_INVOKE_SOFT, streamed=False, kwargs=kwargs)
 
 
 @celery_app.task(
     bind=True,
+    base=AgentTask,
     name=INVOKE_AGENT_WITH_STREAMING,
     rate_limit=_settings.streaming_task_rate_limit or None,
     time_limit=_STREAMING_HARD,
@@ -115,11 +158,5 @@ def invoke_agent_with_streaming(
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run an agent whose chunks are relayed to clients as they are generated."""
-    kwargs = {
-        "agent_id": agent_id,
-        "message": message,
-        "user_id": user_id,
-        "session_id": session_id,
-        "metadata": metadata,
-    }
+    kwargs = _kwargs(agent_id, message, user_id, session_id, metadata)
     return _run(self, soft_limit=_STREAMING_SOFT, streamed=True, kwargs=kwargs)

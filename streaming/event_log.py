@@ -1,0 +1,163 @@
+"""A task's durable, ordered event log in Redis: appending (worker and web) and reading (web).
+
+One server-side script appends a batch of events to the task's capped Stream, keeps the answer
+so far (chunk texts appended, replaced by a ``reset``), refreshes the expiry and announces each
+event on the task's pub/sub channel: one round trip, atomically, so a listener can never see an
+announcement whose entry is not in the log yet.
+
+Reading after a cursor the capped log no longer holds yields one ``reset`` carrying the answer so
+far, then what the log holds: never a silent gap.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from streaming import keys
+from streaming.events import Event, EventType, encode_payload, parse_event_id
+
+# KEYS: events, content, attempt. ARGV: channel, maxlen, ttl, then (type, data, text, attempt)*.
+_APPEND_SCRIPT = """
+local channel, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
+local ids = {}
+for i = 4, #ARGV, 4 do
+  local kind, data, text, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'd', data)
+  if kind == 'chunk' then
+    redis.call('APPEND', KEYS[2], text)
+  elseif kind == 'reset' then
+    redis.call('SET', KEYS[2], text)
+    redis.call('SET', KEYS[3], attempt)
+  end
+  redis.call('PUBLISH', channel, id .. '\\n' .. kind .. '\\n' .. data)
+  ids[#ids + 1] = id
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+return ids
+"""
+
+#: A new event: its type and its JSON-serialisable payload.
+NewEvent = tuple[EventType, Any]
+
+
+def _script_call(
+    task_id: str, events: Sequence[NewEvent], *, maxlen: int, ttl: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    args: list[bytes | str | int] = [keys.task_channel(task_id), maxlen, ttl]
+    for kind, payload in events:
+        text, attempt = "", ""
+        if kind is EventType.CHUNK:
+            text = payload["text"]
+        elif kind is EventType.RESET:
+            text, attempt = payload["content"], str(payload["attempt"])
+        args += [kind.value, encode_payload(payload), text, attempt]
+    task_keys = [keys.task_events(task_id), keys.task_content(task_id), keys.task_attempt(task_id)]
+    return task_keys, args
+
+
+def _ids(raw: Sequence[bytes | str]) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else i for i in raw]
+
+
+class EventLog:
+    """Appends events to task logs, from async code (the worker's loop, the web process)."""
+
+    def __init__(self, redis: "Redis", *, maxlen: int, ttl: int) -> None:
+        self._script = redis.register_script(_APPEND_SCRIPT)
+        self._maxlen = maxlen
+        self._ttl = ttl
+
+    async def append(self, task_id: str, events: Sequence[NewEvent]) -> list[str]:
+        """Append ``events`` in order; their entry ids."""
+        task_keys, args = _script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
+        return _ids(await self._script(keys=task_keys, args=args))
+
+
+class BlockingEventLog:
+    """The same, for synchronous code (Celery's task hooks run outside any event loop)."""
+
+    def __init__(self, redis: "SyncRedis", *, maxlen: int, ttl: int) -> None:
+        self._script = redis.register_script(_APPEND_SCRIPT)
+        self._maxlen = maxlen
+        self._ttl = ttl
+
+    def append(self, task_id: str, events: Sequence[NewEvent]) -> list[str]:
+        task_keys, args = _script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
+        return _ids(self._script(keys=task_keys, args=args))
+
+
+def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Event:
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Event(id=event_id, type=EventType(fields[b"e"].decode()), data=fields[b"d"])
+
+
+def decode_announcement(message: bytes) -> Event:
+    """An event from its pub/sub announcement (``id\\ntype\\ndata``)."""
+    event_id, kind, data = message.split(b"\n", 2)
+    return Event(id=event_id.decode(), type=EventType(kind.decode()), data=data)
+
+
+def _predecessor(event_id: str) -> str:
+    ms, seq = parse_event_id(event_id)
+    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+
+
+class EventLogReader:
+    """Reads task logs for listeners (web side)."""
+
+    def __init__(self, redis: "Redis", *, page_size: int = 500) -> None:
+        self._redis = redis
+        self.page_size = page_size
+
+    async def read_after(self, task_id: str, cursor: str | None) -> list[Event]:
+        """Up to a page of events after ``cursor`` (None: from the start).
+
+        When the log was trimmed past the cursor, the page starts with a ``reset`` that carries
+        the answer so far and stands for everything up to the entry after it.
+        """
+        key = keys.task_events(task_id)
+        start = f"({cursor}" if cursor else "-"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(key)
+            pipe.xrange(key, min=start, max="+", count=self.page_size)
+            info, entries = await pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):  # no log yet
+            return []
+        if _lost_after(info, cursor):
+            return await self._snapshot(task_id)
+        return [decode_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def _snapshot(self, task_id: str) -> list[Event]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.task_content(task_id))
+            pipe.get(keys.task_attempt(task_id))
+            pipe.xrevrange(keys.task_events(task_id), max="+", min="-", count=1)
+            content, attempt, last_entries = await pipe.execute()
+        ((last_id, fields),) = last_entries
+        last = decode_entry(last_id, fields)
+        payload = {
+            "attempt": int(attempt) if attempt else 1,
+            "content": (content or b"").decode(),
+        }
+        if last.terminal:  # the content is complete before it: deliver it after the reset
+            reset = Event(_predecessor(last.id), EventType.RESET, encode_payload(payload))
+            return [reset, last]
+        return [Event(last.id, EventType.RESET, encode_payload(payload))]
+
+
+def _lost_after(info: Mapping[str, Any], cursor: str | None) -> bool:
+    """Did trimming drop entries after ``cursor``? (Trimmed entries precede the first one.)"""
+    if int(info["entries-added"]) <= int(info["length"]):
+        return False
+    if cursor is None:
+        return True
+    first = _text(info["recorded-first-entry-id"])
+    return parse_event_id(cursor) < parse_event_id(first)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

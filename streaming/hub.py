@@ -1,0 +1,284 @@
+"""The web side of task streams: ONE pub/sub connection per process, fanned out in process.
+
+A listener (one SSE client) is an async iterator over a task's events after a cursor. It first
+subscribes (the hub subscribes the task's channel when its first local listener arrives and waits
+for Redis to confirm), then replays the log after its cursor, then yields live announcements,
+dropping ids it has already yielded: no gap, no duplicate. The task's channel is unsubscribed when
+its last listener leaves, in a shielded ``finally`` so an abrupt disconnect cannot leak it.
+
+Announcements only wake listeners up; the log is the truth. Each listener's buffer is bounded: one
+that falls behind is marked lagging and catches up from the log instead of growing memory. After a
+reconnect of the pub/sub connection (announcements may have been lost) every listener catches up,
+and an idle listener re-reads the log every ``idle_check`` seconds, so nothing waits on a lost
+announcement for long.
+
+::
+
+    Redis ─PUBLISH─▶ [one pub/sub connection] ─▶ hub reader ─┬─▶ listener buffer ─▶ SSE client
+          ◀─XRANGE── listener catch-up (join, lag, reconnect, idle) └─▶ listener buffer ─▶ ...
+"""
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from streaming import keys
+from streaming.event_log import EventLogReader, decode_announcement
+from streaming.events import Event, parse_event_id
+
+logger = logging.getLogger("agent_service.streaming.hub")
+
+
+class _Listener:
+    __slots__ = ("buffer", "lagging", "wake")
+
+    def __init__(self, size: int) -> None:
+        self.buffer: deque[Event] = deque(maxlen=size)
+        self.lagging = False
+        self.wake = anyio.Event()
+
+    def offer(self, event: Event) -> None:
+        if self.lagging:
+            pass
+        elif len(self.buffer) == self.buffer.maxlen:
+            self.lagging = True
+            self.buffer.clear()
+        else:
+            self.buffer.append(event)
+        self.wake.set()
+
+    def fall_behind(self) -> None:
+        self.lagging = True
+        self.buffer.clear()
+        self.wake.set()
+
+
+class _Channel:
+    __slots__ = ("confirmed", "listeners")
+
+    def __init__(self) -> None:
+        self.listeners: set[_Listener] = set()
+        self.confirmed = anyio.Event()
+
+
+class EventHub:
+    """Fans task events out to local listeners; use as an async context manager (a lifespan).
+
+    The pub/sub connection is opened by the first subscription and, once nothing has been
+    subscribed for ``release_after`` seconds, closed together with the idle connections of the
+    client's pool: an idle web process holds no Redis connection for streaming.
+    """
+
+    def __init__(
+        self,
+        redis: "Redis",
+        *,
+        buffer_size: int = 256,
+        idle_check: float = 5.0,
+        release_after: float = 2.0,
+        reconnect_delay: float = 0.5,
+        confirm_timeout: float = 5.0,
+    ) -> None:
+        self._redis = redis
+        self._reader = EventLogReader(redis)
+        self._buffer_size = buffer_size
+        self._idle_check = idle_check
+        self._release_after = release_after
+        self._reconnect_delay = reconnect_delay
+        self._confirm_timeout = confirm_timeout
+        self._channels: dict[str, _Channel] = {}
+        self._pubsub: PubSub = redis.pubsub()
+        self._wanted = anyio.Event()
+        self._task_group: TaskGroup | None = None
+        self._lock = anyio.Lock()
+
+    @property
+    def listener_count(self) -> int:
+        return sum(len(c.listeners) for c in self._channels.values())
+
+    async def __aenter__(self) -> Self:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._read_forever)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        try:
+            return await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def subscribe(self, task_id: str) -> "Subscription":
+        """Subscribe a new listener to the task's channel, confirmed by Redis.
+
+        Raises ``StreamUnavailableError`` when Redis does not confirm within ``confirm_timeout``.
+        """
+        listener = _Listener(self._buffer_size)
+        try:
+            with anyio.fail_after(self._confirm_timeout):
+                await self._attach(task_id, listener)
+        except (TimeoutError, RedisError, OSError) as exc:
+            with anyio.CancelScope(shield=True):
+                await self._detach(task_id, listener)
+            raise StreamUnavailableError("the event stream is unavailable") from exc
+        return Subscription(self, task_id, listener)
+
+    async def listen(self, task_id: str, *, after: str | None = None) -> AsyncIterator[Event]:
+        """Subscribe, then the task's events after ``after``; unsubscribes however it ends."""
+        subscription = await self.subscribe(task_id)
+        try:
+            async for event in subscription.events(after=after):
+                yield event
+        finally:
+            await subscription.close()
+
+    async def _attach(self, task_id: str, listener: _Listener) -> None:
+        channel_name = keys.task_channel(task_id)
+        async with self._lock:
+            channel = self._channels.get(channel_name)
+            if channel is None:
+                channel = self._channels[channel_name] = _Channel()
+                channel.listeners.add(listener)
+                await self._pubsub.subscribe(channel_name)
+                if self._pubsub.connection is not None:
+                    self._pubsub.connection.register_connect_callback(self._on_reconnect)
+                self._wanted.set()
+            else:
+                channel.listeners.add(listener)
+        await channel.confirmed.wait()
+
+    async def _detach(self, task_id: str, listener: _Listener) -> None:
+        channel_name = keys.task_channel(task_id)
+        async with self._lock:
+            channel = self._channels.get(channel_name)
+            if channel is None:
+                return
+            channel.listeners.discard(listener)
+            if channel.listeners:
+                return
+            del self._channels[channel_name]
+            try:
+                await self._pubsub.unsubscribe(channel_name)
+            except (RedisError, OSError):
+                logger.warning("unsubscribe failed channel=%s", channel_name)
+
+    async def _read_forever(self) -> None:
+        while True:
+            await self._wanted.wait()
+            try:
+                await self._pump()
+            except (RedisError, OSError) as exc:
+                logger.warning("pub/sub connection lost (%s); reconnecting", exc)
+                self._all_fall_behind()
+                await anyio.sleep(self._reconnect_delay)
+
+    async def _pump(self) -> None:
+        """Dispatch announcements until nothing has been subscribed for ``release_after``."""
+        while True:
+            message = await self._pubsub.get_message(timeout=self._release_after)
+            if message is not None:
+                self._dispatch(message)
+                continue
+            async with self._lock:
+                if self._channels:
+                    continue
+                if self._pubsub.connection is not None:
+                    self._pubsub.connection.deregister_connect_callback(self._on_reconnect)
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
+                self._pubsub = self._redis.pubsub()
+                self._wanted = anyio.Event()
+                return
+
+    async def _on_reconnect(self, connection: Any) -> None:
+        self._all_fall_behind()
+
+    def _all_fall_behind(self) -> None:
+        for channel in self._channels.values():
+            for listener in channel.listeners:
+                listener.fall_behind()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        name = message["channel"]
+        channel = self._channels.get(name.decode() if isinstance(name, bytes) else name)
+        if channel is None:
+            return
+        if message["type"] == "subscribe":
+            channel.confirmed.set()
+        elif message["type"] == "message":
+            event = decode_announcement(message["data"])
+            for listener in channel.listeners:
+                listener.offer(event)
+
+
+class StreamUnavailableError(Exception):
+    """Redis did not confirm a subscription: the stream cannot start."""
+
+
+class Subscription:
+    """One listener of one task: iterate ``events`` once, then ``close`` (idempotent)."""
+
+    def __init__(self, hub: EventHub, task_id: str, listener: _Listener) -> None:
+        self._hub = hub
+        self._task_id = task_id
+        self._listener = listener
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self._hub._detach(self._task_id, self._listener)
+
+    async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
+        """Events after ``after`` (None: from the start) until and including a terminal one."""
+        hub, listener = self._hub, self._listener
+        cursor = after
+        try:
+            while True:
+                # From the log: on joining, after falling behind, after an idle spell.
+                listener.lagging = False
+                listener.buffer.clear()
+                while True:
+                    page = await hub._reader.read_after(self._task_id, cursor)
+                    for event in page:
+                        yield event
+                        cursor = event.id
+                        if event.terminal:
+                            return
+                    if len(page) < hub._reader.page_size:
+                        break
+                # Live announcements, until idle or lagging sends us back to the log.
+                while not listener.lagging:
+                    if not listener.buffer:
+                        listener.wake = anyio.Event()
+                        with anyio.move_on_after(hub._idle_check) as idle:
+                            await listener.wake.wait()
+                        if idle.cancelled_caught:
+                            break
+                        continue
+                    event = listener.buffer.popleft()
+                    if cursor is not None and event.order <= parse_event_id(cursor):
+                        continue
+                    yield event
+                    cursor = event.id
+                    if event.terminal:
+                        return
+        finally:
+            await self.close()

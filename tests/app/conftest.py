@@ -1,8 +1,0 @@
-"""Async tests here run on asyncio, through anyio's pytest plugin."""
-
-import pytest
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

@@ -1,0 +1,120 @@
+"""The relay under pressure: slow clients, idle streams."""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from httpx_sse import connect_sse
+
+from tests.e2e.conftest import Stack
+from tests.support.llm_server import LLMControl
+from tests.support.sse import Received, content_of, events_path, is_heartbeat, read_stream
+from tests.support.stack import headers_for
+
+ALICE = headers_for("alice")
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _submit(stack: Stack, message: str) -> str:
+    response = stack.web.client.post(
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        json={"message": message, "stream": True},
+        headers=ALICE,
+    )
+    assert response.status_code == 202
+    task_id: str = response.json()["task_id"]
+    return task_id
+
+
+def _read_slowly(stack: Stack, task_id: str, *, slow_events: int) -> tuple[list[Received], float]:
+    """Read ``slow_events`` events one a second through a small receive buffer, then the rest."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)])
+    received: list[Received] = []
+    with (
+        httpx.Client(base_url=stack.web.base_url, transport=transport, timeout=60) as client,
+        connect_sse(client, "GET", events_path(task_id), headers=dict(ALICE)) as source,
+    ):
+        for sse in source.iter_sse():
+            if is_heartbeat(sse):
+                continue
+            received.append(Received.of(sse))
+            if len(received) <= slow_events:
+                time.sleep(1.0)  # the behaviour under test: a client that reads slowly
+                resumed_at = time.monotonic()
+    return received, resumed_at
+
+
+def test_slow_clients_get_everything_without_holding_back_others_or_memory(
+    raw_stack: Stack, llm: LLMControl
+) -> None:
+    key = "five thousand big chunks"
+    tokens = [f"<{i:05d}>" + "x" * 1993 for i in range(5000)]
+    llm.script(key, tokens=tokens)
+    pid = raw_stack.web.process.pid
+    rss_before = _rss_bytes(pid)
+    peak = [rss_before]
+    all_chunks_out = threading.Event()
+
+    def sample() -> None:
+        # While the chunks flow and the slow clients fall behind; the final ``result`` event
+        # (the whole 10 MB answer, as polling returns it) is not the relay's buffering.
+        while not all_chunks_out.wait(0.05):
+            peak[0] = max(peak[0], _rss_bytes(pid))
+
+    def last_chunk_seen(events: list[Received]) -> bool:
+        if events[-1].event == "chunk" and events[-1].data["index"] == len(tokens) - 1:
+            all_chunks_out.set()
+        return False
+
+    task_id = _submit(raw_stack, key)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(_read_slowly, raw_stack, task_id, slow_events=5) for _ in range(3)]
+            with httpx.Client(base_url=raw_stack.web.base_url, timeout=60) as client:
+                fast = read_stream(
+                    client, events_path(task_id), headers=ALICE, stop=last_chunk_seen
+                )
+            fast_done_at = time.monotonic()
+            slow_results = [f.result() for f in slow]
+    finally:
+        all_chunks_out.set()
+        sampler.join()
+
+    expected = "".join(tokens)
+    assert content_of(fast) == expected
+    assert fast[-1].event == "result"
+    for events, resumed_at in slow_results:
+        assert fast_done_at < resumed_at, "the fast client finished while slow ones dawdled"
+        assert content_of(events) == expected
+        chunk_indexes = [e.data["index"] for e in events if e.event == "chunk"]
+        assert chunk_indexes == list(range(5000))
+        assert events[-1] == fast[-1]
+    # Three clients fell megabytes behind (more than the kernel's socket buffers hold): a relay
+    # that queued for them without bound would grow by that much; ours keeps 256 events each.
+    assert peak[0] - rss_before < 8 * 1024 * 1024, f"web RSS grew {peak[0] - rss_before} B"
+
+
+def test_heartbeat_comments_arrive_on_an_idle_stream(raw_stack: Stack, llm: LLMControl) -> None:
+    key = "a long pause between two tokens"
+    llm.script(key, tokens=["before", " after"], delay=1.6)
+    task_id = _submit(raw_stack, key)
+
+    lines: list[str] = []
+    with raw_stack.web.client.stream("GET", events_path(task_id), headers=ALICE) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+
+    between = lines[lines.index("data: " + '{"text":"before","index":0}') :]
+    assert any(line.startswith(": ping") for line in between), lines
+    assert lines[-2].startswith("data: {") or lines[-1].startswith("data: {")

@@ -1,0 +1,217 @@
+"""The event log, the publisher and the hub against a real Redis server."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from scripts.embedded_redis import EmbeddedRedis
+from streaming import keys
+from streaming.event_log import EventLog, EventLogReader
+from streaming.events import Event, EventType
+from streaming.hub import EventHub
+from streaming.publisher import TaskEventPublisher
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/7")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def task_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def _collect(hub: EventHub, task_id: str, after: str | None = None) -> list[Event]:
+    return [event async for event in hub.listen(task_id, after=after)]
+
+
+def _texts(events: list[Event]) -> list[str]:
+    return [e.payload()["text"] for e in events if e.type is EventType.CHUNK]
+
+
+async def test_append_writes_log_content_and_expiry_in_one_call(redis: Redis, task_id: str) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+
+    ids = await log.append(
+        task_id,
+        [
+            (EventType.STATUS, {"status": "running"}),
+            (EventType.CHUNK, {"text": "Hel", "index": 0}),
+            (EventType.CHUNK, {"text": "lo", "index": 1}),
+        ],
+    )
+
+    events = await EventLogReader(redis).read_after(task_id, None)
+    assert [e.id for e in events] == ids
+    assert [e.type for e in events] == [EventType.STATUS, EventType.CHUNK, EventType.CHUNK]
+    assert await redis.get(keys.task_content(task_id)) == b"Hello"
+    assert 0 < await redis.ttl(keys.task_events(task_id)) <= 60
+    assert (await EventLogReader(redis).read_after(task_id, ids[0]))[0].id == ids[1]
+
+
+async def test_reset_replaces_the_content_so_far(redis: Redis, task_id: str) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+    await log.append(task_id, [(EventType.CHUNK, {"text": "partial", "index": 0})])
+
+    await log.append(task_id, [(EventType.RESET, {"attempt": 2, "content": ""})])
+    await log.append(task_id, [(EventType.CHUNK, {"text": "whole", "index": 0})])
+
+    assert await redis.get(keys.task_content(task_id)) == b"whole"
+    assert await redis.get(keys.task_attempt(task_id)) == b"2"
+
+
+async def test_cursor_older_than_the_capped_log_gets_one_reset_with_the_content(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=100, ttl=60)
+    first = await log.append(task_id, [(EventType.CHUNK, {"text": "a", "index": 0})])
+    for index in range(1, 400):
+        await log.append(task_id, [(EventType.CHUNK, {"text": "b", "index": index})])
+
+    page = await EventLogReader(redis).read_after(task_id, first[0])
+
+    assert [e.type for e in page] == [EventType.RESET]
+    assert page[0].payload() == {"attempt": 1, "content": "a" + "b" * 399}
+    ((last_id, _),) = await redis.xrevrange(keys.task_events(task_id), count=1)
+    assert page[0].id == last_id.decode()
+
+
+async def test_trimmed_log_ending_in_a_terminal_event_delivers_it_after_the_reset(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=100, ttl=60)
+    for index in range(400):
+        await log.append(task_id, [(EventType.CHUNK, {"text": "x", "index": index})])
+    await log.append(task_id, [(EventType.RESULT, {"content": "x" * 400})])
+
+    page = await EventLogReader(redis).read_after(task_id, None)
+
+    assert [e.type for e in page] == [EventType.RESET, EventType.RESULT]
+    assert page[0].payload()["content"] == "x" * 400
+    assert page[0].order < page[1].order
+
+
+async def test_publisher_coalesces_chunks_within_the_window(redis: Redis, task_id: str) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+
+    async with TaskEventPublisher(log, task_id, coalesce_window=0.05) as publisher:
+        for word in ["a", "b", "c"]:
+            await publisher.chunk(word)
+        await publisher.publish(EventType.PROGRESS, {"progress": 50, "stage": "generating"})
+        await publisher.chunk("d")
+
+    events = await EventLogReader(redis).read_after(task_id, None)
+    assert [(e.type, e.payload()) for e in events] == [
+        (EventType.CHUNK, {"text": "abc", "index": 0}),
+        (EventType.PROGRESS, {"progress": 50, "stage": "generating"}),
+        (EventType.CHUNK, {"text": "d", "index": 1}),
+    ]
+
+
+async def test_publisher_flushes_a_lone_chunk_after_the_window(redis: Redis, task_id: str) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+    reader = EventLogReader(redis)
+
+    async with TaskEventPublisher(log, task_id, coalesce_window=0.01) as publisher:
+        await publisher.chunk("alone")
+        with anyio.fail_after(5):
+            while not await reader.read_after(task_id, None):
+                await anyio.sleep(0.005)
+
+    assert _texts(await reader.read_after(task_id, None)) == ["alone"]
+
+
+async def test_listener_gets_replay_then_live_events_without_gap_or_duplicate(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=10_000, ttl=60)
+    await log.append(task_id, [(EventType.CHUNK, {"text": f"{i},", "index": i}) for i in range(50)])
+
+    async with EventHub(redis) as hub, anyio.create_task_group() as tg:
+        results: list[list[Event]] = []
+
+        async def listen() -> None:
+            results.append(await _collect(hub, task_id))
+
+        tg.start_soon(listen)
+        with anyio.fail_after(5):
+            while hub.listener_count == 0:
+                await anyio.sleep(0.001)
+        for i in range(50, 300):
+            await log.append(task_id, [(EventType.CHUNK, {"text": f"{i},", "index": i})])
+        await log.append(task_id, [(EventType.RESULT, {"content": "done"})])
+
+    (events,) = results
+    assert _texts(events) == [f"{i}," for i in range(300)]
+    assert events[-1].type is EventType.RESULT
+    assert hub.listener_count == 0
+
+
+async def test_slow_listener_catches_up_from_the_log_with_bounded_buffer(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=10_000, ttl=60)
+
+    async with EventHub(redis, buffer_size=8) as hub:
+        subscription = await hub.subscribe(task_id)
+        events = subscription.events()
+        await log.append(task_id, [(EventType.STATUS, {"status": "running"})])
+        first = await events.__anext__()
+        for i in range(2000):  # nobody reads: the buffer overflows
+            await log.append(task_id, [(EventType.CHUNK, {"text": f"{i},", "index": i})])
+        await log.append(task_id, [(EventType.RESULT, {"content": "done"})])
+        with anyio.fail_after(5):
+            while not hub._channels[keys.task_channel(task_id)].listeners.copy().pop().lagging:
+                await anyio.sleep(0.01)
+        rest = [event async for event in events]
+
+    assert first.type is EventType.STATUS
+    assert _texts(rest) == [f"{i}," for i in range(2000)]
+    assert rest[-1].type is EventType.RESULT
+    assert hub.listener_count == 0
+
+
+async def test_listener_resumes_exactly_after_its_cursor(redis: Redis, task_id: str) -> None:
+    log = EventLog(redis, maxlen=10_000, ttl=60)
+    ids = await log.append(
+        task_id, [(EventType.CHUNK, {"text": str(i), "index": i}) for i in range(10)]
+    )
+    await log.append(task_id, [(EventType.RESULT, {"content": "done"})])
+
+    async with EventHub(redis) as hub:
+        events = await _collect(hub, task_id, after=ids[3])
+
+    assert _texts(events) == [str(i) for i in range(4, 10)]
+
+
+async def test_hub_releases_its_connections_when_idle(
+    redis: Redis, redis_server: EmbeddedRedis, task_id: str
+) -> None:
+    name = f"hub-{task_id[:8]}"
+    stream_client = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/7", client_name=name)
+
+    async def connections() -> int:
+        return sum(1 for c in await redis.client_list() if c.get("name") == name)
+
+    await EventLog(redis, maxlen=100, ttl=60).append(
+        task_id, [(EventType.RESULT, {"content": "done"})]
+    )
+    try:
+        async with EventHub(stream_client, release_after=0.1) as hub:
+            assert [e.type for e in await _collect(hub, task_id)] == [EventType.RESULT]
+            assert await connections() >= 1
+            with anyio.fail_after(5):
+                while await connections():
+                    await anyio.sleep(0.02)
+    finally:
+        await stream_client.aclose()
