@@ -16,6 +16,7 @@ from kombu import Queue
 from worker.base_task import BaseTask
 from worker.http_client import shared_ssl_context
 from worker.observability import init_sentry
+from worker.runtime import note_worker_pool, stop_runtime
 from worker.settings import WorkerSettings, get_settings
 
 AGENT_QUEUE = "agent-tasks"
@@ -76,10 +77,23 @@ def _start_error_reporting(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-@signals.worker_process_init.connect
-def _build_tls_context(**_: Any) -> None:
-    """Load the CA bundle before the first task rather than inside it (~48 ms of CPU)."""
+def _prepare_worker(sender: Any = None, **_: Any) -> None:
+    """Note the pool (it decides ``AGENT_EVENT_LOOP=auto``) and load the CA bundle once, before
+    the first task rather than inside it (~48 ms of CPU)."""
+    note_worker_pool(getattr(sender, "pool_cls", ""))
     shared_ssl_context()
+
+
+@signals.worker_process_init.connect
+def _prepare_child(**_: Any) -> None:
+    shared_ssl_context()
+
+
+@signals.worker_shutdown.connect
+@signals.worker_process_shutdown.connect
+def _stop_runtime(**_: Any) -> None:
+    """Close the shared loop's clients and stop it, once the pool has finished its tasks."""
+    stop_runtime()
 
 
 def get_task_info(task_id: str, *, app: Celery | None = None) -> dict[str, Any]:

@@ -31,13 +31,17 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
-def open_http_client(settings: WorkerSettings) -> httpx.AsyncClient:
-    """A client for LLM calls; the caller closes it (``async with``) in the same loop."""
+def open_http_client(settings: WorkerSettings, *, shared: bool = False) -> httpx.AsyncClient:
+    """A client for LLM calls; the caller closes it (``async with``) in the same loop.
+
+    A client shared by every task of a process keeps as many idle connections as tasks may run.
+    """
     timeout = httpx.Timeout(
         connect=settings.llm_connect_timeout,
         read=settings.llm_read_timeout,
         write=settings.llm_connect_timeout,
         pool=settings.llm_connect_timeout,
     )
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+    keepalive = settings.worker_concurrency if shared else 20
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=keepalive)
     return httpx.AsyncClient(verify=shared_ssl_context(), timeout=timeout, limits=limits)

@@ -1,6 +1,6 @@
 """One agent invocation, from request to result, without Celery.
 
-This is the task's logic as plain async code: build the agent inside the running loop, run it,
+This is the task's logic as plain async code: build the agent on the loop's HTTP client, run it,
 count its chunks into progress, and shape the result every client sees
 (``{"content", "metadata", "usage"}``). The Celery task around it adds retries, limits and state;
 tests can drive this directly.
@@ -10,10 +10,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
 from worker.agents.base import AgentRequest, ChunkSink
 from worker.agents.registry import build_agent
 from worker.errors import PermanentAgentError
-from worker.http_client import open_http_client
 from worker.progress import STARTING, ProgressReport, ProgressTracker
 from worker.settings import WorkerSettings
 
@@ -59,6 +60,7 @@ async def invoke_agent(
     request: AgentRequest,
     *,
     settings: WorkerSettings,
+    http: httpx.AsyncClient,
     report_progress: ProgressReport,
     attempt: int,
     streamed: bool,
@@ -76,10 +78,9 @@ async def invoke_agent(
             await on_chunk(text)
         await progress.chunks(chunks)
 
-    async with open_http_client(settings) as http:
-        agent = build_agent(request.agent_id, settings=settings, http=http)
-        await progress.stage("starting", STARTING)
-        reply = await agent.run(request, on_chunk=count_chunk)
+    agent = build_agent(request.agent_id, settings=settings, http=http)
+    await progress.stage("starting", STARTING)
+    reply = await agent.run(request, on_chunk=count_chunk)
 
     metadata: dict[str, Any] = {
         **reply.metadata,

@@ -1,30 +1,185 @@
-"""Runs a task's async work on an anyio event loop, with the task's time limit enforced inside it.
+"""Where a task's async work runs: an anyio event loop per task, or one per worker process.
 
-Today each task gets a fresh loop (``anyio.run``): it works in every Celery pool (prefork, solo,
-threads) and everything the call opens (HTTP and Redis clients) is opened and closed inside that
-loop. The time limit is a cancel scope rather than Celery's signal-based limits, because the threads
-pool ignores those; running out of time raises ``AgentTimeoutError`` after the call has been
-cancelled (its HTTP stream closed).
+``AGENT_EVENT_LOOP`` chooses:
+
+- ``per-task``: ``anyio.run`` per task, with its own HTTP and Redis clients opened and closed
+  inside that loop. Works in every pool; natural for prefork and solo, where a process runs one
+  task at a time.
+- ``shared``: one loop per worker process, in a thread behind a blocking portal, started with the
+  first task and stopped when the worker shuts down (after warm shutdown let running tasks end).
+  Each Celery task runs its call with ``portal.call`` in its own task and cancel scope, so time
+  limits and errors stay per task, while the HTTP and Redis clients (and their connections) are
+  shared by every task of the process. This is the fast mode for the threads pool: with a loop per
+  task, each token wakes its own thread and a hundred threads fight for the GIL; one loop wakes
+  once for many ready sockets.
+- ``auto`` (default): ``shared`` in the threads pool, ``per-task`` otherwise.
+
+In both, the time limit is a cancel scope inside the loop (the threads pool ignores Celery's
+signal-based limits): when it runs out, the call is cancelled (its HTTP stream closed) and
+``AgentTimeoutError`` is raised. Blocking calls a task must make (Celery's ``update_state``) go
+through ``LoopResources.offload``: a direct call on a per-task loop, a worker thread on the shared
+one, whose every stall would hold up all the tasks of the process.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import anyio
+import anyio.to_thread
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from redis.asyncio import Redis
 
 from worker.errors import AgentTimeoutError
+from worker.http_client import open_http_client
+from worker.settings import WorkerSettings
 
 T = TypeVar("T")
+CLIENT_NAME = "agent-service:worker"
 
 
-def run_with_time_limit(fn: Callable[[], Awaitable[T]], *, time_limit: float) -> T:
-    """Run ``fn()`` on a fresh event loop; cancel it after ``time_limit`` seconds."""
+@dataclass(frozen=True, slots=True)
+class LoopResources:
+    """What a task's async work may use: clients bound to the loop it runs on."""
 
-    async def bounded() -> T:
-        with anyio.move_on_after(time_limit):
-            return await fn()
-        raise AgentTimeoutError(
-            f"the agent did not finish within its time limit of {time_limit:g} s"
-        )
+    http: httpx.AsyncClient
+    redis: "Redis"
+    offload: Callable[[Callable[[], object]], Awaitable[object]]
 
-    return anyio.run(bounded)
+
+TaskCall = Callable[[LoopResources], Awaitable[T]]
+
+
+class AgentRuntime(Protocol):
+    mode: str
+
+    def run(self, fn: TaskCall[T], *, time_limit: float) -> T: ...
+
+    def stop(self) -> None: ...
+
+
+async def _direct(fn: Callable[[], object]) -> object:
+    return fn()
+
+
+async def _in_thread(fn: Callable[[], object]) -> object:
+    return await anyio.to_thread.run_sync(fn)
+
+
+@asynccontextmanager
+async def open_loop_resources(
+    settings: WorkerSettings, *, shared: bool
+) -> AsyncIterator[LoopResources]:
+    """Open the clients of one loop; closed when the loop's work is done."""
+    redis = Redis.from_url(
+        settings.redis_url_normalised, client_name=CLIENT_NAME, socket_connect_timeout=5
+    )
+    try:
+        async with open_http_client(settings, shared=shared) as http:
+            yield LoopResources(http=http, redis=redis, offload=_in_thread if shared else _direct)
+    finally:
+        await redis.aclose()
+
+
+async def _bounded(fn: TaskCall[T], resources: LoopResources, time_limit: float) -> T:
+    with anyio.move_on_after(time_limit):
+        return await fn(resources)
+    raise AgentTimeoutError(f"the agent did not finish within its time limit ({time_limit:g} s)")
+
+
+class PerTaskRuntime:
+    mode = "per-task"
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._settings = settings
+
+    def run(self, fn: TaskCall[T], *, time_limit: float) -> T:
+        async def main() -> T:
+            async with open_loop_resources(self._settings, shared=False) as resources:
+                return await _bounded(fn, resources, time_limit)
+
+        return anyio.run(main)
+
+    def stop(self) -> None:
+        pass
+
+
+class SharedLoopRuntime:
+    mode = "shared"
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._resources_cm: AbstractContextManager[LoopResources] | None = None
+        self._portal: BlockingPortal | None = None
+        self._resources: LoopResources | None = None
+
+    def _start(self) -> tuple[BlockingPortal, LoopResources]:
+        with self._lock:
+            if self._portal is None or self._resources is None:
+                self._portal_cm = start_blocking_portal(backend="asyncio")
+                portal = self._portal_cm.__enter__()
+                self._resources_cm = portal.wrap_async_context_manager(
+                    open_loop_resources(self._settings, shared=True)
+                )
+                self._resources = self._resources_cm.__enter__()
+                self._portal = portal
+            return self._portal, self._resources
+
+    def run(self, fn: TaskCall[T], *, time_limit: float) -> T:
+        portal, resources = self._start()
+        return portal.call(_bounded, fn, resources, time_limit)
+
+    def stop(self) -> None:
+        """Close the shared clients and stop the loop (after the running tasks have ended)."""
+        with self._lock:
+            resources_cm, self._resources_cm = self._resources_cm, None
+            portal_cm, self._portal_cm = self._portal_cm, None
+            self._portal = self._resources = None
+        if resources_cm is not None:
+            resources_cm.__exit__(None, None, None)
+        if portal_cm is not None:
+            portal_cm.__exit__(None, None, None)
+
+
+_runtime: AgentRuntime | None = None
+_runtime_lock = threading.Lock()
+_pool_name = ""
+
+
+def note_worker_pool(pool: object) -> None:
+    """Remember the worker's pool (its name or class) to resolve ``AGENT_EVENT_LOOP=auto``."""
+    global _pool_name
+    _pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
+
+
+def resolve_mode(setting: str, pool_name: str) -> str:
+    if setting != "auto":
+        return setting
+    return "shared" if "thread" in pool_name.lower() else "per-task"
+
+
+def get_runtime(settings: WorkerSettings) -> AgentRuntime:
+    """This process's runtime, created on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                mode = resolve_mode(settings.agent_event_loop, _pool_name)
+                _runtime = (
+                    SharedLoopRuntime(settings) if mode == "shared" else PerTaskRuntime(settings)
+                )
+    return _runtime
+
+
+def stop_runtime() -> None:
+    """Stop this process's runtime, if one was started (worker shutdown)."""
+    global _runtime
+    with _runtime_lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.stop()

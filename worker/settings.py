@@ -50,6 +50,11 @@ class WorkerSettings(RedisSettings):
         description="Seconds before Redis redelivers an unacknowledged task; above every limit.",
     )
     worker_concurrency: int = Field(default=100, ge=1, le=2000)
+    agent_event_loop: Literal["auto", "per-task", "shared"] = Field(
+        default="auto",
+        description="One event loop per task, or one per worker process (auto: shared in the "
+        "threads pool).",
+    )
 
     agent_task_rate_limit: str | None = Field(
         default="100/m",

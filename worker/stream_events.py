@@ -1,23 +1,18 @@
-"""The worker's connections to task event logs.
+"""Publishing from Celery's outcome hooks, which run outside any event loop.
 
-Inside a task's event loop, ``open_task_publisher`` opens an async Redis client bound to that loop
-and the publisher that coalesces chunks; both are closed when the call ends. Celery's outcome
-hooks run outside any loop, after the result is stored, so they publish the terminal event with
-a blocking client shared by the process: a client that sees ``result`` can poll and find the
-same result.
+They run after Celery has stored the task's state, so they publish the terminal event with a
+blocking Redis client shared by the process: a client that sees ``result`` in the stream and then
+polls finds the same result. (Inside the loop, the task publishes through ``TaskEventPublisher``
+on the loop's own client.)
 """
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-from redis.asyncio import Redis
 
-from streaming.event_log import BlockingEventLog, EventLog, NewEvent
-from streaming.publisher import TaskEventPublisher
+from streaming.event_log import BlockingEventLog, NewEvent
 from worker.logs import log_event
 from worker.settings import WorkerSettings
 
@@ -26,23 +21,6 @@ logger = logging.getLogger("agent_service.worker.stream")
 
 _blocking_log: BlockingEventLog | None = None
 _blocking_log_lock = threading.Lock()
-
-
-@asynccontextmanager
-async def open_task_publisher(
-    settings: WorkerSettings, task_id: str
-) -> AsyncIterator[TaskEventPublisher]:
-    client = Redis.from_url(
-        settings.redis_url_normalised, client_name=CLIENT_NAME, socket_connect_timeout=5
-    )
-    try:
-        log = EventLog(client, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
-        async with TaskEventPublisher(
-            log, task_id, coalesce_window=settings.stream_coalesce_window
-        ) as publisher:
-            yield publisher
-    finally:
-        await client.aclose()
 
 
 def _process_log(settings: WorkerSettings) -> BlockingEventLog:

@@ -1,10 +1,11 @@
 """The service as it runs in production, for end-to-end tests: a Celery worker (threads pool) and
 uvicorn, on the session's private Redis, calling the loopback LLM server.
 
-``stack`` is the default deployment (session-wide). ``bare_stack`` has no LLM configured and a
-one-second soft time limit. ``raw_stack`` publishes every chunk as its own event and sends
-heartbeats twice a second. ``idle_web`` is a web process with no worker behind it, on a Redis
-database of its own, where a test can see that bad input queued nothing.
+``stack`` is the default deployment (session-wide; threads pool, so one shared event loop).
+``bare_stack`` has no LLM configured, a one-second soft time limit and an event loop per task.
+``raw_stack`` publishes every chunk as its own event and sends heartbeats twice a second.
+``idle_web`` is a web process with no worker behind it, on a Redis database of its own, where a
+test can see that bad input queued nothing.
 """
 
 from collections.abc import Iterator
@@ -78,6 +79,7 @@ def bare_stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
         "LLM_BASE_URL": "",
         "ECHO_WORD_DELAY": "0.3",
         "CELERY_TASK_SOFT_TIME_LIMIT": "1",
+        "AGENT_EVENT_LOOP": "per-task",
     }
     yield from _stack(redis_db_url(redis_server.url, BARE_DB), worker_env=worker_env)
 

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import httpx
 import pytest
 
 from worker.agents.base import AgentRequest
@@ -15,6 +16,14 @@ from worker.invocation import (
 from worker.settings import WorkerSettings
 
 VALID: dict[str, Any] = {"agent_id": "echo", "message": "hello there", "user_id": "alice"}
+
+
+def _no_network(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"the echo agent made an HTTP request: {request.url}")
+
+
+#: The loop's HTTP client; the echo agent must never use it.
+UNUSED_HTTP = httpx.AsyncClient(transport=httpx.MockTransport(_no_network))
 
 
 class Reports:
@@ -112,7 +121,12 @@ async def test_invoke_agent_returns_content_metadata_usage_when_echo_runs() -> N
     )
 
     result = await invoke_agent(
-        request, settings=echo_settings(), report_progress=Reports(), attempt=2, streamed=True
+        request,
+        http=UNUSED_HTTP,
+        settings=echo_settings(),
+        report_progress=Reports(),
+        attempt=2,
+        streamed=True,
     )
 
     assert set(result) == {"content", "metadata", "usage"}
@@ -138,7 +152,12 @@ async def test_invoke_agent_leaves_request_out_when_request_has_no_metadata() ->
     request = parse_request(agent_id="echo", message="just this", user_id="alice")
 
     result = await invoke_agent(
-        request, settings=echo_settings(), report_progress=Reports(), attempt=1, streamed=False
+        request,
+        http=UNUSED_HTTP,
+        settings=echo_settings(),
+        report_progress=Reports(),
+        attempt=1,
+        streamed=False,
     )
 
     assert "request" not in result["metadata"]
@@ -155,6 +174,7 @@ async def test_invoke_agent_reports_starting_then_generating_when_echo_runs() ->
 
     await invoke_agent(
         request,
+        http=UNUSED_HTTP,
         settings=echo_settings(progress_min_interval=0),
         report_progress=reports,
         attempt=1,
@@ -171,6 +191,7 @@ async def test_invoke_agent_reports_only_stages_when_chunks_come_faster_than_min
 
     await invoke_agent(
         request,
+        http=UNUSED_HTTP,
         settings=echo_settings(progress_min_interval=60),
         report_progress=reports,
         attempt=1,
@@ -187,7 +208,12 @@ async def test_invoke_agent_reports_non_decreasing_progress_when_message_is_long
     request = parse_request(agent_id="echo", message=message, user_id="alice")
 
     result = await invoke_agent(
-        request, settings=echo_settings(), report_progress=reports, attempt=1, streamed=True
+        request,
+        http=UNUSED_HTTP,
+        settings=echo_settings(),
+        report_progress=reports,
+        attempt=1,
+        streamed=True,
     )
 
     stages = [stage for _, stage in reports.calls]
@@ -208,7 +234,12 @@ async def test_invoke_agent_raises_unknown_agent_before_any_progress_when_id_is_
 
     with pytest.raises(UnknownAgentError):
         await invoke_agent(
-            request, settings=echo_settings(), report_progress=reports, attempt=1, streamed=False
+            request,
+            http=UNUSED_HTTP,
+            settings=echo_settings(),
+            report_progress=reports,
+            attempt=1,
+            streamed=False,
         )
 
     assert reports.calls == []
@@ -221,6 +252,7 @@ async def test_invoke_agent_raises_configuration_error_when_llm_agent_has_no_llm
     with pytest.raises(AgentConfigurationError, match="LLM_BASE_URL"):
         await invoke_agent(
             request,
+            http=UNUSED_HTTP,
             settings=echo_settings(llm_base_url=None),
             report_progress=Reports(),
             attempt=1,

@@ -1,7 +1,8 @@
 """The two agent tasks, under the dotted names that existing Celery producers send.
 
-Each is a thin shell around ``worker.invocation``: it parses the kwargs, runs the invocation on an
-anyio loop with the task's soft limit enforced inside the loop, and retries transient LLM failures
+Each is a thin shell around ``worker.invocation``: it parses the kwargs, runs the invocation on the
+process's runtime (``worker.runtime``: a loop per task or one shared loop) with the task's soft
+limit enforced inside the loop, and retries transient LLM failures
 with exponential backoff (honouring ``Retry-After``). Permanent failures and the last transient
 one fail the task with the error's class name and message, which polling shows.
 
@@ -12,19 +13,22 @@ by ``AgentTask``'s hooks, which Celery calls after it has stored the state: a cl
 terminal event from the stream and then polls sees the same outcome.
 """
 
+from functools import partial
 from typing import Any
 
 from celery import Task
 
+from streaming.event_log import EventLog
 from streaming.events import EventType
+from streaming.publisher import TaskEventPublisher
 from worker.base_task import BaseTask
 from worker.celery_app import celery_app
 from worker.errors import TransientAgentError
 from worker.invocation import invoke_agent, parse_request
 from worker.retry_policy import retry_countdown
-from worker.runtime import run_with_time_limit
+from worker.runtime import LoopResources, get_runtime
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
-from worker.stream_events import error_payload, open_task_publisher, publish_from_hook
+from worker.stream_events import error_payload, publish_from_hook
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
@@ -68,16 +72,18 @@ def _run(
     retries: int = task.request.retries
     attempt = retries + 1
 
-    async def call() -> dict[str, Any]:
-        async with open_task_publisher(settings, task_id) as publisher:
+    async def call(loop: LoopResources) -> dict[str, Any]:
+        log = EventLog(loop.redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
+        async with TaskEventPublisher(
+            log, task_id, coalesce_window=settings.stream_coalesce_window
+        ) as publisher:
 
             async def report_progress(progress: int, stage: str) -> None:
                 meta = {"progress": progress, "stage": stage}
                 await publisher.publish(EventType.PROGRESS, meta)
-                # A direct call on purpose: the loop runs in this task's own pool thread, so the
-                # write blocks no other task, and it reuses the thread's result-backend
-                # connection (Celery keeps backends thread-local; a helper thread would open one).
-                task.update_state(task_id=task_id, state="PROGRESS", meta=meta)
+                await loop.offload(
+                    partial(task.update_state, task_id=task_id, state="PROGRESS", meta=meta)
+                )
 
             if retries:
                 await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
@@ -85,6 +91,7 @@ def _run(
             return await invoke_agent(
                 request,
                 settings=settings,
+                http=loop.http,
                 report_progress=report_progress,
                 attempt=attempt,
                 streamed=streamed,
@@ -92,7 +99,7 @@ def _run(
             )
 
     try:
-        return run_with_time_limit(call, time_limit=soft_limit)
+        return get_runtime(settings).run(call, time_limit=soft_limit)
     except TransientAgentError as exc:
         countdown = retry_countdown(
             retries,
