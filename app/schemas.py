@@ -44,6 +44,11 @@ class TaskAccepted(BaseModel):
 
 
 class TaskError(BaseModel):
+    """What went wrong; some errors add fields (a timeout: ``reason`` and the partial
+    ``content``)."""
+
+    model_config = ConfigDict(extra="allow")
+
     type: str = Field(description="The error's class, e.g. LLMRequestRejectedError.")
     message: str
 

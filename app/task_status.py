@@ -1,9 +1,11 @@
-"""A task's state as clients see it, read from Celery's result backend.
+"""A task's state as clients see it, from Celery's result backend and the task's event log.
 
 Celery's states are mapped onto the six statuses of the API (queued, running, retrying, completed,
 failed, cancelled). The backend entry is read with one async GET of the key Celery writes, rather
 than through ``AsyncResult`` whose calls block; the decoding follows Celery's JSON layout
-(``{"status", "result", ...}``, an error stored as ``{"exc_type", "exc_message"}``).
+(``{"status", "result", ...}``, an error stored as ``{"exc_type", "exc_message"}``). Once the
+task's log holds its terminal event, that event decides the outcome: the stream and polling then
+show the very same payload (a timeout's partial content included, which Celery does not keep).
 """
 
 from collections.abc import Mapping
@@ -14,6 +16,8 @@ from redis.asyncio import Redis
 
 from app.schemas import TaskError, TaskStatus, TaskStatusName
 from streaming import keys
+from streaming.event_log import EventLogReader
+from streaming.events import Event, EventType
 
 _STATUS_BY_STATE: dict[str, TaskStatusName] = {
     "PENDING": "queued",
@@ -24,6 +28,12 @@ _STATUS_BY_STATE: dict[str, TaskStatusName] = {
     "SUCCESS": "completed",
     "FAILURE": "failed",
     "REVOKED": "cancelled",
+}
+
+_STATE_BY_TERMINAL_EVENT = {
+    EventType.RESULT: "SUCCESS",
+    EventType.ERROR: "FAILURE",
+    EventType.CANCELLED: "REVOKED",
 }
 
 
@@ -62,6 +72,10 @@ def status_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> TaskStatus
             stage=status,
             error=_error_from(value),
         )
+    if status == "cancelled":
+        return TaskStatus(
+            task_id=task_id, state=state, status=status, progress=0, stage="cancelled"
+        )
     progress, stage = 0, str(status)
     if isinstance(value, Mapping):
         raw = value.get("progress")
@@ -70,6 +84,35 @@ def status_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> TaskStatus
     return TaskStatus(task_id=task_id, state=state, status=status, progress=progress, stage=stage)
 
 
-async def read_task_status(backend: "Redis", task_id: str) -> TaskStatus:
+def status_from_terminal_event(task_id: str, event: Event) -> TaskStatus:
+    """The API's view of a task whose log ends with the terminal ``event``."""
+    payload = event.payload()
+    state = _STATE_BY_TERMINAL_EVENT[event.type]
+    status = _STATUS_BY_STATE[state]
+    if event.type is EventType.RESULT:
+        return TaskStatus(
+            task_id=task_id,
+            state=state,
+            status=status,
+            progress=100,
+            stage="completed",
+            result=payload,
+        )
+    if event.type is EventType.ERROR:
+        return TaskStatus(
+            task_id=task_id,
+            state=state,
+            status=status,
+            progress=0,
+            stage="failed",
+            error=TaskError.model_validate(payload),
+        )
+    return TaskStatus(task_id=task_id, state=state, status=status, progress=0, stage="cancelled")
+
+
+async def read_task_status(backend: "Redis", events: "Redis", task_id: str) -> TaskStatus:
+    last = await EventLogReader(events).last(task_id)
+    if last is not None and last.terminal:
+        return status_from_terminal_event(task_id, last)
     raw = await backend.get(keys.celery_task_meta(task_id))
     return status_from_meta(task_id, orjson.loads(raw) if raw is not None else None)

@@ -43,6 +43,8 @@ def main() -> int:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("API_KEYS", _setting("API_KEYS", dotenv) or "dev-key:developer")
     env.setdefault("PORT", _setting("PORT", dotenv) or "8000")
+    # The development key is public: listen on this machine only, unless told otherwise.
+    env.setdefault("WEB_HOST", _setting("WEB_HOST", dotenv) or "127.0.0.1")
     var = PROJECT_ROOT / "var"
     var.mkdir(exist_ok=True)
     env.setdefault("BEAT_SCHEDULE_FILE", str(var / "celerybeat-schedule"))
@@ -63,15 +65,24 @@ def main() -> int:
     print(f"dev: API on http://127.0.0.1:{env['PORT']} (Ctrl-C stops everything)", flush=True)
     # Ctrl-C reaches honcho through the terminal's process group; we wait for it to stop its
     # processes, then stop Redis last.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: honcho.send_signal(signal.SIGTERM))
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if signum == signal.SIGTERM:
+            honcho.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     honcho = subprocess.Popen(
         [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), *PROCESSES],
         cwd=PROJECT_ROOT,
         env=env,
     )
     try:
-        return honcho.wait()
+        code = honcho.wait()
+        return 0 if stopping else code  # stopped on request: a clean exit, not a failure
     finally:
         if redis is not None:
             redis.stop()

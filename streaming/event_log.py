@@ -131,6 +131,14 @@ class EventLogReader:
             return await self._snapshot(task_id)
         return [decode_entry(entry_id, fields) for entry_id, fields in entries]
 
+    async def last(self, task_id: str) -> Event | None:
+        """The newest event of the task's log, if any."""
+        entries: Any = await self._redis.xrevrange(keys.task_events(task_id), count=1)
+        if not entries:
+            return None
+        ((entry_id, fields),) = entries
+        return decode_entry(entry_id, fields)
+
     async def _snapshot(self, task_id: str) -> list[Event]:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.task_content(task_id))

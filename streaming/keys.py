@@ -47,3 +47,12 @@ def task_attempt(task_id: str) -> str:
 def task_channel(task_id: str) -> str:
     """Pub/sub channel on which each appended event is announced (a wake-up, not the truth)."""
     return f"{PREFIX}:live:{task_id}"
+
+
+def task_cancel(task_id: str) -> str:
+    """Set when a cancel was requested: checked by the task when it starts."""
+    return f"{_task_tag(task_id)}:cancel"
+
+
+#: Workers listen here for cancel requests of tasks they are running (message: the task id).
+CONTROL_CHANNEL = f"{PREFIX}:control:cancel"

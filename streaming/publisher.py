@@ -23,6 +23,7 @@ class TaskEventPublisher:
         self._task_id = task_id
         self._window = coalesce_window
         self._pending: list[str] = []
+        self._content: list[str] = []
         self._flush_scheduled = False
         self._next_index = 0
         self._lock = anyio.Lock()
@@ -31,6 +32,11 @@ class TaskEventPublisher:
     @property
     def chunks_published(self) -> int:
         return self._next_index
+
+    @property
+    def content(self) -> str:
+        """The answer so far in this attempt: every chunk text, published or still pending."""
+        return "".join(self._content)
 
     async def __aenter__(self) -> Self:
         self._task_group = anyio.create_task_group()
@@ -55,14 +61,17 @@ class TaskEventPublisher:
         return None
 
     async def publish(self, kind: EventType, payload: Any) -> None:
-        """Publish one event after any pending chunks."""
+        """Publish one event after any pending chunks (a ``reset`` restarts ``content``)."""
         await self._send([(kind, payload)])
+        if kind is EventType.RESET:
+            self._content = [payload["content"]]
 
     async def chunk(self, text: str) -> None:
         """Queue ``text`` for the next chunk event (sent at once when there is no window)."""
         if not text:
             return
         self._pending.append(text)
+        self._content.append(text)
         if self._window <= 0:
             await self.flush()
         elif not self._flush_scheduled:

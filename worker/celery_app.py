@@ -14,6 +14,7 @@ from celery.result import AsyncResult
 from kombu import Queue
 
 from worker.base_task import BaseTask
+from worker.control import stop_cancel_watcher
 from worker.http_client import shared_ssl_context
 from worker.observability import init_sentry
 from worker.runtime import note_worker_pool, stop_runtime
@@ -94,6 +95,7 @@ def _prepare_child(**_: Any) -> None:
 def _stop_runtime(**_: Any) -> None:
     """Close the shared loop's clients and stop it, once the pool has finished its tasks."""
     stop_runtime()
+    stop_cancel_watcher()
 
 
 def get_task_info(task_id: str, *, app: Celery | None = None) -> dict[str, Any]:

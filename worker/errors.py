@@ -11,7 +11,8 @@
         ├── UnknownAgentError         no agent registered under that id
         ├── LLMRequestRejectedError   the LLM answered another 4xx (bad request, auth, ...)
         ├── LLMProtocolError          the LLM's stream could not be parsed
-        └── AgentTimeoutError         the task's time limit ran out inside the event loop
+        ├── AgentTimeoutError         the task's time limit ran out inside the event loop
+        └── TaskCancelledError        someone cancelled the task (it ends ``cancelled``, not failed)
 
 LLM clients translate their HTTP library's exceptions into these at the boundary
 (``raise ... from exc``), so the Celery task decides on retries without knowing httpx. Celery stores
@@ -21,7 +22,16 @@ are written for the person who submitted the task.
 
 
 class AgentError(Exception):
-    """Base of everything an agent invocation raises on purpose."""
+    """Base of everything an agent invocation raises on purpose.
+
+    ``details`` are added to the task's ``error`` as clients see it (e.g. the partial content).
+    """
+
+    details: dict[str, object]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.details = {}
 
 
 class TransientAgentError(AgentError):
@@ -62,3 +72,7 @@ class LLMProtocolError(PermanentAgentError):
 
 class AgentTimeoutError(PermanentAgentError):
     """The task's time limit ran out before the agent finished."""
+
+
+class TaskCancelledError(PermanentAgentError):
+    """A cancel request reached the task; it ends as cancelled."""

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from streaming.event_log import BlockingEventLog, NewEvent
+from worker.errors import AgentError
 from worker.logs import log_event
 from worker.settings import WorkerSettings
 
@@ -55,5 +56,7 @@ def publish_from_hook(settings: WorkerSettings, task_id: str, events: list[NewEv
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    """The ``error`` event's payload: what polling shows as ``error``."""
-    return {"type": type(exc).__name__, "message": str(exc)}
+    """The ``error`` event's payload, which polling shows as ``error``: type, message, and the
+    error's details (a timeout's reason and partial content)."""
+    details = exc.details if isinstance(exc, AgentError) else {}
+    return {"type": type(exc).__name__, "message": str(exc), **details}

@@ -8,11 +8,11 @@ the terminal event. Each event's frame is pre-encoded once and shared by all its
 """
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from app.deps import ServicesDep, StreamUser
 from app.errors import InvalidCursorError, ServiceUnavailableError
@@ -26,6 +26,21 @@ router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
 async def _frames(subscription: Subscription, cursor: str | None) -> AsyncIterator[bytes]:
     async for event in subscription.events(after=cursor):
         yield event.sse
+
+
+class _SubscriptionStream(EventSourceResponse):
+    """An SSE response that always closes its subscription, however the response ends: even when
+    the client is gone before the first frame, when the body generator never starts."""
+
+    def __init__(self, subscription: Subscription, cursor: str | None, **kwargs: Any) -> None:
+        super().__init__(_frames(subscription, cursor), **kwargs)
+        self._subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._subscription.close()
 
 
 @router.get(
@@ -52,10 +67,10 @@ async def stream_task_events(
     except StreamUnavailableError as exc:
         raise ServiceUnavailableError(str(exc)) from exc
     settings = services.settings
-    return EventSourceResponse(
-        _frames(subscription, cursor),
+    return _SubscriptionStream(
+        subscription,
+        cursor,
         ping=settings.sse_heartbeat_seconds,
         send_timeout=settings.sse_send_timeout,
         headers={"X-Accel-Buffering": "no", "Cache-Control": "no-store"},
-        background=BackgroundTask(subscription.close),
     )

@@ -1,23 +1,49 @@
-"""``/api/v1/agents/tasks/{task_id}``: polling a task the caller owns.
+"""``/api/v1/agents/tasks/{task_id}``: polling, and cancelling, a task the caller owns.
 
 Unknown ids, malformed ids and other users' tasks all get the same 404, never a made-up PENDING.
 """
 
-from fastapi import APIRouter
+from fastapi import APIRouter, status
 
 from app.deps import CurrentUser, ServicesDep
 from app.errors import ServiceUnavailableError
 from app.schemas import TaskStatus
+from app.services import Services
 from app.task_records import find_owned_task
 from app.task_status import read_task_status
+from streaming.cancellation import request_cancel
 
 router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
+
+_FINAL = {"completed", "failed", "cancelled"}
+
+
+async def _status(services: Services, task_id: str) -> TaskStatus:
+    try:
+        return await read_task_status(services.backend, services.redis, task_id)
+    except Exception as exc:
+        raise ServiceUnavailableError("task store unavailable") from exc
 
 
 @router.get("/{task_id}")
 async def get_task(task_id: str, user: CurrentUser, services: ServicesDep) -> TaskStatus:
     await find_owned_task(services.records, task_id, owner=user.user_id)
+    return await _status(services, task_id)
+
+
+@router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_task(task_id: str, user: CurrentUser, services: ServicesDep) -> TaskStatus:
+    """Ask the task to stop; answers its status at once (``cancelled`` follows when it stops).
+
+    A queued task never calls the LLM; a running one has its LLM stream closed and ends with a
+    ``cancelled`` event carrying the partial answer. Cancelling a finished task changes nothing.
+    """
+    await find_owned_task(services.records, task_id, owner=user.user_id)
+    current = await _status(services, task_id)
+    if current.status in _FINAL:
+        return current
     try:
-        return await read_task_status(services.backend, task_id)
+        await request_cancel(services.redis, task_id, ttl=services.settings.task_data_ttl)
     except Exception as exc:
-        raise ServiceUnavailableError("task store unavailable") from exc
+        raise ServiceUnavailableError("cancel could not be sent; try again") from exc
+    return current

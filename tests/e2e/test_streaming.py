@@ -1,6 +1,7 @@
 """Live streaming through the real processes: worker -> Redis log + pub/sub -> web hub -> SSE."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -254,3 +255,47 @@ def test_two_hundred_clients_share_three_redis_connections(stack: Stack, llm: LL
     assert content_of(results[0]) == "".join(tokens)
     assert results[0][-1].event == "result"
     assert seen_connections[0] <= 3
+
+
+def test_stream_survives_redis_cutting_the_relays_subscription(
+    stack: Stack, llm: LLMControl
+) -> None:
+    key = "keep going after the cut"
+    tokens = [f" k{i}" for i in range(40)]
+    llm.script(key, tokens=tokens, delay=0.04)
+    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    admin = redis.Redis.from_url(stack.redis_url)
+    cut = threading.Event()
+
+    def cut_after_ten_chunks(events: list[Received]) -> bool:
+        if not cut.is_set() and sum(e.event == "chunk" for e in events) == 10:
+            # What Redis does to a subscriber over its client-output-buffer-limit, or on restart.
+            relay = [
+                c["id"]
+                for c in admin.client_list()
+                if c.get("name") == "agent-service:web:stream" and int(c.get("sub", 0)) > 0
+            ]
+            assert len(relay) == 1
+            assert admin.client_kill_filter(_id=relay[0]) == 1
+            cut_at.append(time.monotonic())
+            cut.set()
+        return False
+
+    cut_at: list[float] = []
+    try:
+        events = read_stream(
+            stack.web.client, events_path(task_id), headers=ALICE, stop=cut_after_ten_chunks
+        )
+        ended_at = time.monotonic()
+    finally:
+        admin.close()
+
+    assert cut.is_set()
+    # The remaining 30 tokens take ~1.2 s; a relay that only noticed at its 5 s idle re-read of
+    # the log would take longer.
+    assert ended_at - cut_at[0] < 4.0
+    assert content_of(events) == "".join(tokens)
+    assert events[-1].event == "result"
+    ids = [e.id for e in events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(set(ids)) == len(ids)

@@ -13,18 +13,24 @@ by ``AgentTask``'s hooks, which Celery calls after it has stored the state: a cl
 terminal event from the stream and then polls sees the same outcome.
 """
 
+import logging
 from functools import partial
 from typing import Any
 
+import anyio
 from celery import Task
+from celery.exceptions import Ignore
 
+from streaming.cancellation import cancel_requested
 from streaming.event_log import EventLog
 from streaming.events import EventType
 from streaming.publisher import TaskEventPublisher
 from worker.base_task import BaseTask
 from worker.celery_app import celery_app
-from worker.errors import TransientAgentError
+from worker.control import cancel_on_request
+from worker.errors import AgentTimeoutError, TaskCancelledError, TransientAgentError
 from worker.invocation import invoke_agent, parse_request
+from worker.logs import log_event
 from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
@@ -33,6 +39,7 @@ from worker.stream_events import error_payload, publish_from_hook
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
 
+logger = logging.getLogger("agent_service.tasks")
 _settings = get_settings()
 _INVOKE_SOFT, _INVOKE_HARD = _settings.time_limits(INVOKE_TIME_LIMIT)
 _STREAMING_SOFT, _STREAMING_HARD = _settings.time_limits(STREAMING_TIME_LIMIT)
@@ -71,12 +78,17 @@ def _run(
     task_id = str(task.request.id)
     retries: int = task.request.retries
     attempt = retries + 1
+    publishers: list[TaskEventPublisher] = []
+
+    def content_so_far() -> str:
+        return publishers[0].content if publishers else ""
 
     async def call(loop: LoopResources) -> dict[str, Any]:
         log = EventLog(loop.redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
         async with TaskEventPublisher(
             log, task_id, coalesce_window=settings.stream_coalesce_window
         ) as publisher:
+            publishers.append(publisher)
 
             async def report_progress(progress: int, stage: str) -> None:
                 meta = {"progress": progress, "stage": stage}
@@ -85,21 +97,33 @@ def _run(
                     partial(task.update_state, task_id=task_id, state="PROGRESS", meta=meta)
                 )
 
-            if retries:
-                await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
-            await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
-            return await invoke_agent(
-                request,
-                settings=settings,
-                http=loop.http,
-                report_progress=report_progress,
-                attempt=attempt,
-                streamed=streamed,
-                on_chunk=publisher.chunk,
-            )
+            scope = anyio.CancelScope()
+            with cancel_on_request(settings, task_id, scope):
+                if await cancel_requested(loop.redis, task_id):
+                    raise TaskCancelledError("cancelled before it started")
+                if retries:
+                    await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
+                await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
+                with scope:
+                    return await invoke_agent(
+                        request,
+                        settings=settings,
+                        http=loop.http,
+                        report_progress=report_progress,
+                        attempt=attempt,
+                        streamed=streamed,
+                        on_chunk=publisher.chunk,
+                    )
+                raise TaskCancelledError("cancelled while running")
 
     try:
         return get_runtime(settings).run(call, time_limit=soft_limit)
+    except TaskCancelledError:
+        _end_cancelled(task, task_id, content=content_so_far())
+        raise Ignore() from None
+    except AgentTimeoutError as exc:
+        exc.details = {"reason": "timeout", "content": content_so_far()}
+        raise
     except TransientAgentError as exc:
         countdown = retry_countdown(
             retries,
@@ -109,6 +133,17 @@ def _run(
         )
         # Past max_retries Celery re-raises ``exc`` itself: the task fails with the last error.
         raise task.retry(exc=exc, countdown=countdown) from exc
+
+
+def _end_cancelled(task: Task, task_id: str, *, content: str) -> None:  # type: ignore[type-arg]
+    """Store REVOKED (polling says cancelled), then tell the stream, with the partial answer."""
+    task.backend.mark_as_revoked(task_id, reason="cancelled", request=task.request)
+    log_event(logger, logging.INFO, "task_cancelled", task_id=task_id, task=task.name)
+    publish_from_hook(
+        get_settings(),
+        task_id,
+        [(EventType.CANCELLED, {"reason": "cancelled", "content": content})],
+    )
 
 
 def _kwargs(

@@ -1,0 +1,69 @@
+"""Cancellation of running tasks, on the worker's side.
+
+One ``CancelWatcher`` per worker process (started with its first task) listens on the control
+channel. A task registers, for the time it runs, a callback that cancels its own cancel scope
+inside its event loop (from the watcher's thread, through anyio's loop token), which closes its
+LLM stream at once. The task also checks the cancel key when it starts, after registering, so a
+request made before it started, or while the watcher was reconnecting, is not missed.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import redis
+
+from streaming.cancellation import CancelWatcher
+from worker.settings import WorkerSettings
+
+CLIENT_NAME = "agent-service:worker:control"
+
+_watcher: CancelWatcher | None = None
+_watcher_lock = threading.Lock()
+
+
+def cancel_watcher(settings: WorkerSettings) -> CancelWatcher:
+    """This process's watcher, started on first use."""
+    global _watcher
+    if _watcher is None:
+        with _watcher_lock:
+            if _watcher is None:
+                client = redis.Redis.from_url(
+                    settings.redis_url_normalised, client_name=CLIENT_NAME, socket_timeout=None
+                )
+                watcher = CancelWatcher(client)
+                # No waiting for the subscription: requests made meanwhile are found by the
+                # task's own key check, or by the watcher's check once it is subscribed.
+                watcher.start(timeout=0)
+                _watcher = watcher
+    return _watcher
+
+
+def stop_cancel_watcher() -> None:
+    global _watcher
+    with _watcher_lock:
+        watcher, _watcher = _watcher, None
+    if watcher is not None:
+        watcher.stop()
+
+
+@contextmanager
+def cancel_on_request(
+    settings: WorkerSettings, task_id: str, scope: anyio.CancelScope
+) -> Iterator[None]:
+    """While inside, a cancel request for ``task_id`` cancels ``scope`` (call it in the loop)."""
+    token = anyio.lowlevel.current_token()
+
+    def cancel() -> None:
+        with suppress(anyio.RunFinishedError):  # the task's loop has already ended
+            anyio.from_thread.run_sync(scope.cancel, token=token)
+
+    watcher = cancel_watcher(settings)
+    watcher.register(task_id, cancel)
+    try:
+        yield
+    finally:
+        watcher.unregister(task_id)
