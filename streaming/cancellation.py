@@ -26,10 +26,14 @@ async def request_cancel(client: "Redis", task_id: str, *, ttl: int) -> None:
         await pipe.execute()
 
 
-def request_cancel_blocking(client: "redis.Redis", task_id: str, *, ttl: int) -> None:
+def request_cancel_blocking(
+    client: "redis.Redis", task_id: str, *, ttl: int, announce: bool = True
+) -> None:
+    """The same from blocking code; without ``announce`` only a task not yet started stops."""
     with client.pipeline(transaction=True) as pipe:
         pipe.set(keys.task_cancel(task_id), b"1", ex=ttl)
-        pipe.publish(keys.CONTROL_CHANNEL, task_id)
+        if announce:
+            pipe.publish(keys.CONTROL_CHANNEL, task_id)
         pipe.execute()
 
 

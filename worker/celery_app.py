@@ -9,10 +9,12 @@ Flower.
 
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from celery.result import AsyncResult
 from kombu import Queue
 
+from streaming.cancellation import request_cancel_blocking
 from worker.base_task import BaseTask
 from worker.control import stop_cancel_watcher
 from worker.http_client import shared_ssl_context
@@ -119,6 +121,24 @@ def get_task_info(task_id: str, *, app: Celery | None = None) -> dict[str, Any]:
     }
 
 
-def revoke_task(task_id: str, *, terminate: bool = False, app: Celery | None = None) -> None:
-    """Ask every worker to discard ``task_id``; ``terminate`` also stops it if running (prefork)."""
-    (app or celery_app).control.revoke(task_id, terminate=terminate)
+def revoke_task(
+    task_id: str,
+    *,
+    terminate: bool = False,
+    app: Celery | None = None,
+    settings: WorkerSettings | None = None,
+) -> None:
+    """Make sure ``task_id`` does not run; with ``terminate``, also stop it if it is running.
+
+    Celery's own ``terminate`` kills a prefork child mid-stream (no terminal event) and raises
+    NotImplementedError in the threads pool, so a running task is stopped the way
+    ``POST /tasks/{id}/cancel`` stops it, in every pool: its LLM stream closed, its stream ended
+    with ``cancelled``. A task not yet started is discarded either way.
+    """
+    settings = settings or get_settings()
+    client = redis.Redis.from_url(settings.redis_url_normalised, client_name="agent-service:ops")
+    try:
+        request_cancel_blocking(client, task_id, ttl=settings.task_data_ttl, announce=terminate)
+    finally:
+        client.close()
+    (app or celery_app).control.revoke(task_id)

@@ -8,7 +8,7 @@ from celery import Celery
 from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.processes import wait_for
-from worker.celery_app import create_celery_app, get_task_info
+from worker.celery_app import create_celery_app, get_task_info, revoke_task
 from worker.settings import WorkerSettings
 from worker.tasks.agent_tasks import INVOKE_AGENT_ASYNC
 
@@ -61,3 +61,22 @@ def test_task_info_of_an_unknown_task_is_pending(celery: Celery) -> None:
         "successful": False,
         "result": None,
     }
+
+
+def test_revoke_task_with_terminate_stops_a_running_task_in_the_threads_pool(
+    celery: Celery, stack: Stack, llm: LLMControl
+) -> None:
+    key = "revoke me while I run"
+    llm.script(key, tokens=[f" r{i}" for i in range(100)], delay=0.05)
+    task_id = _send(celery, key, agent_id="simple_llm_agent")
+    wait_for(lambda: len(llm.calls(key)) == 1, timeout=20)
+
+    revoke_task(
+        task_id,
+        terminate=True,
+        app=celery,
+        settings=WorkerSettings(_env_file=None, redis_url=stack.redis_url),  # type: ignore[call-arg]
+    )
+
+    wait_for(lambda: get_task_info(task_id, app=celery)["state"] == "REVOKED", timeout=10)
+    assert llm.calls(key)[0]["disconnected"] is True
