@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.idempotency import IdempotencyConflictError
+
 
 class NotFoundError(Exception):
     """Unknown id, or an id the caller may not see: always the same 404."""
@@ -30,8 +32,19 @@ class PayloadTooLargeError(Exception):
         self.limit = limit
 
 
-class InvalidCursorError(ValueError):
+class InvalidHeaderError(ValueError):
+    """A request header with a value we cannot use: 422 naming the header."""
+
+    def __init__(self, *, header: str, message: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+class InvalidCursorError(InvalidHeaderError):
     """A ``Last-Event-ID`` (or ``last_event_id``) that is not one of our event ids."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(header="Last-Event-ID", message=message)
 
 
 class ServiceUnavailableError(Exception):
@@ -61,9 +74,14 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(too_large_body(loc=exc.loc, limit=exc.limit), status_code=413)
 
 
-async def _invalid_cursor(_: Request, exc: Exception) -> JSONResponse:
-    item = {"loc": ["header", "Last-Event-ID"], "msg": str(exc), "type": "invalid_event_id"}
+async def _invalid_header(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidHeaderError)
+    item = {"loc": ["header", exc.header], "msg": str(exc), "type": "value_error"}
     return JSONResponse({"detail": [item]}, status_code=422)
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -90,6 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(ServiceUnavailableError, _unavailable)
-    app.add_exception_handler(InvalidCursorError, _invalid_cursor)
+    app.add_exception_handler(InvalidHeaderError, _invalid_header)
+    app.add_exception_handler(IdempotencyConflictError, _conflict)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)

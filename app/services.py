@@ -18,6 +18,7 @@ import anyio.to_thread
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.auth import ApiKeyAuthenticator
+from app.idempotency import IdempotencyStore
 from app.settings import WebSettings
 from app.stream_tokens import StreamTokenSigner
 from app.submission import TaskSubmitter, create_producer
@@ -38,6 +39,7 @@ class Services:
     redis: "Redis"
     backend: "Redis"
     records: TaskRecordStore
+    idempotency: IdempotencyStore
     events: EventLog
     hub: EventHub
     submitter: TaskSubmitter
@@ -83,6 +85,7 @@ async def open_services(
                 redis=redis,
                 backend=backend,
                 records=TaskRecordStore(redis, ttl=settings.task_data_ttl),
+                idempotency=IdempotencyStore(redis),
                 events=EventLog(
                     redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl
                 ),

@@ -56,3 +56,8 @@ def task_cancel(task_id: str) -> str:
 
 #: Workers listen here for cancel requests of tasks they are running (message: the task id).
 CONTROL_CHANNEL = f"{PREFIX}:control:cancel"
+
+
+def idempotency(user_id: str, key_digest: str) -> str:
+    """A client's ``Idempotency-Key`` (by digest), per user: which task it created."""
+    return f"{PREFIX}:idempotency:{user_id}:{key_digest}"

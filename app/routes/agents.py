@@ -3,17 +3,32 @@
 Submitting checks everything before anything is written: the caller, the agent, the body's shape
 and sizes. Then it records the task's owner and opens its event log with ``status: queued``, and
 only then queues it, so a task never runs without an owner record. The answer's ``stream_url``
-carries a token that opens this task's stream only (for browsers' EventSource).
+carries a token that opens this task's stream only (for browsers' EventSource). With an
+``Idempotency-Key``, a repeat of the same request answers the task the first one created.
 """
 
 import uuid
+from contextlib import suppress
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Response, status
+from redis.exceptions import RedisError
 
 from app.deps import CurrentUser, ServicesDep
-from app.errors import NotFoundError, PayloadTooLargeError, ServiceUnavailableError
+from app.errors import (
+    InvalidHeaderError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+)
+from app.idempotency import (
+    InvalidIdempotencyKeyError,
+    fingerprint,
+    validate_key,
+)
 from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
+from app.services import Services
 from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, SubmissionError
 from app.task_records import new_record
 from streaming.events import EventType
@@ -43,6 +58,13 @@ async def invoke_async(
     user: CurrentUser,
     services: ServicesDep,
     response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe submit: the same key and body within 24 h is one task.",
+        ),
+    ] = None,
 ) -> TaskAccepted:
     if agent_id not in AGENT_CATALOG:
         raise NotFoundError(f"unknown agent {agent_id!r}; GET /api/v1/agents lists them")
@@ -53,19 +75,60 @@ async def invoke_async(
         raise PayloadTooLargeError(loc=("body", "metadata"), limit=settings.max_metadata_bytes)
 
     task_id = str(uuid.uuid4())
+    if idempotency_key is not None:
+        claimed = await _claim(services, user.user_id, idempotency_key, agent_id, body, task_id)
+        if claimed != task_id:
+            response.headers["Idempotent-Replayed"] = "true"
+            return _accepted(services, response, user_id=user.user_id, task_id=claimed)
+    try:
+        await _create_and_queue(
+            services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id
+        )
+    except ServiceUnavailableError:
+        if idempotency_key is not None:
+            with suppress(RedisError, OSError):  # it expires anyway
+                await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
+        raise
+    return _accepted(services, response, user_id=user.user_id, task_id=task_id)
+
+
+async def _claim(
+    services: Services,
+    user_id: str,
+    key: str,
+    agent_id: str,
+    body: InvokeRequest,
+    task_id: str,
+) -> str:
+    try:
+        validate_key(key)
+    except InvalidIdempotencyKeyError as exc:
+        raise InvalidHeaderError(header="Idempotency-Key", message=str(exc)) from exc
+    request_fingerprint = fingerprint({"agent_id": agent_id, **body.model_dump()})
+    try:
+        return await services.idempotency.claim(
+            user_id=user_id, key=key, request_fingerprint=request_fingerprint, task_id=task_id
+        )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
+
+
+async def _create_and_queue(
+    services: Services, *, user_id: str, agent_id: str, body: InvokeRequest, task_id: str
+) -> None:
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
-    record = new_record(task_id=task_id, owner=user.user_id, agent_id=agent_id, task_name=task_name)
+    record = new_record(task_id=task_id, owner=user_id, agent_id=agent_id, task_name=task_name)
     kwargs = {
         "agent_id": agent_id,
         "message": body.message,
-        "user_id": user.user_id,
+        "user_id": user_id,
         "session_id": body.session_id,
         "metadata": body.metadata,
     }
     try:
         await services.records.create(record)
         await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])
-    except Exception as exc:
+    except (RedisError, OSError) as exc:
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
     try:
         await services.submitter.submit(task_name, task_id=task_id, kwargs=kwargs)
@@ -73,7 +136,11 @@ async def invoke_async(
         await services.records.delete(task_id)
         raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
 
-    token = services.tokens.issue(user_id=user.user_id, task_id=task_id)
+
+def _accepted(
+    services: Services, response: Response, *, user_id: str, task_id: str
+) -> TaskAccepted:
+    token = services.tokens.issue(user_id=user_id, task_id=task_id)
     status_url, stream_url = task_urls(task_id, stream_token=token)
     response.headers["Location"] = status_url
     return TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)

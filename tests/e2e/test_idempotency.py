@@ -1,0 +1,66 @@
+"""``Idempotency-Key``: a client that retries its submit gets one task and one LLM call."""
+
+import uuid
+
+import httpx
+
+from tests.e2e.conftest import Stack
+from tests.support.llm_server import LLMControl
+from tests.support.polling import poll_until_done
+from tests.support.stack import headers_for
+
+INVOKE = "/api/v1/agents/simple_llm_agent/invoke-async"
+
+
+def _post(
+    client: httpx.Client, body: dict[str, object], *, key: str, user: str = "alice"
+) -> httpx.Response:
+    return client.post(INVOKE, json=body, headers={**headers_for(user), "Idempotency-Key": key})
+
+
+def test_same_key_and_body_is_one_task_and_one_llm_call(stack: Stack, llm: LLMControl) -> None:
+    message = f"only once {uuid.uuid4()}"
+    llm.script(message, tokens=["once"])
+    key = str(uuid.uuid4())
+
+    first = _post(stack.web.client, {"message": message}, key=key)
+    second = _post(stack.web.client, {"message": message}, key=key)
+
+    assert first.status_code == second.status_code == 202
+    assert second.json()["task_id"] == first.json()["task_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    done = poll_until_done(stack.web.client, first.json()["task_id"])
+    assert done["result"]["content"] == "once"
+    assert len(llm.calls(message)) == 1
+
+
+def test_same_key_with_another_body_is_409(stack: Stack, llm: LLMControl) -> None:
+    key = str(uuid.uuid4())
+    first = _post(stack.web.client, {"message": "the first request"}, key=key)
+
+    second = _post(stack.web.client, {"message": "a different request"}, key=key)
+
+    assert first.status_code == 202
+    assert second.status_code == 409
+    assert "different request" in second.json()["detail"]
+    poll_until_done(stack.web.client, first.json()["task_id"])
+    assert llm.calls("a different request") == []
+
+
+def test_same_key_from_another_user_is_another_task(stack: Stack) -> None:
+    key = str(uuid.uuid4())
+    body = {"message": "shared key, separate users"}
+
+    alice = _post(stack.web.client, body, key=key, user="alice")
+    bob = _post(stack.web.client, body, key=key, user="bob")
+
+    assert alice.status_code == bob.status_code == 202
+    assert alice.json()["task_id"] != bob.json()["task_id"]
+
+
+def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack) -> None:
+    response = _post(stack.web.client, {"message": "hi"}, key="x" * 256)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
