@@ -61,3 +61,27 @@ CONTROL_CHANNEL = f"{PREFIX}:control:cancel"
 def idempotency(user_id: str, key_digest: str) -> str:
     """A client's ``Idempotency-Key`` (by digest), per user: which task it created."""
     return f"{PREFIX}:idempotency:{user_id}:{key_digest}"
+
+
+def task_holder(task_id: str) -> str:
+    """The worker that received the task last (its delivery is unacknowledged until it ends)."""
+    return f"{_task_tag(task_id)}:holder"
+
+
+def task_runner(task_id: str) -> str:
+    """The worker running the task now (or last)."""
+    return f"{_task_tag(task_id)}:runner"
+
+
+def task_starts(task_id: str) -> str:
+    """How many times the task started running: across retries and redeliveries."""
+    return f"{_task_tag(task_id)}:starts"
+
+
+def worker_alive(worker_name: str) -> str:
+    """Renewed every few seconds by a live worker; its lapse frees the worker's deliveries."""
+    return f"{PREFIX}:worker:{worker_name}:alive"
+
+
+#: Held by the worker that is scanning for deliveries of dead workers, so only one scans at once.
+RECOVERY_LOCK = f"{PREFIX}:recovery-lock"

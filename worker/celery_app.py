@@ -19,6 +19,7 @@ from worker.base_task import BaseTask
 from worker.control import stop_cancel_watcher
 from worker.http_client import shared_ssl_context
 from worker.observability import init_sentry
+from worker.recovery import WorkerLease
 from worker.runtime import note_worker_pool, stop_runtime
 from worker.settings import WorkerSettings, get_settings
 
@@ -90,6 +91,32 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def _prepare_child(**_: Any) -> None:
     shared_ssl_context()
+
+
+_lease: WorkerLease | None = None
+
+
+@signals.worker_ready.connect
+def _start_lease(sender: Any = None, **_: Any) -> None:
+    """Renew this worker's liveness and recover dead workers' tasks (``worker.recovery``)."""
+    global _lease
+    settings = get_settings()
+    _lease = WorkerLease(celery_app, settings, worker_name=sender.hostname)
+    _lease.start()
+
+
+@signals.task_received.connect
+def _record_holder(sender: Any = None, request: Any = None, **_: Any) -> None:
+    if _lease is not None and request is not None:
+        _lease.record_holder(request.id)
+
+
+@signals.worker_shutdown.connect
+def _stop_lease(**_: Any) -> None:
+    global _lease
+    lease, _lease = _lease, None
+    if lease is not None:
+        lease.stop()
 
 
 @signals.worker_shutdown.connect

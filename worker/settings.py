@@ -50,6 +50,13 @@ class WorkerSettings(RedisSettings):
         description="Seconds before Redis redelivers an unacknowledged task; above every limit.",
     )
     worker_concurrency: int = Field(default=100, ge=1, le=2000)
+    worker_lease_seconds: int = Field(
+        default=10,
+        ge=2,
+        le=300,
+        description="A dead worker's tasks go back to the queue about this long after it died "
+        "(to about twice it).",
+    )
     agent_event_loop: Literal["auto", "per-task", "shared"] = Field(
         default="auto",
         description="One event loop per task, or one per worker process (auto: shared in the "

@@ -31,6 +31,7 @@ from worker.control import cancel_on_request
 from worker.errors import AgentTimeoutError, TaskCancelledError, TransientAgentError
 from worker.invocation import invoke_agent, parse_request
 from worker.logs import log_event
+from worker.recovery import DuplicateRunError, claim_run
 from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
@@ -54,11 +55,7 @@ class AgentTask(BaseTask):
 
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         super().on_retry(exc, task_id, args, kwargs, einfo)
-        status = {
-            "status": "retrying",
-            "attempt": self.request.retries + 1,
-            "error": error_payload(exc),
-        }
+        status = {"status": "retrying", "error": error_payload(exc)}
         publish_from_hook(get_settings(), task_id, [(EventType.STATUS, status)])
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
@@ -77,13 +74,14 @@ def _run(
     request = parse_request(**kwargs)
     task_id = str(task.request.id)
     retries: int = task.request.retries
-    attempt = retries + 1
+    worker_name = str(task.request.hostname)
     publishers: list[TaskEventPublisher] = []
 
     def content_so_far() -> str:
         return publishers[0].content if publishers else ""
 
     async def call(loop: LoopResources) -> dict[str, Any]:
+        attempt = await claim_run(loop.redis, task_id, worker_name=worker_name)
         log = EventLog(loop.redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
         async with TaskEventPublisher(
             log, task_id, coalesce_window=settings.stream_coalesce_window
@@ -101,7 +99,7 @@ def _run(
             with cancel_on_request(settings, task_id, scope):
                 if await cancel_requested(loop.redis, task_id):
                     raise TaskCancelledError("cancelled before it started")
-                if retries:
+                if attempt > 1:  # a retry, or a redelivery after a worker died mid-task
                     await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
                 await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
                 with scope:
@@ -118,6 +116,9 @@ def _run(
 
     try:
         return get_runtime(settings).run(call, time_limit=soft_limit)
+    except DuplicateRunError as exc:
+        log_event(logger, logging.WARNING, "delivery_skipped", task_id=task_id, reason=str(exc))
+        raise Ignore() from None
     except TaskCancelledError:
         _end_cancelled(task, task_id, content=content_so_far())
         raise Ignore() from None

@@ -1,0 +1,104 @@
+"""A worker killed with SIGKILL mid-task loses nothing: its tasks run again, promptly, elsewhere."""
+
+import signal
+import time
+
+from celery import Celery
+
+from scripts.embedded_redis import EmbeddedRedis
+from tests.e2e.conftest import Stack, _llm_worker_env
+from tests.support.llm_server import LLMControl, LLMServerProcess
+from tests.support.polling import poll_until_done
+from tests.support.processes import wait_for
+from tests.support.sse import content_of, events_path, read_stream
+from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+
+CRASH_DB = 5
+INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
+LEASE_SECONDS = 3
+
+
+def test_tasks_of_a_killed_worker_complete_on_another_with_a_reset(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    key = "an answer interrupted by a crash"
+    tokens = [f" z{i}" for i in range(30)]
+    llm.script(key, tokens=tokens, delay=0.1)
+    url = redis_db_url(redis_server.url, CRASH_DB)
+    env = {**_llm_worker_env(llm_server), "WORKER_LEASE_SECONDS": str(LEASE_SECONDS)}
+    web = start_web(url)
+    first = start_worker(url, env=env)
+    second = None
+    try:
+        task_ids = []
+        for _ in range(20):
+            response = web.client.post(
+                "/api/v1/agents/simple_llm_agent/invoke-async",
+                json={"message": key, "stream": True},
+                headers=headers_for("alice"),
+            )
+            assert response.status_code == 202
+            task_ids.append(response.json()["task_id"])
+        wait_for(lambda: len(llm.calls(key)) == 20, timeout=20)
+
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        second = start_worker(url, env=env)
+        finals = [poll_until_done(web.client, t, timeout=60) for t in task_ids]
+        recovered_in = time.monotonic() - killed_at
+        streams = [
+            read_stream(web.client, events_path(t), headers=headers_for("alice")) for t in task_ids
+        ]
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+        web.stop()
+
+    whole = "".join(tokens)
+    assert [f["status"] for f in finals] == ["completed"] * 20
+    assert [f["result"]["content"] for f in finals] == [whole] * 20
+    assert [f["result"]["metadata"]["attempt"] for f in finals] == [2] * 20
+    for events in streams:
+        resets = [e.data for e in events if e.event == "reset"]
+        assert resets == [{"attempt": 2, "content": ""}]
+        assert content_of(events) == whole
+        assert events[-1].event == "result"
+    assert len(llm.calls(key)) == 40, "each task ran once more, not more"
+    # The lease lapses after 3 s and is checked every second; then ~3 s of answer.
+    assert recovered_in < 30
+
+
+def test_a_second_delivery_of_a_finished_task_does_not_call_the_llm(
+    stack: Stack, llm: LLMControl
+) -> None:
+    key = "delivered twice"
+    llm.script(key, tokens=["done"])
+    response = stack.web.client.post(
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        json={"message": key},
+        headers=headers_for("alice"),
+    )
+    task_id = response.json()["task_id"]
+    before = poll_until_done(stack.web.client, task_id)
+    client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
+    try:
+        # What the broker does when an acknowledgement was lost with its connection.
+        client.send_task(
+            INVOKE_AGENT_ASYNC,
+            task_id=task_id,
+            kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "alice"},
+            queue="agent-tasks",
+        )
+        wait_for(
+            lambda: (
+                "delivery_skipped" in stack.worker.output(tail=10**7)  # type: ignore[union-attr]
+                and task_id in stack.worker.output(tail=10**7)
+            ),  # type: ignore[union-attr]
+            timeout=20,
+        )
+    finally:
+        client.close()
+
+    assert len(llm.calls(key)) == 1
+    assert poll_until_done(stack.web.client, task_id) == before
