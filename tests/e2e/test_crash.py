@@ -1,4 +1,5 @@
-"""A worker killed with SIGKILL mid-task loses nothing: its tasks run again, promptly, elsewhere."""
+"""Workers that die or stop lose nothing: a killed worker's tasks run again, promptly,
+elsewhere; a stopped worker finishes what it runs; a repeated delivery does nothing."""
 
 import signal
 import time
@@ -13,7 +14,7 @@ from tests.support.processes import wait_for
 from tests.support.sse import content_of, events_path, read_stream
 from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
 
-CRASH_DB = 5
+CRASH_DB, SHUTDOWN_DB = 5, 6
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 LEASE_SECONDS = 3
 
@@ -102,3 +103,35 @@ def test_a_second_delivery_of_a_finished_task_does_not_call_the_llm(
 
     assert len(llm.calls(key)) == 1
     assert poll_until_done(stack.web.client, task_id) == before
+
+
+def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    key = "finish me before you go"
+    tokens = [f" s{i}" for i in range(20)]
+    llm.script(key, tokens=tokens, delay=0.1)
+    url = redis_db_url(redis_server.url, SHUTDOWN_DB)
+    web = start_web(url)
+    worker = start_worker(url, env=_llm_worker_env(llm_server))
+    try:
+        response = web.client.post(
+            "/api/v1/agents/simple_llm_agent/invoke-async",
+            json={"message": key},
+            headers=headers_for("alice"),
+        )
+        task_id = response.json()["task_id"]
+        wait_for(lambda: len(llm.calls(key)) == 1, timeout=20)
+
+        worker.signal(signal.SIGTERM)
+        assert worker.process is not None
+        exit_code = worker.process.wait(timeout=30)
+        final = poll_until_done(web.client, task_id, timeout=5)
+    finally:
+        worker.stop()
+        web.stop()
+
+    assert exit_code == 0
+    assert final["status"] == "completed"
+    assert final["result"]["content"] == "".join(tokens)
+    assert llm.calls(key)[0]["disconnected"] is False
