@@ -2,7 +2,8 @@
 uvicorn, on the session's private Redis, calling the loopback LLM server.
 
 ``stack`` is the default deployment (session-wide; threads pool, so one shared event loop).
-``bare_stack`` has no LLM configured, a one-second soft time limit and an event loop per task.
+``bare_stack`` runs the prefork pool (so an event loop per task), with no LLM configured and a
+one-second soft time limit.
 ``raw_stack`` publishes every chunk as its own event and sends heartbeats twice a second.
 ``idle_web`` is a web process with no worker behind it, on a Redis database of its own, where a
 test can see that bad input queued nothing.
@@ -30,9 +31,16 @@ class Stack:
 
 
 def _stack(
-    redis_url: str, *, worker_env: dict[str, str] | None, web_env: dict[str, str] | None = None
+    redis_url: str,
+    *,
+    worker_env: dict[str, str] | None,
+    web_env: dict[str, str] | None = None,
+    pool: str = "threads",
 ) -> Iterator[Stack]:
-    worker = start_worker(redis_url, env=worker_env) if worker_env is not None else None
+    worker = None
+    if worker_env is not None:
+        concurrency = 100 if pool == "threads" else 2
+        worker = start_worker(redis_url, env=worker_env, pool=pool, concurrency=concurrency)
     try:
         web = start_web(redis_url, env=web_env)
         try:
@@ -79,9 +87,10 @@ def bare_stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
         "LLM_BASE_URL": "",
         "ECHO_WORD_DELAY": "0.3",
         "CELERY_TASK_SOFT_TIME_LIMIT": "1",
-        "AGENT_EVENT_LOOP": "per-task",
     }
-    yield from _stack(redis_db_url(redis_server.url, BARE_DB), worker_env=worker_env)
+    yield from _stack(
+        redis_db_url(redis_server.url, BARE_DB), worker_env=worker_env, pool="prefork"
+    )
 
 
 @pytest.fixture(scope="session")

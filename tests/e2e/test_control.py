@@ -135,3 +135,24 @@ def test_soft_time_limit_ends_with_a_timeout_error_and_the_partial_answer(
     assert content_of(events[:-1]) == error["content"]
     assert polled["status"] == "failed"
     assert polled["error"] == error
+
+
+def test_cancel_stops_a_running_task_in_the_prefork_pool(bare_stack: Stack) -> None:
+    words = " ".join(f"p{i}" for i in range(20))
+    task_id = _submit(bare_stack.web.client, "echo", words)
+    cancelled_at: list[float] = []
+
+    def cancel_after_two_chunks(events: list[Received]) -> bool:
+        if not cancelled_at and sum(e.event == "chunk" for e in events) == 2:
+            cancelled_at.append(time.monotonic())
+            assert _cancel(bare_stack.web.client, task_id).status_code == 202
+        return False
+
+    events = read_stream(
+        bare_stack.web.client, events_path(task_id), headers=ALICE, stop=cancel_after_two_chunks
+    )
+
+    assert events[-1].event == "cancelled"
+    assert events[-1].data["content"] == content_of(events[:-1])
+    assert time.monotonic() - cancelled_at[0] < 1.0
+    assert poll_until_done(bare_stack.web.client, task_id)["status"] == "cancelled"
