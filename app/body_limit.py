@@ -11,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import too_large_body
 
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
 
 class _BodyTooLargeError(Exception):
     pass
@@ -22,7 +24,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _BODILESS:
+            # Nothing to count, and nothing added to every send of a long response (a stream).
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -1,6 +1,7 @@
 """The clients the web process holds for its lifetime, opened in the lifespan and closed after.
 
-- ``redis``: owner records, the ``queued`` event, readiness;
+- ``redis``: owner records, the ``queued`` event, polling, readiness (at most
+  ``REQUEST_CONNECTIONS`` connections, requests beyond wait for one);
 - ``backend``: Celery's result backend (the same client when both URLs agree);
 - ``hub``: the stream relay, on a client of its own whose pool is capped, so however many SSE
   clients are open the process holds at most ``STREAM_CONNECTIONS`` Redis connections for them
@@ -29,6 +30,7 @@ from streaming.hub import EventHub
 CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
 STREAM_CONNECTIONS = 3
+REQUEST_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +47,14 @@ class Services:
     submitter: TaskSubmitter
 
 
-def _redis(url: str) -> "Redis":
-    return Redis.from_url(
-        url, client_name=CLIENT_NAME, socket_connect_timeout=5, health_check_interval=30
-    )
-
-
-def _stream_redis(url: str) -> "Redis":
+def _redis(url: str, *, name: str, connections: int) -> "Redis":
+    """A client whose pool holds at most ``connections``; a request beyond them waits for one
+    (a burst of a thousand stream connects queues for a few ms instead of failing)."""
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=STREAM_CONNECTIONS,
+        max_connections=connections,
         timeout=10,
-        client_name=STREAM_CLIENT_NAME,
+        client_name=name,
         socket_connect_timeout=5,
         health_check_interval=30,
     )
@@ -68,11 +66,13 @@ async def open_services(
     settings: WebSettings, *, authenticator: ApiKeyAuthenticator, tokens: StreamTokenSigner
 ) -> AsyncIterator[Services]:
     redis_url = settings.redis_url_normalised
-    redis = _redis(redis_url)
-    backend = (
-        redis if settings.result_backend_url == redis_url else _redis(settings.result_backend_url)
-    )
-    stream_redis = _stream_redis(redis_url)
+    redis = _redis(redis_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
+    backend = redis
+    if settings.result_backend_url != redis_url:
+        backend = _redis(
+            settings.result_backend_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS
+        )
+    stream_redis = _redis(redis_url, name=STREAM_CLIENT_NAME, connections=STREAM_CONNECTIONS)
     producer = create_producer(
         broker_url=settings.broker_url, result_backend_url=settings.result_backend_url
     )

@@ -227,6 +227,14 @@ class EventHub:
                 listener.offer(event)
 
 
+def _through_terminal(events: list[Event]) -> list[Event]:
+    """``events`` up to and including the first terminal one."""
+    for index, event in enumerate(events):
+        if event.terminal:
+            return events[: index + 1]
+    return events
+
+
 class StreamUnavailableError(Exception):
     """Redis did not confirm a subscription: the stream cannot start."""
 
@@ -248,8 +256,16 @@ class Subscription:
 
     async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
         """Events after ``after`` (None: from the start) until and including a terminal one."""
+        async for batch in self.batches(after=after):
+            for event in batch:
+                yield event
+
+    async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
+        """The same events, in batches of what is available at once: a relay writes each batch
+        to its client in one send, however many events a fast stream queued meanwhile."""
         hub, listener = self._hub, self._listener
         cursor = after
+        seen = parse_event_id(after) if after else (-1, -1)
         try:
             while True:
                 # From the log: on joining, after falling behind, after an idle spell.
@@ -257,10 +273,11 @@ class Subscription:
                 listener.buffer.clear()
                 while True:
                     page = await hub._reader.read_after(self._task_id, cursor)
-                    for event in page:
-                        yield event
-                        cursor = event.id
-                        if event.terminal:
+                    batch = _through_terminal(page)
+                    if batch:
+                        yield batch
+                        cursor, seen = batch[-1].id, batch[-1].order
+                        if batch[-1].terminal:
                             return
                     if len(page) < hub._reader.page_size:
                         break
@@ -273,12 +290,14 @@ class Subscription:
                         if idle.cancelled_caught:
                             break
                         continue
-                    event = listener.buffer.popleft()
-                    if cursor is not None and event.order <= parse_event_id(cursor):
+                    fresh = [e for e in listener.buffer if e.order > seen]
+                    listener.buffer.clear()
+                    batch = _through_terminal(fresh)
+                    if not batch:
                         continue
-                    yield event
-                    cursor = event.id
-                    if event.terminal:
+                    yield batch
+                    cursor, seen = batch[-1].id, batch[-1].order
+                    if batch[-1].terminal:
                         return
         finally:
             await self.close()

@@ -2,18 +2,17 @@
 
 One ``CancelWatcher`` per worker process (started with its first task) listens on the control
 channel. A task registers, for the time it runs, a callback that cancels its own cancel scope
-inside its event loop (from the watcher's thread, through anyio's loop token), which closes its
-LLM stream at once. The task also checks the cancel key when it starts, after registering, so a
+inside its event loop (scheduled from the watcher's thread), which closes its LLM stream at
+once. The task also checks the cancel key when it starts, after registering, so a
 request made before it started, or while the watcher was reconnecting, is not missed.
 """
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import redis
 
 from streaming.cancellation import CancelWatcher
@@ -54,12 +53,16 @@ def stop_cancel_watcher() -> None:
 def cancel_on_request(
     settings: WorkerSettings, task_id: str, scope: anyio.CancelScope
 ) -> Iterator[None]:
-    """While inside, a cancel request for ``task_id`` cancels ``scope`` (call it in the loop)."""
-    token = anyio.lowlevel.current_token()
+    """While inside, a cancel request for ``task_id`` cancels ``scope`` (call it in the loop).
+
+    The watcher schedules the cancel on the task's loop without waiting for it to run: waiting
+    would make forty cancels arriving together queue behind each other's loop iterations.
+    """
+    loop = asyncio.get_running_loop()  # the runtimes run anyio on asyncio
 
     def cancel() -> None:
-        with suppress(anyio.RunFinishedError):  # the task's loop has already ended
-            anyio.from_thread.run_sync(scope.cancel, token=token)
+        with suppress(RuntimeError):  # the task's loop has already closed
+            loop.call_soon_threadsafe(scope.cancel)
 
     watcher = cancel_watcher(settings)
     watcher.register(task_id, cancel)

@@ -4,7 +4,8 @@ Everything that can refuse the request (auth, ownership, a malformed cursor, Red
 subscribe) is decided before the stream starts, so a refusal is a plain JSON 4xx/5xx. Then the
 client gets every event after its cursor (``Last-Event-ID``, or ``?last_event_id=`` for clients
 that cannot set headers), heartbeat comments while nothing happens, and the stream closes after
-the terminal event. Each event's frame is pre-encoded once and shared by all its listeners.
+the terminal event. Each event's frame is encoded once and shared by all its listeners, and what
+a client has queued goes out in one write.
 """
 
 from collections.abc import AsyncIterator
@@ -24,8 +25,8 @@ router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
 
 
 async def _frames(subscription: Subscription, cursor: str | None) -> AsyncIterator[bytes]:
-    async for event in subscription.events(after=cursor):
-        yield event.sse
+    async for batch in subscription.batches(after=cursor):
+        yield b"".join(event.sse for event in batch)
 
 
 class _SubscriptionStream(EventSourceResponse):
