@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as ``Annotated`` aliases routes can name in their signatures."""
+"""FastAPI dependencies, as ``Annotated`` aliases routes can name in their signatures.
+
+They are ``async def`` although they do not await: FastAPI runs a plain ``def`` dependency in a
+worker thread, two thread hops per request, which made every request wait its turn.
+"""
 
 from typing import Annotated
 
@@ -10,7 +14,7 @@ from app.services import Services
 from app.stream_tokens import InvalidStreamTokenError
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -18,7 +22,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_user(
+async def current_user(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
 ) -> Principal:
@@ -36,7 +40,7 @@ def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def stream_user(
+async def stream_user(
     task_id: str,
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
@@ -46,10 +50,8 @@ def stream_user(
 
     A token for another task answers 404, as if the task did not exist.
     """
-    if x_api_key is not None:
-        return current_user(services, x_api_key)
-    if token is None:
-        return current_user(services, None)
+    if x_api_key is not None or token is None:
+        return await current_user(services, x_api_key)
     try:
         grant = services.tokens.verify(token)
     except InvalidStreamTokenError as exc:

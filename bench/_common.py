@@ -1,0 +1,225 @@
+"""What every benchmark needs: its own processes (always stopped), CPU clocks, Redis connection
+counts, the machine's description, and plain-text tables."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+
+import redis
+
+from scripts.embedded_redis import EmbeddedRedis
+from tests.support.llm_server import LLMControl, LLMServerProcess
+from tests.support.processes import PROJECT_ROOT
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WEB_CLIENT_PREFIX = "agent-service:web"
+WEB_STREAM_CLIENT = "agent-service:web:stream"
+WORKER_CLIENT = "agent-service:worker"
+PY_SPY = PROJECT_ROOT / ".venv" / "bin" / "py-spy"
+
+
+# --------------------------------------------------------------------------- the run itself
+
+
+def command_line(module: str) -> str:
+    """The command that is running, as one would type it from the project root."""
+    return shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that ``finally`` blocks stop the child processes."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (children inherit it); the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[EmbeddedRedis]:
+    """A private Redis on a free loopback port (never the machine's 6379)."""
+    server = EmbeddedRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def llm_server() -> Iterator[tuple[LLMServerProcess, LLMControl]]:
+    """The loopback OpenAI-compatible server, in its own process, and its control client."""
+    server = LLMServerProcess()
+    server.start()
+    control = LLMControl(server.base_url)
+    try:
+        yield server, control
+    finally:
+        control.close()
+        server.stop()
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads included (``/proc/<pid>/stat``)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads included."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # utime and stime: fields 14 and 15 of proc(5)
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs so far (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How busy the whole machine was between two ``machine_ticks``, in % of all its CPUs."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return 100 * busy / total if total else float("nan")
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def connections_by_name(client: redis.Redis) -> Counter[str]:
+    """How many connections Redis holds per client name (``CLIENT LIST``)."""
+    return Counter(entry.get("name", "") for entry in client.client_list())
+
+
+def web_connections(names: Counter[str]) -> tuple[int, int]:
+    """(stream connections, all connections) of web processes."""
+    stream = names[WEB_STREAM_CLIENT]
+    total = sum(n for name, n in names.items() if name.startswith(WEB_CLIENT_PREFIX))
+    return stream, total
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan when empty)."""
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, *, seconds: float, output: Path | None, gil: bool = False) -> Iterator[None]:
+    """Sample ``pid`` with py-spy (raw collapsed stacks) while the body runs, when asked to;
+    with ``gil``, only the thread holding the GIL (where a GIL-bound process spends its CPU)."""
+    if output is None:
+        yield
+        return
+    argv = [str(PY_SPY), "record", "-p", str(pid), "-d", str(max(1, round(seconds)))]
+    argv += ["-r", "100", "-f", "raw", "-o", str(output), "--nonblocking", *(["--gil"] * gil)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        try:
+            process.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(f"py-spy profile of pid {pid}: {output} (python -m bench.profile_summary {output})")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine_summary(client: redis.Redis) -> str:
+    server = client.info("server")
+    name = "valkey" if "valkey_version" in server else "redis"
+    version = server.get("valkey_version") or server.get("redis_version")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, "
+        f"{name} {version}; {source_version()}; {load_average()}; {busy_before_start()}"
+    )
+
+
+def source_version() -> str:
+    """The project's commit, and whether the working tree differs from it (bench/ aside)."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = [line for line in git("status", "--porcelain").splitlines() if "bench/" not in line]
+    return f"commit {commit}" + (f" + {len(changed)} changed files" if changed else "")
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def busy_before_start(seconds: float = 1.0) -> str:
+    """How busy the machine is before the benchmark starts anything (others' work skews it)."""
+    before = machine_ticks()
+    time.sleep(seconds)
+    return f"machine {busy_percent(before, machine_ticks()):.0f}% busy before start"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table, columns padded so it reads in a terminal too."""
+    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value != value:  # nan
+            return "-"
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
