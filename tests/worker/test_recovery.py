@@ -1,32 +1,14 @@
 """Whether a delivery may run: against a real Redis server."""
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 from redis.asyncio import Redis
 
-from scripts.embedded_redis import EmbeddedRedis
 from streaming import keys
 from streaming.event_log import EventLog
 from streaming.events import EventType
 from worker.recovery import DuplicateRunError, claim_run
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/8")
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def task_id() -> str:
-    return str(uuid.uuid4())
 
 
 async def test_claim_run_counts_attempts(redis: Redis, task_id: str) -> None:
