@@ -79,8 +79,8 @@ class CancelWatcher:
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
-                        self._deliver(message["data"].decode())
-            except (redis.RedisError, OSError) as exc:
+                        self._deliver(message["data"].decode(errors="replace"))
+            except Exception as exc:  # the thread must outlive anything: cancels depend on it
                 logger.warning("cancel watcher lost Redis (%s); reconnecting", exc)
                 self._stopping.wait(self._reconnect_delay)
             finally:

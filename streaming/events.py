@@ -28,6 +28,7 @@ class EventType(StrEnum):
 TERMINAL_TYPES = frozenset({EventType.RESULT, EventType.ERROR, EventType.CANCELLED})
 
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_MAX_PART = 2**64 - 1  # Redis Stream ids are two unsigned 64-bit numbers
 
 
 class InvalidEventIdError(ValueError):
@@ -37,7 +38,7 @@ class InvalidEventIdError(ValueError):
 def parse_event_id(value: str) -> tuple[int, int]:
     """``"1700000000000-3"`` as a comparable pair; ``InvalidEventIdError`` otherwise."""
     match = _EVENT_ID.match(value)
-    if match is None:
+    if match is None or int(match[1]) > _MAX_PART or int(match[2]) > _MAX_PART:
         raise InvalidEventIdError(f"{value[:40]!r} is not an event id (<milliseconds>-<sequence>)")
     return int(match[1]), int(match[2])
 

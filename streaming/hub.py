@@ -216,13 +216,18 @@ class EventHub:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         name = message["channel"]
-        channel = self._channels.get(name.decode() if isinstance(name, bytes) else name)
+        channel_name = name.decode() if isinstance(name, bytes) else str(name)
+        channel = self._channels.get(channel_name)
         if channel is None:
             return
         if message["type"] == "subscribe":
             channel.confirmed.set()
         elif message["type"] == "message":
-            event = decode_announcement(message["data"])
+            try:
+                event = decode_announcement(message["data"])
+            except ValueError:
+                logger.warning("unreadable announcement on %s ignored", channel_name)
+                return
             for listener in channel.listeners:
                 listener.offer(event)
 
@@ -281,6 +286,10 @@ class Subscription:
                             return
                     if len(page) < hub._reader.page_size:
                         break
+                if not page and cursor is not None:
+                    last = await hub._reader.last(self._task_id)
+                    if last is not None and last.terminal and last.order <= seen:
+                        return  # a reconnect after the end: nothing more will come
                 # Live announcements, until idle or lagging sends us back to the log.
                 while not listener.lagging:
                     if not listener.buffer:

@@ -28,6 +28,7 @@ class TaskEventPublisher:
         self._next_index = 0
         self._lock = anyio.Lock()
         self._task_group: TaskGroup | None = None
+        self._failure: Exception | None = None
 
     @property
     def chunks_published(self) -> int:
@@ -53,6 +54,7 @@ class TaskEventPublisher:
         try:
             if exc is None:
                 await self.flush()
+                self._raise_failure()
         finally:
             # Only the flush timer runs in the group: the body's own exception propagates as is,
             # not wrapped in an exception group.
@@ -84,9 +86,18 @@ class TaskEventPublisher:
 
     async def _flush_later(self) -> None:
         await anyio.sleep(self._window)
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # raised again by the next send, in the task's own frame
+            self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     async def _send(self, events: list[NewEvent]) -> None:
+        self._raise_failure()
         async with self._lock:
             if self._pending:
                 text = "".join(self._pending)

@@ -152,7 +152,6 @@ def revoke_task(
     task_id: str,
     *,
     terminate: bool = False,
-    app: Celery | None = None,
     settings: WorkerSettings | None = None,
 ) -> None:
     """Make sure ``task_id`` does not run; with ``terminate``, also stop it if it is running.
@@ -160,7 +159,9 @@ def revoke_task(
     Celery's own ``terminate`` kills a prefork child mid-stream (no terminal event) and raises
     NotImplementedError in the threads pool, so a running task is stopped the way
     ``POST /tasks/{id}/cancel`` stops it, in every pool: its LLM stream closed, its stream ended
-    with ``cancelled``. A task not yet started is discarded either way.
+    with ``cancelled``. A task not yet started ends ``cancelled`` without calling the LLM either
+    way. (Celery's ``control.revoke`` is not used: a worker would mark the task REVOKED without
+    running it, and its stream would never get its ``cancelled`` event.)
     """
     settings = settings or get_settings()
     client = redis.Redis.from_url(settings.redis_url_normalised, client_name="agent-service:ops")
@@ -168,4 +169,3 @@ def revoke_task(
         request_cancel_blocking(client, task_id, ttl=settings.task_data_ttl, announce=terminate)
     finally:
         client.close()
-    (app or celery_app).control.revoke(task_id)

@@ -31,7 +31,11 @@ def cancel_watcher(settings: WorkerSettings) -> CancelWatcher:
         with _watcher_lock:
             if _watcher is None:
                 client = redis.Redis.from_url(
-                    settings.redis_url_normalised, client_name=CLIENT_NAME, socket_timeout=None
+                    settings.redis_url_normalised,
+                    client_name=CLIENT_NAME,
+                    socket_timeout=None,
+                    socket_keepalive=True,
+                    health_check_interval=15,  # a half-open connection is found and replaced
                 )
                 watcher = CancelWatcher(client)
                 # No waiting for the subscription: requests made meanwhile are found by the

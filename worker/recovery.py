@@ -29,7 +29,6 @@ from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
 
 from streaming import keys
-from streaming.events import TERMINAL_TYPES, EventType
 from worker.logs import log_event
 from worker.settings import WorkerSettings
 
@@ -92,18 +91,24 @@ class WorkerLease:
         while not self._stopping.wait(period):
             try:
                 self._renew()
-                self._recover()
             except (redis.RedisError, OSError) as exc:
                 log_event(logger, logging.WARNING, "worker_lease_failed", error=repr(exc))
+                continue
+            try:
+                self._recover()
+            except Exception:  # never let a bad entry stop the renewals: we would look dead
+                logger.exception("recovering dead workers' tasks failed")
 
     def _recover(self) -> None:
         if not self._client.set(keys.RECOVERY_LOCK, self._worker_name, nx=True, ex=self._lease):
             return
         try:
             with self._app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
                 channel: Any = connection.default_channel
-                for tag, task_id in self._lapsed_deliveries(channel):
-                    channel.qos.restore_by_tag(tag, client=self._client)
+                broker = channel.client  # the broker's Redis, which may not be REDIS_URL's
+                for tag, task_id in self._lapsed_deliveries(channel, broker):
+                    channel.qos.restore_by_tag(tag, client=broker)
                     log_event(
                         logger,
                         logging.WARNING,
@@ -114,18 +119,21 @@ class WorkerLease:
         finally:
             self._client.delete(keys.RECOVERY_LOCK)
 
-    def _lapsed_deliveries(self, channel: Any) -> list[tuple[str, str]]:
+    def _lapsed_deliveries(self, channel: Any, broker: Any) -> list[tuple[str, str]]:
         """(delivery tag, task id) of deliveries older than the lease with no live holder."""
         ceiling = time.time() - self._lease
-        tags: Any = self._client.zrangebyscore(channel.unacked_index_key, 0, ceiling)
+        tags: Any = broker.zrangebyscore(channel.unacked_index_key, 0, ceiling)
         lapsed = []
         for raw_tag in tags:
             tag = raw_tag.decode()
-            raw = self._client.hget(channel.unacked_key, tag)
+            raw = broker.hget(channel.unacked_key, tag)
             if raw is None:
                 continue
-            payload = json.loads(raw)[0]
-            task_id = payload.get("headers", {}).get("id")
+            try:
+                payload = json.loads(raw)[0]
+                task_id = payload.get("headers", {}).get("id")
+            except (ValueError, IndexError, AttributeError, TypeError):
+                continue  # not a task message of ours: left to the visibility timeout
             if task_id and holder_alive(self._client, task_id) is None:
                 lapsed.append((tag, task_id))
         return lapsed
@@ -135,27 +143,58 @@ class DuplicateRunError(Exception):
     """This delivery must not run: the task already ended, or runs on another live worker."""
 
 
+# KEYS: events, runner, starts. ARGV: the runner we saw ('' for none), this worker, ttl.
+# Refuses (-1) when the log's last event is terminal, and (-2) when the runner is no longer the one
+# we saw (another delivery claimed the task meanwhile); else claims it and counts the start.
+_CLAIM_SCRIPT = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'e' then
+      local kind = fields[i + 1]
+      if kind == 'result' or kind == 'error' or kind == 'cancelled' then return -1 end
+    end
+  end
+end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return -2 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+local starts = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return starts
+"""
+
+# KEYS: runner. ARGV: this worker. Lets go of the task only if this worker still runs it.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 async def claim_run(client: "AsyncRedis", task_id: str, *, worker_name: str) -> int:
     """Check a delivery may run and count its start: the attempt number (1 for the first).
 
     Raises ``DuplicateRunError`` when the task's log already holds its terminal event (an ack lost
     with a connection) or another live worker is running it (a premature redelivery): calling
-    the LLM again would be wasted, or worse, duplicated.
+    the LLM again would be wasted, or worse, duplicated. The claim itself is atomic, so two
+    deliveries racing for one task cannot both run it.
     """
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.xrevrange(keys.task_events(task_id), count=1)
-        pipe.get(keys.task_runner(task_id))
-        last_entries, runner = await pipe.execute()
-    if last_entries:
-        ((_, fields),) = last_entries
-        if EventType(fields[b"e"].decode()) in TERMINAL_TYPES:
+    claim = client.register_script(_CLAIM_SCRIPT)
+    task_keys = [keys.task_events(task_id), keys.task_runner(task_id), keys.task_starts(task_id)]
+    for _ in range(3):
+        raw: Any = await client.get(keys.task_runner(task_id))
+        runner = raw.decode() if raw else ""
+        if runner and runner != worker_name and await client.exists(keys.worker_alive(runner)):
+            raise DuplicateRunError(f"the task is running on {runner}")
+        outcome = int(await claim(keys=task_keys, args=[runner, worker_name, RUNNER_TTL]))
+        if outcome == -1:
             raise DuplicateRunError("the task already ended")
-    other = runner.decode() if runner is not None else worker_name
-    if other != worker_name and await client.exists(keys.worker_alive(other)):
-        raise DuplicateRunError(f"the task is running on {other}")
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.set(keys.task_runner(task_id), worker_name, ex=RUNNER_TTL)
-        pipe.incr(keys.task_starts(task_id))
-        pipe.expire(keys.task_starts(task_id), RUNNER_TTL)
-        _, starts, _ = await pipe.execute()
-    return int(starts)
+        if outcome > 0:
+            return outcome
+    raise DuplicateRunError("other deliveries kept claiming the task")
+
+
+async def release_run(client: "AsyncRedis", task_id: str, *, worker_name: str) -> None:
+    """This run has ended (done, failed, retrying, cancelled): the next delivery may run it."""
+    release = client.register_script(_RELEASE_SCRIPT)
+    await release(keys=[keys.task_runner(task_id)], args=[worker_name])

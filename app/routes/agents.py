@@ -133,7 +133,8 @@ async def _create_and_queue(
     try:
         await services.submitter.submit(task_name, task_id=task_id, kwargs=kwargs)
     except SubmissionError as exc:
-        await services.records.delete(task_id)
+        with suppress(RedisError, OSError):  # the record expires anyway
+            await services.records.delete(task_id)
         raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
 
 

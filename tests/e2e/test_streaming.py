@@ -299,3 +299,17 @@ def test_stream_survives_redis_cutting_the_relays_subscription(
     ids = [e.id for e in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert len(set(ids)) == len(ids)
+
+
+def test_reconnect_after_the_terminal_event_ends_at_once(stack: Stack) -> None:
+    task_id = _submit(stack.web.client, "echo", "all done")["task_id"]
+    whole = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
+
+    started = time.monotonic()
+    again = read_stream(
+        stack.web.client, events_path(task_id), headers={**ALICE, "Last-Event-ID": whole[-1].id}
+    )
+
+    assert whole[-1].event == "result"
+    assert again == []
+    assert time.monotonic() - started < 2.0

@@ -74,7 +74,6 @@ def test_revoke_task_with_terminate_stops_a_running_task_in_the_threads_pool(
     revoke_task(
         task_id,
         terminate=True,
-        app=celery,
         settings=WorkerSettings(_env_file=None, redis_url=stack.redis_url),  # type: ignore[call-arg]
     )
 

@@ -116,9 +116,10 @@ def _decode(data: str) -> Mapping[str, Any]:
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise LLMProtocolError(f"LLM sent a chunk that is not JSON: {data[:80]!r}") from exc
+        # The chunk's text is not quoted: it may hold the answer, which is never logged.
+        raise LLMProtocolError(f"LLM sent a chunk that is not JSON ({len(data)} bytes)") from exc
     if not isinstance(chunk, dict):
-        raise LLMProtocolError(f"LLM sent a chunk that is not an object: {data[:80]!r}")
+        raise LLMProtocolError(f"LLM sent a chunk that is not a JSON object ({len(data)} bytes)")
     return chunk
 
 

@@ -31,7 +31,7 @@ from worker.control import cancel_on_request
 from worker.errors import AgentTimeoutError, TaskCancelledError, TransientAgentError
 from worker.invocation import invoke_agent, parse_request
 from worker.logs import log_event
-from worker.recovery import DuplicateRunError, claim_run
+from worker.recovery import DuplicateRunError, claim_run, release_run
 from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
@@ -82,6 +82,13 @@ def _run(
 
     async def call(loop: LoopResources) -> dict[str, Any]:
         attempt = await claim_run(loop.redis, task_id, worker_name=worker_name)
+        try:
+            return await run(loop, attempt)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await release_run(loop.redis, task_id, worker_name=worker_name)
+
+    async def run(loop: LoopResources, attempt: int) -> dict[str, Any]:
         log = EventLog(loop.redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
         async with TaskEventPublisher(
             log, task_id, coalesce_window=settings.stream_coalesce_window
@@ -168,6 +175,9 @@ def _kwargs(
     max_retries=_settings.celery_task_max_retries,
     acks_late=True,
     reject_on_worker_lost=True,
+    # No STARTED state: a skipped duplicate delivery would write it over the stored outcome.
+    # The first progress report (at once) says the task runs.
+    track_started=False,
 )
 def invoke_agent_async(
     self: Task,  # type: ignore[type-arg]
@@ -191,6 +201,9 @@ def invoke_agent_async(
     max_retries=_settings.celery_task_max_retries,
     acks_late=True,
     reject_on_worker_lost=True,
+    # No STARTED state: a skipped duplicate delivery would write it over the stored outcome.
+    # The first progress report (at once) says the task runs.
+    track_started=False,
 )
 def invoke_agent_with_streaming(
     self: Task,  # type: ignore[type-arg]

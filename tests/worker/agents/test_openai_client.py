@@ -246,16 +246,17 @@ async def test_stream_chat_raises_protocol_error_when_chunk_is_not_json() -> Non
     sink = Recorder()
     handler = stream_of(chunk("Hel"), "this is not json", chunk(finish_reason="stop"), "[DONE]")
 
-    with pytest.raises(LLMProtocolError, match="not JSON: 'this is not json'"):
+    with pytest.raises(LLMProtocolError, match=r"not JSON \(16 bytes\)") as caught:
         await run(handler, sink=sink)
 
     assert sink.chunks == ["Hel"]
+    assert "this is not json" not in str(caught.value), "the LLM's output is never quoted"
 
 
 async def test_stream_chat_raises_protocol_error_when_chunk_is_not_an_object() -> None:
     handler = stream_of("[1, 2, 3]", "[DONE]")
 
-    with pytest.raises(LLMProtocolError, match="not an object"):
+    with pytest.raises(LLMProtocolError, match="not a JSON object"):
         await run(handler)
 
 
