@@ -137,6 +137,10 @@ class EventHub:
             with anyio.CancelScope(shield=True):
                 await self._detach(task_id, listener)
             raise StreamUnavailableError("the event stream is unavailable") from exc
+        except BaseException:  # cancelled while waiting (the client left): leave no listener
+            with anyio.CancelScope(shield=True):
+                await self._detach(task_id, listener)
+            raise
         return Subscription(self, task_id, listener)
 
     async def listen(self, task_id: str, *, after: str | None = None) -> AsyncIterator[Event]:

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import LockError
 
 from streaming import keys
 from worker.logs import log_event
@@ -100,7 +101,9 @@ class WorkerLease:
                 logger.exception("recovering dead workers' tasks failed")
 
     def _recover(self) -> None:
-        if not self._client.set(keys.RECOVERY_LOCK, self._worker_name, nx=True, ex=self._lease):
+        # A lock with an owner token: a scan that outlives it cannot release another's lock.
+        lock = self._client.lock(keys.RECOVERY_LOCK, timeout=self._lease, blocking=False)
+        if not lock.acquire():
             return
         try:
             with self._app.connection_for_write() as connection:
@@ -117,7 +120,8 @@ class WorkerLease:
                         reason="its worker's lease lapsed",
                     )
         finally:
-            self._client.delete(keys.RECOVERY_LOCK)
+            with suppress(LockError):  # expired meanwhile
+                lock.release()
 
     def _lapsed_deliveries(self, channel: Any, broker: Any) -> list[tuple[str, str]]:
         """(delivery tag, task id) of deliveries older than the lease with no live holder."""
