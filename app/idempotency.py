@@ -1,10 +1,12 @@
 """``Idempotency-Key``: the same key and body from the same user, within a day, is one task.
 
 The first request claims the key in Redis (``SET NX``) with the task id it is about to create
-and a fingerprint of its body; a repeat with the same body gets that task id back (one LLM call,
-however often a client retries), and a repeat with a different body is refused with 409, since
-the client has mixed up two requests. A claim whose task could not be queued is released, so the
-client's retry goes through. Keys are per user: two users cannot collide, or probe each other.
+and a fingerprint of its body, and marks the claim queued once the task is; a repeat with the same
+body gets that task id back (one LLM call, however often a client retries), a repeat that arrives
+while the first is still creating its task gets 409 "retry in a moment", and a repeat with a
+different body gets 409, since the client has mixed up two requests. A claim whose task could not
+be queued is released, so the client's retry goes through. Keys are per user: two users cannot
+collide, or probe each other.
 """
 
 import hashlib
@@ -35,6 +37,10 @@ def validate_key(key: str) -> str:
     return key
 
 
+def _claim_value(task_id: str, request_fingerprint: str, *, queued: bool) -> bytes:
+    return orjson.dumps({"task_id": task_id, "fingerprint": request_fingerprint, "queued": queued})
+
+
 def fingerprint(request: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -50,7 +56,7 @@ class IdempotencyStore:
     async def claim(self, *, user_id: str, key: str, request_fingerprint: str, task_id: str) -> str:
         """The task of this key: ``task_id`` when the key is new, else the one it created."""
         redis_key = self._key(user_id, key)
-        claim = orjson.dumps({"task_id": task_id, "fingerprint": request_fingerprint})
+        claim = _claim_value(task_id, request_fingerprint, queued=False)
         for _ in range(3):  # an earlier claim may expire between SET NX and GET
             if await self._redis.set(redis_key, claim, nx=True, ex=self._ttl):
                 return task_id
@@ -63,9 +69,23 @@ class IdempotencyStore:
                     "this Idempotency-Key was already used for a different request; "
                     "use a new key for a new request"
                 )
+            if not earlier.get("queued"):
+                # The first request is still creating its task (and may yet fail): naming that
+                # task now could point the client at one that never exists.
+                raise IdempotencyConflictError(
+                    "a request with this Idempotency-Key is still being processed; "
+                    "retry in a moment"
+                )
             earlier_task: str = earlier["task_id"]
             return earlier_task
         raise RuntimeError("could not claim the idempotency key")
+
+    async def mark_queued(
+        self, *, user_id: str, key: str, request_fingerprint: str, task_id: str
+    ) -> None:
+        """The claimed task exists and is queued: repeats may now be answered with it."""
+        value = _claim_value(task_id, request_fingerprint, queued=True)
+        await self._redis.set(self._key(user_id, key), value, xx=True, keepttl=True)
 
     async def release(self, *, user_id: str, key: str) -> None:
         await self._redis.delete(self._key(user_id, key))

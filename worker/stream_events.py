@@ -8,6 +8,7 @@ on the loop's own client.)
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -40,19 +41,30 @@ def _process_log(settings: WorkerSettings) -> BlockingEventLog:
     return _blocking_log
 
 
+#: Pauses before the publish is tried again: a terminal event left unpublished leaves the
+#: task's stream open, so a short Redis hiccup is worth riding out.
+PUBLISH_RETRY_DELAYS = (0.1, 0.5, 2.0)
+
+
 def publish_from_hook(settings: WorkerSettings, task_id: str, events: list[NewEvent]) -> None:
-    """Publish from a Celery hook; a Redis failure is logged, never raised (the result stands)."""
-    try:
-        _process_log(settings).append(task_id, events)
-    except redis.RedisError as exc:
-        log_event(
-            logger,
-            logging.ERROR,
-            "stream_publish_failed",
-            task_id=task_id,
-            events=",".join(kind.value for kind, _ in events),
-            error=repr(exc),
-        )
+    """Publish from a Celery hook; a Redis failure is retried, then logged, never raised (the
+    result stands)."""
+    for delay in (*PUBLISH_RETRY_DELAYS, None):
+        try:
+            _process_log(settings).append(task_id, events)
+        except redis.RedisError as exc:
+            if delay is not None:
+                time.sleep(delay)
+                continue
+            log_event(
+                logger,
+                logging.ERROR,
+                "stream_publish_failed",
+                task_id=task_id,
+                events=",".join(kind.value for kind, _ in events),
+                error=repr(exc),
+            )
+        return
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:

@@ -75,8 +75,11 @@ async def invoke_async(
         raise PayloadTooLargeError(loc=("body", "metadata"), limit=settings.max_metadata_bytes)
 
     task_id = str(uuid.uuid4())
+    request_fingerprint = fingerprint({"agent_id": agent_id, **body.model_dump()})
     if idempotency_key is not None:
-        claimed = await _claim(services, user.user_id, idempotency_key, agent_id, body, task_id)
+        claimed = await _claim(
+            services, user.user_id, idempotency_key, request_fingerprint, task_id=task_id
+        )
         if claimed != task_id:
             response.headers["Idempotent-Replayed"] = "true"
             return _accepted(services, response, user_id=user.user_id, task_id=claimed)
@@ -89,22 +92,23 @@ async def invoke_async(
             with suppress(RedisError, OSError):  # it expires anyway
                 await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
         raise
+    if idempotency_key is not None:
+        await services.idempotency.mark_queued(
+            user_id=user.user_id,
+            key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            task_id=task_id,
+        )
     return _accepted(services, response, user_id=user.user_id, task_id=task_id)
 
 
 async def _claim(
-    services: Services,
-    user_id: str,
-    key: str,
-    agent_id: str,
-    body: InvokeRequest,
-    task_id: str,
+    services: Services, user_id: str, key: str, request_fingerprint: str, *, task_id: str
 ) -> str:
     try:
         validate_key(key)
     except InvalidIdempotencyKeyError as exc:
         raise InvalidHeaderError(header="Idempotency-Key", message=str(exc)) from exc
-    request_fingerprint = fingerprint({"agent_id": agent_id, **body.model_dump()})
     try:
         return await services.idempotency.claim(
             user_id=user_id, key=key, request_fingerprint=request_fingerprint, task_id=task_id

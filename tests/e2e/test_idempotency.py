@@ -1,9 +1,14 @@
 """``Idempotency-Key``: a client that retries its submit gets one task and one LLM call."""
 
+import hashlib
 import uuid
 
 import httpx
+import orjson
+import redis
 
+from app.idempotency import fingerprint
+from streaming import keys
 from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done
@@ -64,3 +69,41 @@ def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack) -> None:
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_repeat_while_the_first_is_still_being_created_is_409_then_the_task(
+    stack: Stack,
+) -> None:
+    key = str(uuid.uuid4())
+    body = {"message": "racing repeats"}
+    store_key = keys.idempotency("alice", hashlib.sha256(key.encode()).hexdigest())
+    admin = redis.Redis.from_url(stack.redis_url)
+    try:
+        # What a repeat sees while the first request is between its claim and its queueing.
+        admin.set(
+            store_key,
+            orjson.dumps(
+                {
+                    "task_id": "not-yet",
+                    "fingerprint": fingerprint({"agent_id": "simple_llm_agent", **_full(body)}),
+                    "queued": False,
+                }
+            ),
+            ex=60,
+        )
+        early = _post(stack.web.client, body, key=key)
+        admin.delete(store_key)
+        first = _post(stack.web.client, body, key=key)
+        repeat = _post(stack.web.client, body, key=key)
+    finally:
+        admin.close()
+
+    assert early.status_code == 409
+    assert "still being processed" in early.json()["detail"]
+    assert first.status_code == repeat.status_code == 202
+    assert repeat.json()["task_id"] == first.json()["task_id"]
+
+
+def _full(body: dict[str, object]) -> dict[str, object]:
+    """The body as the API reads it, defaults included (what the fingerprint covers)."""
+    return {"message": body["message"], "session_id": None, "metadata": None, "stream": False}
