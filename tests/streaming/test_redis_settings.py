@@ -8,7 +8,7 @@ from streaming.redis_settings import RedisSettings, normalise_redis_url
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://localhost:6379/0",
+        "redis://cache.internal/0",
         "redis://:p%40ss@cache.internal:6380/3",
         "redis://cache.internal:6379/0?socket_timeout=5",
         "unix:///var/run/redis.sock?db=1",

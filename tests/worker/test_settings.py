@@ -1,8 +1,11 @@
 """Worker settings: limits refused at start-up, per-task time limits, and where Redis is."""
 
+from urllib.parse import urlsplit
+
 import pytest
 from pydantic import ValidationError
 
+from streaming.redis_settings import DEFAULT_REDIS_URL
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, WorkerSettings
 
 
@@ -137,5 +140,11 @@ def test_settings_require_certificates_when_redis_url_is_rediss(
 def test_settings_use_localhost_redis_when_nothing_is_set() -> None:
     configured = settings()
 
-    assert configured.broker_url == "redis://localhost:6379/0"
-    assert configured.result_backend_url == "redis://localhost:6379/0"
+    assert configured.broker_url == configured.result_backend_url == DEFAULT_REDIS_URL
+    default = urlsplit(DEFAULT_REDIS_URL)
+    assert (default.scheme, default.hostname, default.port, default.path) == (
+        "redis",
+        "localhost",
+        6379,
+        "/0",
+    )
