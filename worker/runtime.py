@@ -11,7 +11,8 @@
   limits and errors stay per task, while the HTTP and Redis clients (and their connections) are
   shared by every task of the process. This is the fast mode for the threads pool: with a loop per
   task, each token wakes its own thread and a hundred threads fight for the GIL; one loop wakes
-  once for many ready sockets.
+  once for many ready sockets. A monitor logs every stall of that loop longer than
+  ``LOOP_LAG_WARNING_MS``, with the tasks running then (``worker.loop_monitor``).
 - ``auto`` (default): ``shared`` in the threads pool, ``per-task`` otherwise.
 
 In both, the time limit is a cancel scope inside the loop (the threads pool ignores Celery's
@@ -23,6 +24,7 @@ one, whose every stall would hold up all the tasks of the process.
 
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -35,6 +37,7 @@ from redis.asyncio import Redis
 
 from worker.errors import AgentTimeoutError
 from worker.http_client import open_http_client
+from worker.loop_monitor import LoopLagMonitor
 from worker.settings import WorkerSettings
 
 T = TypeVar("T")
@@ -56,7 +59,7 @@ TaskCall = Callable[[LoopResources], Awaitable[T]]
 class AgentRuntime(Protocol):
     mode: str
 
-    def run(self, fn: TaskCall[T], *, time_limit: float) -> T: ...
+    def run(self, fn: TaskCall[T], *, time_limit: float, task_id: str | None = None) -> T: ...
 
     def stop(self) -> None: ...
 
@@ -96,7 +99,7 @@ class PerTaskRuntime:
     def __init__(self, settings: WorkerSettings) -> None:
         self._settings = settings
 
-    def run(self, fn: TaskCall[T], *, time_limit: float) -> T:
+    def run(self, fn: TaskCall[T], *, time_limit: float, task_id: str | None = None) -> T:
         async def main() -> T:
             async with open_loop_resources(self._settings, shared=False) as resources:
                 return await _bounded(fn, resources, time_limit)
@@ -117,6 +120,11 @@ class SharedLoopRuntime:
         self._resources_cm: AbstractContextManager[LoopResources] | None = None
         self._portal: BlockingPortal | None = None
         self._resources: LoopResources | None = None
+        self._running: set[str] = set()
+        self._monitor_future: Future[None] | None = None
+        self.monitor = LoopLagMonitor(
+            threshold=settings.loop_lag_warning_ms / 1000, running=lambda: list(self._running)
+        )
 
     def _start(self) -> tuple[BlockingPortal, LoopResources]:
         with self._lock:
@@ -127,19 +135,29 @@ class SharedLoopRuntime:
                     open_loop_resources(self._settings, shared=True)
                 )
                 self._resources = self._resources_cm.__enter__()
+                self._monitor_future = portal.start_task_soon(self.monitor.run)
                 self._portal = portal
             return self._portal, self._resources
 
-    def run(self, fn: TaskCall[T], *, time_limit: float) -> T:
+    def run(self, fn: TaskCall[T], *, time_limit: float, task_id: str | None = None) -> T:
         portal, resources = self._start()
-        return portal.call(_bounded, fn, resources, time_limit)
+        if task_id is None:
+            return portal.call(_bounded, fn, resources, time_limit)
+        self._running.add(task_id)
+        try:
+            return portal.call(_bounded, fn, resources, time_limit)
+        finally:
+            self._running.discard(task_id)
 
     def stop(self) -> None:
         """Close the shared clients and stop the loop (after the running tasks have ended)."""
         with self._lock:
             resources_cm, self._resources_cm = self._resources_cm, None
             portal_cm, self._portal_cm = self._portal_cm, None
+            monitor, self._monitor_future = self._monitor_future, None
             self._portal = self._resources = None
+        if monitor is not None:
+            monitor.cancel()
         if resources_cm is not None:
             resources_cm.__exit__(None, None, None)
         if portal_cm is not None:

@@ -57,6 +57,12 @@ class WorkerSettings(RedisSettings):
         description="A dead worker's tasks go back to the queue about this long after it died "
         "(to about twice it).",
     )
+    loop_lag_warning_ms: int = Field(
+        default=100,
+        ge=1,
+        description="A stall of the shared event loop longer than this is logged with the "
+        "tasks running then.",
+    )
     agent_event_loop: Literal["auto", "per-task", "shared"] = Field(
         default="auto",
         description="One event loop per task, or one per worker process (auto: shared in the "

@@ -62,5 +62,6 @@ def test_hundred_one_second_llm_calls_finish_together_on_one_worker(
 
     assert [r["result"]["content"] for r in results] == [expected] * 100
     assert len(llm.calls(key)) == 100
-    # Run one after another they would take 100 s; in parallel about one call's length.
-    assert elapsed < 8.0, f"100 one-second calls took {elapsed:.1f} s"
+    # One after another they would take 100 s. Together they are bound by the worker's CPU
+    # (5,000 streamed tokens): 4-9 s on 2 shared cores, depending on the host's load.
+    assert elapsed < 15.0, f"100 one-second calls took {elapsed:.1f} s"

@@ -1,5 +1,9 @@
 """Choosing and running the event loop a task's async work runs on."""
 
+import logging
+import time
+
+import anyio
 import pytest
 
 from worker.errors import AgentTimeoutError
@@ -37,8 +41,6 @@ async def _answer(resources: LoopResources) -> str:
 
 
 async def _forever(resources: LoopResources) -> str:
-    import anyio
-
     await anyio.sleep_forever()
     return "never"
 
@@ -80,3 +82,49 @@ def test_shared_runtime_runs_calls_on_one_loop_and_stops() -> None:
     finally:
         runtime.stop()
     assert seen == {loop_thread}
+
+
+def test_shared_loop_reports_a_blocking_call_with_its_task_id_and_the_lag(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = WorkerSettings(  # type: ignore[call-arg]
+        _env_file=None, redis_url="redis://127.0.0.1:1/0", loop_lag_warning_ms=100
+    )
+    runtime = SharedLoopRuntime(settings)
+
+    async def blocking_call(resources: LoopResources) -> str:
+        await anyio.sleep(0.1)  # the monitor is running by now
+        time.sleep(0.3)
+        await anyio.sleep(0.2)  # still running when the monitor wakes up late
+        return "done"
+
+    caplog.set_level(logging.WARNING, logger="agent_service.worker.loop")
+    try:
+        assert runtime.run(blocking_call, time_limit=5, task_id="task-that-blocks") == "done"
+    finally:
+        runtime.stop()
+
+    (record,) = [r for r in caplog.records if "event_loop_blocked" in r.getMessage()]
+    assert "tasks=task-that-blocks" in record.getMessage()
+    lag_ms = int(record.getMessage().split("lag_ms=")[1].split()[0])
+    assert 250 <= lag_ms < 1000
+    assert runtime.monitor.max_lag >= 0.25
+
+
+def test_shared_loop_reports_nothing_while_no_call_blocks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = SharedLoopRuntime(_settings())
+
+    async def polite_call(resources: LoopResources) -> str:
+        await anyio.sleep(0.5)
+        return "done"
+
+    caplog.set_level(logging.WARNING, logger="agent_service.worker.loop")
+    try:
+        runtime.run(polite_call, time_limit=5, task_id="polite")
+    finally:
+        runtime.stop()
+
+    assert [r for r in caplog.records if "event_loop_blocked" in r.getMessage()] == []
+    assert runtime.monitor.max_lag < 0.1

@@ -122,7 +122,7 @@ def _run(
                 raise TaskCancelledError("cancelled while running")
 
     try:
-        return get_runtime(settings).run(call, time_limit=soft_limit)
+        return get_runtime(settings).run(call, time_limit=soft_limit, task_id=task_id)
     except DuplicateRunError as exc:
         log_event(logger, logging.WARNING, "delivery_skipped", task_id=task_id, reason=str(exc))
         raise Ignore() from None
