@@ -31,10 +31,6 @@ class TaskEventPublisher:
         self._failure: Exception | None = None
 
     @property
-    def chunks_published(self) -> int:
-        return self._next_index
-
-    @property
     def content(self) -> str:
         """The answer so far in this attempt: every chunk text, published or still pending."""
         return "".join(self._content)

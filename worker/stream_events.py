@@ -18,7 +18,7 @@ from worker.errors import AgentError
 from worker.logs import log_event
 from worker.settings import WorkerSettings
 
-CLIENT_NAME = "agent-service:worker"
+CLIENT_NAME = "agent-service:worker:hooks"
 logger = logging.getLogger("agent_service.worker.stream")
 
 _blocking_log: BlockingEventLog | None = None
