@@ -1,17 +1,24 @@
 """FastAPI dependencies, as ``Annotated`` aliases routes can name in their signatures.
 
-They are ``async def`` although they do not await: FastAPI runs a plain ``def`` dependency in a
+A caller proves who they are with ``X-API-Key`` or ``Authorization: Bearer <access token>``; a
+task's event stream also takes that task's own token (``?token=`` or the bearer header). Tokens
+are checked against the revocation list on every request.
+
+They are ``async def`` although most do not await: FastAPI runs a plain ``def`` dependency in a
 worker thread, two thread hops per request, which made every request wait its turn.
 """
 
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
+from redis.exceptions import RedisError
 
 from app.auth import Principal
-from app.errors import NotFoundError
+from app.errors import NotFoundError, ServiceUnavailableError
 from app.services import Services
-from app.stream_tokens import InvalidStreamTokenError
+from app.tokens import InvalidTokenError, TokenClaims
+
+CHALLENGE = {"WWW-Authenticate": 'ApiKey, Bearer realm="agent-service"'}
 
 
 async def get_services(request: Request) -> Services:
@@ -20,21 +27,49 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+ApiKeyHeader = Annotated[str | None, Header(alias="X-API-Key")]
+AuthorizationHeader = Annotated[
+    str | None, Header(alias="Authorization", description="Bearer <access token>")
+]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers=CHALLENGE)
+
+
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def _verify(services: Services, token: str) -> TokenClaims:
+    try:
+        return await services.tokens.verify(token)
+    except InvalidTokenError as exc:
+        raise _unauthorized("invalid, expired or revoked token") from exc
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableError("token store unavailable") from exc
 
 
 async def current_user(
     services: ServicesDep,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+    x_api_key: ApiKeyHeader = None,
+    authorization: AuthorizationHeader = None,
 ) -> Principal:
-    """The caller identified by ``X-API-Key``; 401 when it is missing or unknown."""
-    principal = services.authenticator.authenticate(x_api_key)
-    if principal is None:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or invalid API key (send it in the X-API-Key header)",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
-    return principal
+    """The caller of ``X-API-Key`` or of a bearer access token; 401 otherwise."""
+    if x_api_key is not None or authorization is None:
+        principal = services.authenticator.authenticate(x_api_key)
+        if principal is None:
+            raise _unauthorized(
+                "missing or invalid API key (send X-API-Key, or Authorization: Bearer <token>)"
+            )
+        return principal
+    claims = await _verify(services, _bearer_token(authorization))
+    if claims.task_id is not None:
+        raise _unauthorized("this token only opens the event stream of its task")
+    return Principal(user_id=claims.user_id)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
@@ -43,26 +78,25 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 async def stream_user(
     task_id: str,
     services: ServicesDep,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+    x_api_key: ApiKeyHeader = None,
+    authorization: AuthorizationHeader = None,
     token: Annotated[str | None, Query(description="The token of the submit's stream_url.")] = None,
 ) -> Principal:
-    """The caller of a task's stream: ``X-API-Key``, or a stream token for this very task.
-
-    A token for another task answers 404, as if the task did not exist.
-    """
-    if x_api_key is not None or token is None:
-        return await current_user(services, x_api_key)
-    try:
-        grant = services.tokens.verify(token)
-    except InvalidStreamTokenError as exc:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="invalid or expired stream token",
-            headers={"WWW-Authenticate": "Bearer"},
-        ) from exc
-    if grant.task_id != task_id:
+    """The caller of a task's stream: any credential ``current_user`` takes, or a token for this
+    very task (in ``?token=`` or the bearer header). A token for another task answers 404, as if
+    the task did not exist."""
+    if x_api_key is not None or (authorization is None and token is None):
+        return await current_user(services, x_api_key, None)
+    presented = _bearer_token(authorization) if authorization is not None else token
+    assert presented is not None
+    claims = await _verify(services, presented)
+    if claims.task_id is None:
+        if authorization is None:
+            raise _unauthorized("an access token goes in the Authorization header, not the URL")
+        return Principal(user_id=claims.user_id)
+    if claims.task_id != task_id:
         raise NotFoundError("task not found")
-    return grant.principal
+    return Principal(user_id=claims.user_id)
 
 
 StreamUser = Annotated[Principal, Depends(stream_user)]

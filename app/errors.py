@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.idempotency import IdempotencyConflictError
@@ -88,6 +90,14 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "database unavailable; nothing was changed"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     items = [
@@ -108,6 +118,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(ServiceUnavailableError, _unavailable)
+    for database_error in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(InvalidHeaderError, _invalid_header)
     app.add_exception_handler(IdempotencyConflictError, _conflict)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -14,10 +14,10 @@ from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
 from app.log_redaction import install_token_redaction
-from app.routes import agents, events, health, tasks
+from app.routes import agents, auth, events, health, sessions, tasks
 from app.services import open_services
 from app.settings import WebSettings, get_settings
-from app.stream_tokens import StreamTokenSigner
+from app.tokens import TokenService
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
@@ -25,7 +25,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings.check_safe()
     authenticator = ApiKeyAuthenticator.from_setting(settings.api_keys.get_secret_value())
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
-    tokens = StreamTokenSigner(secret, ttl=settings.stream_token_ttl)
+    tokens = TokenService(secret)
     logging.getLogger("agent_service").setLevel(settings.log_level)
 
     @asynccontextmanager
@@ -47,4 +47,6 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(tasks.router)
     app.include_router(events.router)
+    app.include_router(auth.router)
+    app.include_router(sessions.router)
     return app

@@ -5,9 +5,18 @@ refused, so a typo in a client surfaces as a 422 naming the field instead of bei
 Size limits that depend on settings are checked in the route, which answers 413.
 """
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 TaskStatusName = Literal["queued", "running", "retrying", "completed", "failed", "cancelled"]
 
@@ -75,3 +84,52 @@ class AgentList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: Literal["ok", "unreachable"] | None = None
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: StrictStr | None = Field(
+        default=None,
+        max_length=64,
+        description="Scope the token to this task's event stream (it then opens nothing else).",
+    )
+    ttl_seconds: StrictInt | None = Field(
+        default=None, ge=30, description="Lifetime; at most MAX_TOKEN_TTL (default 1 day)."
+    )
+
+
+class TokenIssued(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name)
+    expires_in: int
+    expires_at: datetime
+    scope: Literal["api", "task:events"]
+    task_id: str | None = None
+    jti: str
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: StrictStr = Field(min_length=1, max_length=8192)
+
+
+class TokenRevoked(BaseModel):
+    jti: str
+    revoked: bool = Field(description="False when the token had expired already.")
+    expires_at: datetime
+
+
+class SessionMessageOut(BaseModel):
+    role: str
+    content: str
+    task_id: str
+    created_at: datetime
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    created_at: datetime
+    last_activity_at: datetime
+    messages: list[SessionMessageOut] = Field(default_factory=list)

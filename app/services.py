@@ -6,7 +6,9 @@
 - ``hub``: the stream relay, on a client of its own whose pool is capped, so however many SSE
   clients are open the process holds at most ``STREAM_CONNECTIONS`` Redis connections for them
   (one pub/sub connection, the rest for reading logs);
-- the producer-only Celery app behind ``submitter``.
+- the producer-only Celery app behind ``submitter``;
+- ``database``: the SQL engine behind ``sessions`` and ``audit``;
+- ``tokens``: the token signer, checking the revocation list in Redis.
 
 Nothing is opened at import time.
 """
@@ -18,12 +20,17 @@ from dataclasses import dataclass
 import anyio.to_thread
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from app.audit import AuditTrail
 from app.auth import ApiKeyAuthenticator
 from app.idempotency import IdempotencyStore
 from app.settings import WebSettings
-from app.stream_tokens import StreamTokenSigner
 from app.submission import TaskSubmitter, create_producer
 from app.task_records import TaskRecordStore
+from app.tokens import TokenService
+from storage.audit import AuditLog
+from storage.database import Database
+from storage.revocations import RevocationList
+from storage.sessions import SessionStore
 from streaming.event_log import EventLog
 from streaming.hub import EventHub
 
@@ -37,7 +44,7 @@ REQUEST_CONNECTIONS = 32
 class Services:
     settings: WebSettings
     authenticator: ApiKeyAuthenticator
-    tokens: StreamTokenSigner
+    tokens: TokenService
     redis: "Redis"
     backend: "Redis"
     records: TaskRecordStore
@@ -45,6 +52,9 @@ class Services:
     events: EventLog
     hub: EventHub
     submitter: TaskSubmitter
+    database: Database
+    sessions: SessionStore
+    audit: AuditTrail
 
 
 def _redis(url: str, *, name: str, connections: int) -> "Redis":
@@ -63,7 +73,7 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
 
 @asynccontextmanager
 async def open_services(
-    settings: WebSettings, *, authenticator: ApiKeyAuthenticator, tokens: StreamTokenSigner
+    settings: WebSettings, *, authenticator: ApiKeyAuthenticator, tokens: TokenService
 ) -> AsyncIterator[Services]:
     redis_url = settings.redis_url_normalised
     redis = _redis(redis_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
@@ -76,12 +86,13 @@ async def open_services(
     producer = create_producer(
         broker_url=settings.broker_url, result_backend_url=settings.result_backend_url
     )
+    database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
         async with EventHub(stream_redis, release_after=settings.stream_release_after) as hub:
             yield Services(
                 settings=settings,
                 authenticator=authenticator,
-                tokens=tokens,
+                tokens=tokens.bind(RevocationList(redis)),
                 redis=redis,
                 backend=backend,
                 records=TaskRecordStore(redis, ttl=settings.task_data_ttl),
@@ -91,8 +102,12 @@ async def open_services(
                 ),
                 hub=hub,
                 submitter=TaskSubmitter(producer),
+                database=database,
+                sessions=SessionStore(database),
+                audit=AuditTrail(AuditLog(database)),
             )
     finally:
+        await database.aclose()
         await anyio.to_thread.run_sync(producer.close)
         await stream_redis.aclose()
         if backend is not redis:

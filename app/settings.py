@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
 
 #: The key ``make dev`` configures; refused in production.
@@ -20,7 +21,7 @@ class UnsafeSettingsError(RuntimeError):
     """The settings would expose the service; the message says what to change."""
 
 
-class WebSettings(RedisSettings):
+class WebSettings(RedisSettings, DatabaseSettings):
     """Everything the web process reads from its environment."""
 
     environment: Literal["development", "test", "production"] = "development"
@@ -36,6 +37,14 @@ class WebSettings(RedisSettings):
     )
     stream_token_ttl: int = Field(
         default=3600, ge=30, le=7 * 86_400, description="Seconds a stream URL's token is valid."
+    )
+    access_token_ttl: int = Field(
+        default=900, ge=30, description="Seconds an access token from /auth/token is valid."
+    )
+    max_token_ttl: int = Field(
+        default=86_400,
+        ge=30,
+        description="Longest lifetime a client may ask /auth/token for (ttl_seconds).",
     )
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=15.0)
     sse_send_timeout: float = Field(

@@ -1,10 +1,12 @@
 """``/api/v1/agents``: which agents exist, and submitting an invocation of one.
 
 Submitting checks everything before anything is written: the caller, the agent, the body's shape
-and sizes. Then it records the task's owner and opens its event log with ``status: queued``, and
-only then queues it, so a task never runs without an owner record. The answer's ``stream_url``
+and sizes, and that a ``session_id`` names one of the caller's sessions. Then it records the
+task's owner and opens its event log with ``status: queued``, and only then queues it, so a task
+never runs without an owner record. The answer's ``stream_url``
 carries a token that opens this task's stream only (for browsers' EventSource). With an
-``Idempotency-Key``, a repeat of the same request answers the task the first one created.
+``Idempotency-Key``, a repeat of the same request answers the task the first one created. Each
+submit that creates a task leaves an audit row (``task.submit``), failed ones too.
 """
 
 import uuid
@@ -14,6 +16,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Header, Response, status
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
@@ -31,6 +34,7 @@ from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
 from app.services import Services
 from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, SubmissionError
 from app.task_records import new_record
+from storage.audit import AuditAction, AuditOutcome
 from streaming.events import EventType
 from worker.agents.catalog import AGENT_CATALOG
 
@@ -73,6 +77,8 @@ async def invoke_async(
         raise PayloadTooLargeError(loc=("body", "message"), limit=settings.max_message_bytes)
     if body.metadata is not None and len(orjson.dumps(body.metadata)) > settings.max_metadata_bytes:
         raise PayloadTooLargeError(loc=("body", "metadata"), limit=settings.max_metadata_bytes)
+    if body.session_id is not None:
+        await _check_session(services, body.session_id, user_id=user.user_id)
 
     task_id = str(uuid.uuid4())
     request_fingerprint = fingerprint({"agent_id": agent_id, **body.model_dump()})
@@ -82,15 +88,24 @@ async def invoke_async(
         )
         if claimed != task_id:
             response.headers["Idempotent-Replayed"] = "true"
-            return _accepted(services, response, user_id=user.user_id, task_id=claimed)
+            return _accepted(services, response, user_id=user.user_id, task_id=claimed)[0]
+    audit = {"agent_id": agent_id, "session_id": body.session_id, "stream": body.stream}
     try:
         await _create_and_queue(
             services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id
         )
-    except ServiceUnavailableError:
+    except ServiceUnavailableError as exc:
         if idempotency_key is not None:
             with suppress(RedisError, OSError):  # it expires anyway
                 await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
+        await services.audit.record(
+            AuditAction.TASK_SUBMIT,
+            user_id=user.user_id,
+            resource_type="task",
+            resource_id=task_id,
+            outcome=AuditOutcome.FAILURE,
+            details={**audit, "error": str(exc)},
+        )
         raise
     if idempotency_key is not None:
         await services.idempotency.mark_queued(
@@ -99,7 +114,26 @@ async def invoke_async(
             request_fingerprint=request_fingerprint,
             task_id=task_id,
         )
-    return _accepted(services, response, user_id=user.user_id, task_id=task_id)
+    accepted, stream_token_jti = _accepted(
+        services, response, user_id=user.user_id, task_id=task_id
+    )
+    await services.audit.record(
+        AuditAction.TASK_SUBMIT,
+        user_id=user.user_id,
+        resource_type="task",
+        resource_id=task_id,
+        details={**audit, "stream_token_jti": stream_token_jti},
+    )
+    return accepted
+
+
+async def _check_session(services: Services, session_id: str, *, user_id: str) -> None:
+    try:
+        owned = await services.sessions.exists(session_id, user_id=user_id)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ServiceUnavailableError("session store unavailable; nothing was queued") from exc
+    if not owned:
+        raise NotFoundError(f"unknown session {session_id!r}; POST /api/v1/sessions creates one")
 
 
 async def _claim(
@@ -144,8 +178,12 @@ async def _create_and_queue(
 
 def _accepted(
     services: Services, response: Response, *, user_id: str, task_id: str
-) -> TaskAccepted:
-    token = services.tokens.issue(user_id=user_id, task_id=task_id)
-    status_url, stream_url = task_urls(task_id, stream_token=token)
+) -> tuple[TaskAccepted, str]:
+    """The 202 body, with a fresh stream token, and that token's ``jti`` (for the audit row)."""
+    issued = services.tokens.issue(
+        user_id=user_id, task_id=task_id, ttl=services.settings.stream_token_ttl
+    )
+    status_url, stream_url = task_urls(task_id, stream_token=issued.token)
     response.headers["Location"] = status_url
-    return TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)
+    accepted = TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)
+    return accepted, issued.claims.jti

@@ -11,6 +11,7 @@ from app.schemas import TaskStatus
 from app.services import Services
 from app.task_records import find_owned_task
 from app.task_status import read_task_status
+from storage.audit import AuditAction
 from streaming.cancellation import request_cancel
 
 router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
@@ -36,14 +37,22 @@ async def cancel_task(task_id: str, user: CurrentUser, services: ServicesDep) ->
     """Ask the task to stop; answers its status at once (``cancelled`` follows when it stops).
 
     A queued task never calls the LLM; a running one has its LLM stream closed and ends with a
-    ``cancelled`` event carrying the partial answer. Cancelling a finished task changes nothing.
+    ``cancelled`` event carrying the partial answer. Cancelling a finished task changes nothing
+    (and is audited as such: ``details.requested`` is false).
     """
     await find_owned_task(services.records, task_id, owner=user.user_id)
     current = await _status(services, task_id)
-    if current.status in _FINAL:
-        return current
-    try:
-        await request_cancel(services.redis, task_id, ttl=services.settings.task_data_ttl)
-    except Exception as exc:
-        raise ServiceUnavailableError("cancel could not be sent; try again") from exc
+    requested = current.status not in _FINAL
+    if requested:
+        try:
+            await request_cancel(services.redis, task_id, ttl=services.settings.task_data_ttl)
+        except Exception as exc:
+            raise ServiceUnavailableError("cancel could not be sent; try again") from exc
+    await services.audit.record(
+        AuditAction.TASK_CANCEL,
+        user_id=user.user_id,
+        resource_type="task",
+        resource_id=task_id,
+        details={"requested": requested, "status": current.status},
+    )
     return current

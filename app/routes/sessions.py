@@ -1,0 +1,74 @@
+"""``/api/v1/sessions``: conversations whose earlier turns an agent receives.
+
+Create one, pass its ``session_id`` when invoking, and each completed task appends its question
+and answer. A session belongs to its creator: anyone else gets 404, as for an unknown id. Sessions
+idle longer than ``SESSION_EXPIRY_HOURS`` are deleted by the ``cleanup_expired_sessions`` task.
+"""
+
+from fastapi import APIRouter, Response, status
+
+from app.deps import CurrentUser, ServicesDep
+from app.errors import NotFoundError
+from app.schemas import SessionMessageOut, SessionOut
+from storage.audit import AuditAction
+from storage.sessions import SessionNotFoundError, SessionView
+
+router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+
+#: Longer ids are certainly not ours; answering 404 at once spares the database the lookup.
+MAX_SESSION_ID_LENGTH = 128
+
+
+def _out(view: SessionView) -> SessionOut:
+    return SessionOut(
+        session_id=view.session_id,
+        created_at=view.created_at,
+        last_activity_at=view.last_activity_at,
+        messages=[
+            SessionMessageOut(
+                role=t.role, content=t.content, task_id=t.task_id, created_at=t.created_at
+            )
+            for t in view.turns
+        ],
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_session(
+    user: CurrentUser, services: ServicesDep, response: Response
+) -> SessionOut:
+    view = await services.sessions.create(user_id=user.user_id)
+    await services.audit.record(
+        AuditAction.SESSION_CREATE,
+        user_id=user.user_id,
+        resource_type="session",
+        resource_id=view.session_id,
+    )
+    response.headers["Location"] = f"{router.prefix}/{view.session_id}"
+    return _out(view)
+
+
+@router.get("/{session_id}")
+async def get_session(session_id: str, user: CurrentUser, services: ServicesDep) -> SessionOut:
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise NotFoundError("session not found")
+    try:
+        view = await services.sessions.get(session_id, user_id=user.user_id)
+    except SessionNotFoundError:
+        raise NotFoundError("session not found") from None
+    return _out(view)
+
+
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_session(session_id: str, user: CurrentUser, services: ServicesDep) -> Response:
+    if len(session_id) > MAX_SESSION_ID_LENGTH or not await services.sessions.delete(
+        session_id, user_id=user.user_id
+    ):
+        raise NotFoundError("session not found")
+    await services.audit.record(
+        AuditAction.SESSION_DELETE,
+        user_id=user.user_id,
+        resource_type="session",
+        resource_id=session_id,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,81 @@
+"""An async SQLAlchemy engine and its session factory, opened by whoever owns an event loop.
+
+An engine's connections belong to the loop that opened them, so the web process opens one in its
+lifespan and the worker one per event loop (``LazyDatabase``: only a loop that touches the
+database pays for an engine). SQLite gets the settings that make it a fair multi-process store:
+WAL (readers never wait for the writer), a busy timeout (writers queue instead of failing with
+"database is locked"), and enforced foreign keys.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+#: Milliseconds a SQLite writer waits for another process's write to end.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _prepare_sqlite(engine: AsyncEngine, database: str | None) -> None:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+class Database:
+    """One engine and the session factory bound to it."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        parsed = make_url(url)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "sqlite":
+            options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        else:
+            options.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine = create_async_engine(parsed, **options)
+        if parsed.get_backend_name() == "sqlite":
+            _prepare_sqlite(self.engine, parsed.database)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+class LazyDatabase:
+    """A ``Database`` created on first use, so a loop that never needs one never opens one."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._database: Database | None = None
+
+    def get(self) -> Database:
+        if self._database is None:
+            self._database = Database(self._url, pool_size=self._pool_size)
+        return self._database
+
+    async def aclose(self) -> None:
+        database, self._database = self._database, None
+        if database is not None:
+            await database.aclose()

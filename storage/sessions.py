@@ -1,0 +1,174 @@
+"""Conversation sessions: who owns one, its earlier turns, and appending a task's exchange.
+
+Ownership is part of every query (``user_id = ...``): another user's session reads exactly like
+one that does not exist, so the API can answer 404 without a separate check to forget.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from storage.database import Database
+from storage.models import ConversationSession, SessionMessage, utcnow
+
+
+class SessionNotFoundError(LookupError):
+    """No such session for this user (it may belong to someone else, or have expired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str
+    content: str
+    task_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    session_id: str
+    user_id: str
+    created_at: datetime
+    last_activity_at: datetime
+    turns: list[Turn]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredSessions:
+    sessions: int
+    messages: int
+
+
+class SessionStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, *, user_id: str) -> SessionView:
+        row = ConversationSession(id=uuid.uuid4().hex, user_id=user_id)
+        async with self._db.session() as db, db.begin():
+            db.add(row)
+        return SessionView(row.id, row.user_id, row.created_at, row.last_activity_at, [])
+
+    async def exists(self, session_id: str, *, user_id: str) -> bool:
+        async with self._db.session() as db:
+            found = await db.scalar(
+                select(ConversationSession.id).where(
+                    ConversationSession.id == session_id, ConversationSession.user_id == user_id
+                )
+            )
+        return found is not None
+
+    async def get(self, session_id: str, *, user_id: str, last: int | None = None) -> SessionView:
+        """The session with its turns (the ``last`` ones when given), oldest first."""
+        async with self._db.session() as db:
+            row = await db.scalar(
+                select(ConversationSession).where(
+                    ConversationSession.id == session_id, ConversationSession.user_id == user_id
+                )
+            )
+            if row is None:
+                raise SessionNotFoundError(session_id)
+            query = (
+                select(SessionMessage)
+                .where(SessionMessage.session_id == session_id)
+                .order_by(SessionMessage.id.desc())
+            )
+            if last is not None:
+                query = query.limit(last)
+            messages = list(reversed((await db.scalars(query)).all()))
+        turns = [Turn(m.role, m.content, m.task_id, m.created_at) for m in messages]
+        return SessionView(row.id, row.user_id, row.created_at, row.last_activity_at, turns)
+
+    async def append_exchange(
+        self, session_id: str, *, user_id: str, task_id: str, message: str, answer: str
+    ) -> bool:
+        """Append a task's question and answer and touch the session; False if this task's
+        exchange is already there (a redelivery). Raises ``SessionNotFoundError``."""
+        now = utcnow()
+        try:
+            async with self._db.session() as db, db.begin():
+                touched = await db.execute(
+                    update(ConversationSession)
+                    .where(
+                        ConversationSession.id == session_id,
+                        ConversationSession.user_id == user_id,
+                    )
+                    .values(last_activity_at=now)
+                )
+                if touched.rowcount == 0:  # type: ignore[attr-defined]
+                    raise SessionNotFoundError(session_id)
+                db.add_all(
+                    [
+                        SessionMessage(
+                            session_id=session_id,
+                            task_id=task_id,
+                            role="user",
+                            content=message,
+                            created_at=now,
+                        ),
+                        SessionMessage(
+                            session_id=session_id,
+                            task_id=task_id,
+                            role="assistant",
+                            content=answer,
+                            created_at=now,
+                        ),
+                    ]
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def delete(self, session_id: str, *, user_id: str) -> bool:
+        async with self._db.session() as db, db.begin():
+            owned = await db.scalar(
+                select(ConversationSession.id).where(
+                    ConversationSession.id == session_id, ConversationSession.user_id == user_id
+                )
+            )
+            if owned is None:
+                return False
+            # The turns go with it: ON DELETE CASCADE.
+            await db.execute(
+                delete(ConversationSession).where(ConversationSession.id == session_id)
+            )
+        return True
+
+    async def delete_idle(self, *, idle_since: datetime, batch: int = 500) -> ExpiredSessions:
+        """Delete every session whose last activity is before ``idle_since``, with its turns.
+
+        In batches (short transactions); a session touched meanwhile is kept, because the
+        delete checks the idle time again (its turns go with it through ``ON DELETE CASCADE``).
+        """
+        sessions = messages = 0
+        while True:
+            async with self._db.session() as db, db.begin():
+                ids = list(
+                    (
+                        await db.scalars(
+                            select(ConversationSession.id)
+                            .where(ConversationSession.last_activity_at < idle_since)
+                            .limit(batch)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    return ExpiredSessions(sessions=sessions, messages=messages)
+                messages += (
+                    await db.scalar(
+                        select(func.count())
+                        .select_from(SessionMessage)
+                        .where(SessionMessage.session_id.in_(ids))
+                    )
+                    or 0
+                )
+                removed = await db.execute(
+                    delete(ConversationSession).where(
+                        ConversationSession.id.in_(ids),
+                        ConversationSession.last_activity_at < idle_since,
+                    )
+                )
+                sessions += removed.rowcount or 0  # type: ignore[attr-defined]
