@@ -85,3 +85,13 @@ def worker_alive(worker_name: str) -> str:
 
 #: Held by the worker that is scanning for deliveries of dead workers, so only one scans at once.
 RECOVERY_LOCK = f"{PREFIX}:recovery-lock"
+
+
+#: Revoked tokens: a sorted set of ``jti`` scored by the token's expiry (Unix seconds), so the
+#: entries of tokens that expired anyway can be trimmed by score.
+REVOKED_TOKENS = f"{PREFIX}:revoked-tokens"
+
+
+def beat_lock(job: str) -> str:
+    """Held by the beat that sent ``job`` in its current period; a second beat skips it."""
+    return f"{PREFIX}:beat:{job}"

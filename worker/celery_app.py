@@ -4,7 +4,8 @@
 promises of the task contract: JSON only (never pickle); late acknowledgement and rejection on
 worker loss so a killed worker's task is delivered again; a broker visibility timeout above the
 longest time limit so Redis never hands a running task to a second worker; task events on, for
-Flower.
+Flower; the maintenance jobs' beat schedule, sent once per period however many beats run
+(``worker.schedule``).
 """
 
 from typing import Any
@@ -21,6 +22,7 @@ from worker.http_client import shared_ssl_context
 from worker.observability import init_sentry
 from worker.recovery import WorkerLease
 from worker.runtime import note_worker_pool, stop_runtime
+from worker.schedule import beat_schedule
 from worker.settings import WorkerSettings, get_settings
 
 AGENT_QUEUE = "agent-tasks"
@@ -39,7 +41,7 @@ def create_celery_app(settings: WorkerSettings) -> Celery:
         "agent_service",
         broker=settings.broker_url,
         backend=settings.result_backend_url,
-        include=["worker.tasks.agent_tasks"],
+        include=["worker.tasks.agent_tasks", "worker.tasks.cleanup_tasks"],
         task_cls=BaseTask,
     )
     app.conf.update(
@@ -66,6 +68,8 @@ def create_celery_app(settings: WorkerSettings) -> Celery:
         worker_hijack_root_logger=True,
         timezone="UTC",
         enable_utc=True,
+        beat_schedule=beat_schedule(settings),
+        beat_scheduler="worker.schedule:SingleRunScheduler",
     )
     return app
 

@@ -5,10 +5,12 @@
     AgentError
     ├── TransientAgentError           retried with exponential backoff
     │   ├── LLMUnavailableError       the LLM answered 429 or 5xx (``retry_after`` from the header)
-    │   └── LLMConnectionError        connect error, read timeout, connection dropped mid-stream
+    │   ├── LLMConnectionError        connect error, read timeout, connection dropped mid-stream
+    │   └── StorageUnavailableError   the database (session memory) did not answer
     └── PermanentAgentError           fails the task at once
         ├── AgentConfigurationError   e.g. no LLM_BASE_URL for an agent that needs one
         ├── UnknownAgentError         no agent registered under that id
+        ├── UnknownSessionError       no such session for the task's user
         ├── LLMRequestRejectedError   the LLM answered another 4xx (bad request, auth, ...)
         ├── LLMProtocolError          the LLM's stream could not be parsed
         ├── AgentTimeoutError         the task's time limit ran out inside the event loop
@@ -50,6 +52,10 @@ class LLMConnectionError(TransientAgentError):
     """The LLM could not be reached, went silent, or dropped the connection."""
 
 
+class StorageUnavailableError(TransientAgentError):
+    """The database holding the session's memory did not answer."""
+
+
 class PermanentAgentError(AgentError):
     """Trying again would fail the same way."""
 
@@ -60,6 +66,10 @@ class AgentConfigurationError(PermanentAgentError):
 
 class UnknownAgentError(PermanentAgentError):
     """No agent is registered under the requested id."""
+
+
+class UnknownSessionError(PermanentAgentError):
+    """The task names a session that does not exist, or that belongs to another user."""
 
 
 class LLMRequestRejectedError(PermanentAgentError):

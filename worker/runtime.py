@@ -35,6 +35,7 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from redis.asyncio import Redis
 
+from storage.database import LazyDatabase
 from worker.errors import AgentTimeoutError
 from worker.http_client import open_http_client
 from worker.loop_monitor import LoopLagMonitor
@@ -46,11 +47,13 @@ CLIENT_NAME = "agent-service:worker"
 
 @dataclass(frozen=True, slots=True)
 class LoopResources:
-    """What a task's async work may use: clients bound to the loop it runs on."""
+    """What a task's async work may use: clients bound to the loop it runs on. The database
+    engine is opened by the first task that needs it."""
 
     http: httpx.AsyncClient
     redis: "Redis"
     offload: Callable[[Callable[[], object]], Awaitable[object]]
+    database: LazyDatabase
 
 
 TaskCall = Callable[[LoopResources], Awaitable[T]]
@@ -80,10 +83,18 @@ async def open_loop_resources(
     redis = Redis.from_url(
         settings.redis_url_normalised, client_name=CLIENT_NAME, socket_connect_timeout=5
     )
+    database = LazyDatabase(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
         async with open_http_client(settings, shared=shared) as http:
-            yield LoopResources(http=http, redis=redis, offload=_in_thread if shared else _direct)
+            yield LoopResources(
+                http=http,
+                redis=redis,
+                offload=_in_thread if shared else _direct,
+                database=database,
+            )
     finally:
+        with anyio.CancelScope(shield=True):
+            await database.aclose()
         await redis.aclose()
 
 

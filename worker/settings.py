@@ -7,10 +7,12 @@ would make Redis hand a running task to a second worker) are refused at start-up
 """
 
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
 
 #: Per-task hard time limits of the agent tasks (seconds), from the task contract.
@@ -18,7 +20,7 @@ INVOKE_TIME_LIMIT = 600
 STREAMING_TIME_LIMIT = 900
 
 
-class WorkerSettings(RedisSettings):
+class WorkerSettings(RedisSettings, DatabaseSettings):
     """Everything a worker or beat process reads from its environment."""
 
     environment: Literal["development", "test", "production"] = "development"
@@ -101,6 +103,41 @@ class WorkerSettings(RedisSettings):
     echo_word_delay: float = Field(
         default=0.05, ge=0, le=5, description="Pause between the words the echo agent streams."
     )
+
+    session_history_messages: int = Field(
+        default=50, ge=0, le=1000, description="Earlier turns of a session an agent receives."
+    )
+    session_expiry_hours: float = Field(
+        default=24, gt=0, description="Sessions idle longer than this are deleted."
+    )
+    audit_log_retention_days: float = Field(
+        default=90, gt=0, description="Audit rows older than this go to the archive."
+    )
+    audit_archive_url: str = Field(
+        default="./var/audit-archive",
+        description="Directory or fsspec URL (s3://bucket/prefix) of the audit archive.",
+    )
+    audit_archive_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='JSON options for the archive\'s filesystem, e.g. {"endpoint_url": "..."}.',
+    )
+    audit_archive_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    temp_dir: Path = Field(
+        default=Path("/tmp/agent_service"),  # noqa: S108 (the documented default root)
+        description="Root under which cleanup_temp_files may delete old files.",
+    )
+    schedule_cleanup_expired_sessions: str = "0 * * * *"
+    schedule_archive_old_audit_logs: str = "0 2 * * *"
+    schedule_cleanup_token_blacklist: str = "0 */6 * * *"  # noqa: S105 (a cron line)
+    schedule_cleanup_temp_files: str = "0 3 * * *"
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _temp_dir_is_not_the_filesystem_root(cls, value: Path) -> Path:
+        resolved = value.expanduser().resolve()
+        if resolved == Path(resolved.anchor):
+            raise ValueError("TEMP_DIR must not be the filesystem root")
+        return resolved
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> "WorkerSettings":

@@ -6,13 +6,18 @@ limit enforced inside the loop, and retries transient LLM failures
 with exponential backoff (honouring ``Retry-After``). Permanent failures and the last transient
 one fail the task with the error's class name and message, which polling shows.
 
+With a ``session_id``, the agent receives the session's earlier turns, and the task appends its
+question and answer to the session once it has the answer (``worker.session_memory``).
+
 Everything the call does is also published to the task's event log, in order: ``reset`` when a
 retry starts, ``status`` running, ``progress`` (also set as Celery state ``PROGRESS``), every
 ``chunk``. The terminal event (``result`` or ``error``) and the ``retrying`` status are published
 by ``AgentTask``'s hooks, which Celery calls after it has stored the state: a client that reads the
-terminal event from the stream and then polls sees the same outcome.
+terminal event from the stream and then polls sees the same outcome. The hooks also write the
+task's audit row (completed, failed, cancelled).
 """
 
+import dataclasses
 import logging
 from functools import partial
 from typing import Any
@@ -21,10 +26,12 @@ import anyio
 from celery import Task
 from celery.exceptions import Ignore
 
+from storage.audit import AuditAction, AuditOutcome
 from streaming.cancellation import cancel_requested
 from streaming.event_log import EventLog
 from streaming.events import EventType
 from streaming.publisher import TaskEventPublisher
+from worker.audit_trail import record_task_outcome
 from worker.base_task import BaseTask
 from worker.celery_app import celery_app
 from worker.control import cancel_on_request
@@ -34,6 +41,7 @@ from worker.logs import log_event
 from worker.recovery import DuplicateRunError, claim_run, release_run
 from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
+from worker.session_memory import load_history, remember_exchange
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
 from worker.stream_events import error_payload, publish_from_hook
 
@@ -47,11 +55,19 @@ _STREAMING_SOFT, _STREAMING_HARD = _settings.time_limits(STREAMING_TIME_LIMIT)
 
 
 class AgentTask(BaseTask):
-    """Publishes each outcome to the task's stream once Celery has stored it."""
+    """Publishes each outcome to the task's stream once Celery has stored it, then audits it."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         super().on_success(retval, task_id, args, kwargs)
-        publish_from_hook(get_settings(), task_id, [(EventType.RESULT, retval)])
+        settings = get_settings()
+        publish_from_hook(settings, task_id, [(EventType.RESULT, retval)])
+        record_task_outcome(
+            settings,
+            AuditAction.TASK_COMPLETE,
+            task_id=task_id,
+            task_kwargs=kwargs,
+            outcome=AuditOutcome.SUCCESS,
+        )
 
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         super().on_retry(exc, task_id, args, kwargs, einfo)
@@ -60,7 +76,16 @@ class AgentTask(BaseTask):
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         super().on_failure(exc, task_id, args, kwargs, einfo)
-        publish_from_hook(get_settings(), task_id, [(EventType.ERROR, error_payload(exc))])
+        settings = get_settings()
+        publish_from_hook(settings, task_id, [(EventType.ERROR, error_payload(exc))])
+        record_task_outcome(
+            settings,
+            AuditAction.TASK_FAIL,
+            task_id=task_id,
+            task_kwargs=kwargs,
+            outcome=AuditOutcome.FAILURE,
+            details={"error": type(exc).__name__, "message": str(exc)[:500]},
+        )
 
 
 def _run(
@@ -110,8 +135,11 @@ def _run(
                     await publisher.publish(EventType.RESET, {"attempt": attempt, "content": ""})
                 await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
                 with scope:
-                    return await invoke_agent(
-                        request,
+                    history = await load_history(
+                        loop.database.get(), request, limit=settings.session_history_messages
+                    )
+                    result = await invoke_agent(
+                        dataclasses.replace(request, history=history),
                         settings=settings,
                         http=loop.http,
                         report_progress=report_progress,
@@ -119,7 +147,12 @@ def _run(
                         streamed=streamed,
                         on_chunk=publisher.chunk,
                     )
-                raise TaskCancelledError("cancelled while running")
+                if scope.cancelled_caught:
+                    raise TaskCancelledError("cancelled while running")
+                await remember_exchange(
+                    loop.database.get(), request, task_id=task_id, answer=result["content"]
+                )
+                return result
 
     try:
         return get_runtime(settings).run(call, time_limit=soft_limit, task_id=task_id)
@@ -147,10 +180,19 @@ def _end_cancelled(task: Task, task_id: str, *, content: str) -> None:  # type: 
     """Store REVOKED (polling says cancelled), then tell the stream, with the partial answer."""
     task.backend.mark_as_revoked(task_id, reason="cancelled", request=task.request)
     log_event(logger, logging.INFO, "task_cancelled", task_id=task_id, task=task.name)
+    settings = get_settings()
     publish_from_hook(
-        get_settings(),
+        settings,
         task_id,
         [(EventType.CANCELLED, {"reason": "cancelled", "content": content})],
+    )
+    record_task_outcome(
+        settings,
+        AuditAction.TASK_CANCELLED,
+        task_id=task_id,
+        task_kwargs=task.request.kwargs or {},
+        outcome=AuditOutcome.SUCCESS,
+        details={"partial_chars": len(content)},
     )
 
 

@@ -1,0 +1,71 @@
+"""A session's memory as the agent task sees it: earlier turns in, the new exchange out.
+
+The task reads the session's last ``SESSION_HISTORY_MESSAGES`` turns before the call (they go to
+the LLM ahead of the new message) and appends its question and answer once it has the answer.
+Appending is idempotent per task, so a redelivered task does not repeat itself in the history.
+Database errors leave here as ``worker.errors``: unreachable is transient (the task is retried),
+a session that is not the user's is permanent.
+"""
+
+from collections.abc import Awaitable
+from typing import Literal, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.database import Database
+from storage.sessions import SessionNotFoundError, SessionStore
+from worker.agents.base import AgentRequest, ChatMessage
+from worker.errors import StorageUnavailableError, UnknownSessionError
+
+T = TypeVar("T")
+_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+async def _translated(session_id: str, call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except SessionNotFoundError:
+        raise UnknownSessionError(
+            f"session {session_id!r} does not exist for this user (or has expired)"
+        ) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageUnavailableError(f"session store unavailable: {exc!r}") from exc
+
+
+async def load_history(
+    database: Database, request: AgentRequest, *, limit: int
+) -> list[ChatMessage]:
+    """The session's last ``limit`` turns, oldest first (none without a session)."""
+    if request.session_id is None:
+        return []
+    view = await _translated(
+        request.session_id,
+        SessionStore(database).get(request.session_id, user_id=request.user_id, last=limit),
+    )
+    return [
+        ChatMessage(role=_ROLES[turn.role], content=turn.content)
+        for turn in view.turns
+        if turn.role in _ROLES
+    ]
+
+
+async def remember_exchange(
+    database: Database, request: AgentRequest, *, task_id: str, answer: str
+) -> None:
+    """Append the task's question and answer to its session (no-op without one)."""
+    if request.session_id is None:
+        return
+    await _translated(
+        request.session_id,
+        SessionStore(database).append_exchange(
+            request.session_id,
+            user_id=request.user_id,
+            task_id=task_id,
+            message=request.message,
+            answer=answer,
+        ),
+    )
