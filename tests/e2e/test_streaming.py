@@ -178,7 +178,7 @@ def test_bad_stream_token_is_401(stack: Stack, token: str) -> None:
     response = stack.web.client.get(f"{events_path(task_id)}?token={token}")
 
     assert response.status_code == 401
-    assert response.json() == {"detail": "invalid or expired stream token"}
+    assert response.json() == {"detail": "invalid, expired or revoked token"}
 
 
 def test_stream_refusals_before_any_stream_starts(stack: Stack) -> None:
