@@ -1,0 +1,140 @@
+"""Sessions end to end: the LLM receives the earlier turns, the exchange is kept, and a session
+is its owner's alone."""
+
+import httpx
+from celery import Celery
+
+from tests.conftest import ServiceEnvironment
+from tests.e2e.conftest import Stack
+from tests.support.audit import audit_rows
+from tests.support.llm_server import LLMControl
+from tests.support.polling import poll_until_done, submit
+from tests.support.stack import headers_for
+
+SESSIONS = "/api/v1/sessions"
+
+
+def _create_session(client: httpx.Client, user: str = "alice") -> str:
+    response = client.post(SESSIONS, headers=headers_for(user))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["messages"] == []
+    assert response.headers["location"] == f"{SESSIONS}/{body['session_id']}"
+    session_id: str = body["session_id"]
+    return session_id
+
+
+def test_session_memory_reaches_the_llm(stack: Stack, llm: LLMControl) -> None:
+    client = stack.web.client
+    session_id = _create_session(client)
+    llm.script("my name is Ada", tokens=["Hello", " Ada."])
+    llm.script("what is my name?", tokens=["You", " are", " Ada."])
+
+    first = poll_until_done(
+        client, submit(client, "simple_llm_agent", "my name is Ada", session_id=session_id)
+    )
+    second = poll_until_done(
+        client,
+        submit(client, "simple_llm_agent", "what is my name?", session_id=session_id, stream=True),
+    )
+
+    assert first["result"]["content"] == "Hello Ada."
+    assert second["result"]["content"] == "You are Ada."
+    [call] = llm.calls("what is my name?")
+    assert call["messages"] == [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "Hello Ada."},
+        {"role": "user", "content": "what is my name?"},
+    ]
+    session = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("alice")).json()
+    assert [(m["role"], m["content"]) for m in session["messages"]] == [
+        ("user", "my name is Ada"),
+        ("assistant", "Hello Ada."),
+        ("user", "what is my name?"),
+        ("assistant", "You are Ada."),
+    ]
+    assert session["last_activity_at"] >= session["created_at"]
+
+
+def test_invocation_without_session_sends_only_the_message(stack: Stack, llm: LLMControl) -> None:
+    llm.script("no memory here", tokens=["ok"])
+
+    poll_until_done(
+        stack.web.client, submit(stack.web.client, "simple_llm_agent", "no memory here")
+    )
+
+    [call] = llm.calls("no memory here")
+    assert call["messages"] == [{"role": "user", "content": "no memory here"}]
+
+
+def test_another_users_session_is_404_everywhere(stack: Stack, llm: LLMControl) -> None:
+    client = stack.web.client
+    session_id = _create_session(client, "alice")
+    llm.script("bob tries alice's session", tokens=["never"])
+
+    invoke = client.post(
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        json={"message": "bob tries alice's session", "session_id": session_id},
+        headers=headers_for("bob"),
+    )
+    read = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("bob"))
+    delete = client.delete(f"{SESSIONS}/{session_id}", headers=headers_for("bob"))
+
+    assert invoke.status_code == 404
+    assert "unknown session" in invoke.json()["detail"]
+    assert read.status_code == 404
+    assert delete.status_code == 404
+    assert llm.calls("bob tries alice's session") == []
+    still_there = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("alice"))
+    assert still_there.status_code == 200
+
+
+def test_unknown_session_is_404_and_queues_nothing(stack: Stack) -> None:
+    response = stack.web.client.post(
+        "/api/v1/agents/echo/invoke-async",
+        json={"message": "hi", "session_id": "no-such-session"},
+        headers=headers_for("alice"),
+    )
+
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("unknown session 'no-such-session'")
+
+
+def test_deleted_session_is_gone(stack: Stack, service_environment: ServiceEnvironment) -> None:
+    client = stack.web.client
+    session_id = _create_session(client)
+
+    deleted = client.delete(f"{SESSIONS}/{session_id}", headers=headers_for("alice"))
+    again = client.delete(f"{SESSIONS}/{session_id}", headers=headers_for("alice"))
+
+    assert deleted.status_code == 204
+    assert again.status_code == 404
+    assert client.get(f"{SESSIONS}/{session_id}", headers=headers_for("alice")).status_code == 404
+    actions = [
+        row["action"]
+        for row in audit_rows(service_environment.database_url, resource_id=session_id)
+    ]
+    assert actions == ["session.create", "session.delete"]
+
+
+def test_a_task_naming_a_foreign_session_fails_in_the_worker(stack: Stack) -> None:
+    """A producer that bypasses the API (send_task) still cannot read another user's session."""
+    client = stack.web.client
+    session_id = _create_session(client, "alice")
+    producer = Celery(broker=stack.redis_url, backend=stack.redis_url)
+    try:
+        result = producer.send_task(
+            "agent_service.workers.tasks.agent_tasks.invoke_agent_async",
+            kwargs={
+                "agent_id": "echo",
+                "message": "sneaky",
+                "user_id": "bob",
+                "session_id": session_id,
+            },
+            queue="agent-tasks",
+        )
+        result.get(timeout=30, propagate=False)
+        assert result.state == "FAILURE"
+        assert type(result.result).__name__ == "UnknownSessionError"
+    finally:
+        producer.close()
