@@ -1,12 +1,12 @@
-"""Reading what the service wrote to its database, from a synchronous test."""
+"""Reading and seeding the service's database from a synchronous test."""
 
 import asyncio
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Executable, select
 
 from storage.database import Database
-from storage.models import AuditLogEntry
+from storage.models import AuditLogEntry, Base
 
 
 def audit_rows(database_url: str, *, resource_id: str) -> list[dict[str, Any]]:
@@ -26,3 +26,20 @@ def audit_rows(database_url: str, *, resource_id: str) -> list[dict[str, Any]]:
             await database.aclose()
 
     return asyncio.run(read())
+
+
+def run_sql(database_url: str, work: Executable | list[Base]) -> None:
+    """Execute a statement, or add ORM rows, in one transaction (to seed or age data)."""
+
+    async def run() -> None:
+        database = Database(database_url)
+        try:
+            async with database.session() as db, db.begin():
+                if isinstance(work, list):
+                    db.add_all(work)
+                else:
+                    await db.execute(work)
+        finally:
+            await database.aclose()
+
+    asyncio.run(run())

@@ -133,3 +133,29 @@ def start_web(
         web.stop()
         raise
     return web
+
+
+def start_beat(
+    redis_url: str, *, schedule_file: str, env: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    """A celery beat process (the Procfile's command), waited on until it has started."""
+    argv = python_module(
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "beat",
+        "--schedule",
+        schedule_file,
+        "--max-interval",
+        "1",
+        "--loglevel",
+        "INFO",
+    )
+    beat = ManagedProcess("celery-beat", argv, env={**base_env(redis_url), **(env or {})})
+    beat.start()
+    try:
+        beat.wait_for_output("beat: Starting...", timeout=WORKER_READY_TIMEOUT)
+    except BaseException:
+        beat.stop()
+        raise
+    return beat

@@ -1,0 +1,25 @@
+"""The revocation list on a real Redis."""
+
+import pytest
+from redis.asyncio import Redis
+
+from storage.revocations import RevocationList
+from streaming.keys import REVOKED_TOKENS
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_remove_expired_drops_only_expired_entries(redis: Redis) -> None:
+    await redis.delete(REVOKED_TOKENS)
+    revocations = RevocationList(redis)
+    await revocations.revoke("expired-1", expires_at=1_000)
+    await revocations.revoke("expired-2", expires_at=1_999)
+    await revocations.revoke("live", expires_at=3_000)
+
+    removed, remaining = await revocations.remove_expired(now=2_000)
+
+    assert (removed, remaining) == (2, 1)
+    assert await revocations.is_revoked("live")
+    assert not await revocations.is_revoked("expired-1")
+    assert not await revocations.is_revoked("expired-2")
+    await redis.delete(REVOKED_TOKENS)

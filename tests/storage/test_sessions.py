@@ -1,0 +1,85 @@
+"""SessionStore against a real database (SQLite, and PostgreSQL with TEST_DATABASE_URL)."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from storage.database import Database
+from storage.models import ConversationSession, SessionMessage, utcnow
+from storage.sessions import SessionNotFoundError, SessionStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_exchange_is_appended_once_per_task(database: Database) -> None:
+    store = SessionStore(database)
+    session = await store.create(user_id="alice")
+
+    first = await store.append_exchange(
+        session.session_id, user_id="alice", task_id="t1", message="hi", answer="hello"
+    )
+    repeat = await store.append_exchange(
+        session.session_id, user_id="alice", task_id="t1", message="hi", answer="hello"
+    )
+    await store.append_exchange(
+        session.session_id, user_id="alice", task_id="t2", message="again", answer="yes"
+    )
+
+    assert (first, repeat) == (True, False)
+    view = await store.get(session.session_id, user_id="alice")
+    assert [(t.role, t.content, t.task_id) for t in view.turns] == [
+        ("user", "hi", "t1"),
+        ("assistant", "hello", "t1"),
+        ("user", "again", "t2"),
+        ("assistant", "yes", "t2"),
+    ]
+    last_two = await store.get(session.session_id, user_id="alice", last=2)
+    assert [t.content for t in last_two.turns] == ["again", "yes"]
+    assert view.last_activity_at > session.last_activity_at
+
+
+async def test_another_users_session_reads_as_missing(database: Database) -> None:
+    store = SessionStore(database)
+    session = await store.create(user_id="alice")
+
+    with pytest.raises(SessionNotFoundError):
+        await store.get(session.session_id, user_id="bob")
+    with pytest.raises(SessionNotFoundError):
+        await store.append_exchange(
+            session.session_id, user_id="bob", task_id="t", message="m", answer="a"
+        )
+    assert await store.exists(session.session_id, user_id="bob") is False
+    assert await store.delete(session.session_id, user_id="bob") is False
+    assert await store.exists(session.session_id, user_id="alice") is True
+
+
+async def test_delete_idle_removes_exactly_the_idle_sessions(database: Database) -> None:
+    store = SessionStore(database)
+    now = utcnow()
+    ids = {}
+    for name, idle in [("old1", 30), ("old2", 25), ("fresh", 1), ("edge", 23)]:
+        session = await store.create(user_id="alice")
+        await store.append_exchange(
+            session.session_id, user_id="alice", task_id=name, message=name, answer="a"
+        )
+        async with database.session() as db, db.begin():
+            await db.execute(
+                update(ConversationSession)
+                .where(ConversationSession.id == session.session_id)
+                .values(last_activity_at=now - timedelta(hours=idle))
+            )
+        ids[name] = session.session_id
+
+    expired = await store.delete_idle(idle_since=now - timedelta(hours=24), batch=1)
+
+    assert (expired.sessions, expired.messages) == (2, 4)
+    for name in ("fresh", "edge"):
+        assert await store.exists(ids[name], user_id="alice")
+    for name in ("old1", "old2"):
+        assert not await store.exists(ids[name], user_id="alice")
+    async with database.session() as db:
+        remaining = await db.scalar(select(func.count()).select_from(SessionMessage))
+    assert remaining == 4
+    again = await store.delete_idle(idle_since=now - timedelta(hours=24))
+    assert (again.sessions, again.messages) == (0, 0)
