@@ -19,6 +19,7 @@ from streaming.cancellation import request_cancel_blocking
 from worker.base_task import BaseTask
 from worker.control import stop_cancel_watcher
 from worker.http_client import shared_ssl_context
+from worker.logs import install_answer_redaction
 from worker.observability import init_sentry
 from worker.recovery import WorkerLease
 from worker.runtime import note_worker_pool, stop_runtime
@@ -90,6 +91,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     the first task rather than inside it (~48 ms of CPU)."""
     note_worker_pool(getattr(sender, "pool_cls", ""))
     shared_ssl_context()
+    install_answer_redaction()
 
 
 @signals.worker_process_init.connect

@@ -23,3 +23,31 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: object) 
         return
     pairs = [f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None]
     logger.log(level, "%s", " ".join([event, *pairs]))
+
+
+#: Celery's own line for a task that succeeded ends with its return value; for an agent task
+#: that is the user's answer.
+AGENT_TASK_PREFIX = "agent_service.workers.tasks.agent_tasks."
+
+
+class AnswerRedactionFilter(logging.Filter):
+    """Replaces the return value in Celery's "Task … succeeded" line of agent tasks with its size
+    (installed on ``celery.app.trace`` when the worker starts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, dict)
+            and "return_value" in args
+            and str(args.get("name", "")).startswith(AGENT_TASK_PREFIX)
+        ):
+            size = len(str(args["return_value"]))
+            record.args = {**args, "return_value": f"<answer not logged: {size} characters>"}
+        return True
+
+
+ANSWER_REDACTION = AnswerRedactionFilter()
+
+
+def install_answer_redaction() -> None:
+    logging.getLogger("celery.app.trace").addFilter(ANSWER_REDACTION)

@@ -1,10 +1,13 @@
 """Submit over REST, run in a real Celery worker, poll the result: the agent task end to end."""
 
+import uuid
+
 import pytest
 
 from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done, submit
+from tests.support.processes import wait_for
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke_agent_async", "with_streaming"])
@@ -132,3 +135,27 @@ def test_llm_agent_without_llm_configured_fails_with_configuration_error(
     assert status["status"] == "failed"
     assert status["error"]["type"] == "AgentConfigurationError"
     assert "LLM_BASE_URL" in status["error"]["message"]
+
+
+@pytest.mark.parametrize("fixture", ["stack", "bare_stack"], ids=["threads", "prefork"])
+def test_worker_log_never_holds_the_message_or_the_answer(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    deployment: Stack = request.getfixturevalue(fixture)
+    assert deployment.worker is not None
+    secret = f"confidential-{uuid.uuid4().hex}"
+    task_id = submit(deployment.web.client, "echo", f"{secret} words")
+
+    status = poll_until_done(deployment.web.client, task_id)
+
+    assert status["result"]["content"] == f"{secret} words"
+    wait_for(
+        lambda: (
+            task_id in deployment.worker.output(tail=10**7)  # type: ignore[union-attr]
+            and "succeeded" in deployment.worker.output(tail=10**7)
+        ),  # type: ignore[union-attr]
+        timeout=5,
+    )
+    log = deployment.worker.output(tail=10**7)
+    assert "answer not logged" in log
+    assert secret not in log
