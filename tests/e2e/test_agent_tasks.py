@@ -149,13 +149,8 @@ def test_worker_log_never_holds_the_message_or_the_answer(
     status = poll_until_done(deployment.web.client, task_id)
 
     assert status["result"]["content"] == f"{secret} words"
-    wait_for(
-        lambda: (
-            task_id in deployment.worker.output(tail=10**7)  # type: ignore[union-attr]
-            and "succeeded" in deployment.worker.output(tail=10**7)
-        ),  # type: ignore[union-attr]
-        timeout=5,
-    )
-    log = deployment.worker.output(tail=10**7)
+    worker = deployment.worker
+    wait_for(lambda: f"[{task_id}] succeeded" in worker.output(tail=10**7), timeout=5)
+    log = worker.output(tail=10**7)
     assert "answer not logged" in log
     assert secret not in log
