@@ -4,9 +4,11 @@ The task reads the session's last ``SESSION_HISTORY_MESSAGES`` turns before the 
 the LLM ahead of the new message) and appends its question and answer once it has the answer.
 Appending is idempotent per task, so a redelivered task does not repeat itself in the history.
 Database errors leave here as ``worker.errors``: unreachable is transient (the task is retried),
-a session that is not the user's is permanent.
+a session that is not the user's is permanent. A session deleted while its task ran (by its owner,
+or by expiry) does not fail the task: the answer stands, and there is nothing left to append to.
 """
 
+import logging
 from collections.abc import Awaitable
 from typing import Literal, TypeVar
 
@@ -16,6 +18,9 @@ from storage.database import Database
 from storage.sessions import SessionNotFoundError, SessionStore
 from worker.agents.base import AgentRequest, ChatMessage
 from worker.errors import StorageUnavailableError, UnknownSessionError
+from worker.logs import log_event
+
+logger = logging.getLogger("agent_service.worker.sessions")
 
 T = TypeVar("T")
 _ROLES: dict[str, Literal["system", "user", "assistant"]] = {
@@ -59,13 +64,22 @@ async def remember_exchange(
     """Append the task's question and answer to its session (no-op without one)."""
     if request.session_id is None:
         return
-    await _translated(
-        request.session_id,
-        SessionStore(database).append_exchange(
+    try:
+        await _translated(
             request.session_id,
-            user_id=request.user_id,
+            SessionStore(database).append_exchange(
+                request.session_id,
+                user_id=request.user_id,
+                task_id=task_id,
+                message=request.message,
+                answer=answer,
+            ),
+        )
+    except UnknownSessionError:
+        log_event(
+            logger,
+            logging.WARNING,
+            "session_gone_before_append",
             task_id=task_id,
-            message=request.message,
-            answer=answer,
-        ),
-    )
+            session_id=request.session_id,
+        )
