@@ -1,7 +1,9 @@
 """The service as it runs in production, for end-to-end tests: a Celery worker (threads pool) and
 uvicorn, on the session's private Redis, calling the loopback LLM server.
 
-``stack`` is the default deployment (session-wide; threads pool, so one shared event loop).
+``stack`` is the default deployment (session-wide; threads pool, so one shared event loop). A
+module that sets ``RUN_IN_BOTH_LOOP_MODES = True`` runs its ``stack`` tests twice: with the shared
+loop and with ``AGENT_EVENT_LOOP=per-task`` (a loop per task in the threads pool).
 ``bare_stack`` runs the prefork pool (so an event loop per task), with no LLM configured and a
 one-second soft time limit.
 ``raw_stack`` publishes every chunk as its own event and sends heartbeats twice a second.
@@ -64,10 +66,23 @@ def _llm_worker_env(llm_server: LLMServerProcess) -> dict[str, str]:
     }
 
 
+LOOP_MODES = ["shared", "per-task"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both = getattr(metafunc.module, "RUN_IN_BOTH_LOOP_MODES", False)
+    if both and "stack" in metafunc.fixturenames:
+        metafunc.parametrize("stack", LOOP_MODES, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, llm_server: LLMServerProcess
+) -> Iterator[Stack]:
+    mode = getattr(request, "param", "shared")
     yield from _stack(
-        redis_db_url(redis_server.url, MAIN_DB), worker_env=_llm_worker_env(llm_server)
+        redis_db_url(redis_server.url, MAIN_DB),
+        worker_env={**_llm_worker_env(llm_server), "AGENT_EVENT_LOOP": mode},
     )
 
 
@@ -105,3 +120,11 @@ def idle_redis(idle_web: Stack) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_llm_record(request: pytest.FixtureRequest) -> None:
+    """Tests that script the LLM start with no scenarios and no recorded calls, so a test run
+    once per loop mode counts only its own calls."""
+    if "llm" in request.fixturenames:
+        request.getfixturevalue("llm").reset()

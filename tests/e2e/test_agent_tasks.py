@@ -9,6 +9,9 @@ from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
 
+#: The agent task, streaming and control behave the same on either event-loop runtime.
+RUN_IN_BOTH_LOOP_MODES = True
+
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke_agent_async", "with_streaming"])
 def test_echo_agent_completes_with_exact_content(stack: Stack, stream: bool) -> None:

@@ -13,6 +13,9 @@ from tests.support.polling import poll_until_done
 from tests.support.sse import Received, content_of, events_path, read_stream
 from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
 
+#: The agent task, streaming and control behave the same on either event-loop runtime.
+RUN_IN_BOTH_LOOP_MODES = True
+
 ALICE = headers_for("alice")
 QUEUED_DB = 4
 

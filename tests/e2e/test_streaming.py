@@ -16,6 +16,9 @@ from tests.support.processes import wait_for
 from tests.support.sse import Received, content_of, events_path, read_stream
 from tests.support.stack import headers_for
 
+#: The agent task, streaming and control behave the same on either event-loop runtime.
+RUN_IN_BOTH_LOOP_MODES = True
+
 ALICE = headers_for("alice")
 
 
