@@ -15,6 +15,8 @@
   ``LOOP_LAG_WARNING_MS``, with the tasks running then (``worker.loop_monitor``).
 - ``auto`` (default): ``shared`` in the threads pool, ``per-task`` otherwise.
 
+``AGENT_UVLOOP=true`` runs either kind of loop on uvloop instead of asyncio's own.
+
 In both, the time limit is a cancel scope inside the loop (the threads pool ignores Celery's
 signal-based limits): when it runs out, the call is cancelled (its HTTP stream closed) and
 ``AgentTimeoutError`` is raised. Blocking calls a task must make (Celery's ``update_state``) go
@@ -67,6 +69,11 @@ class AgentRuntime(Protocol):
     def stop(self) -> None: ...
 
 
+def _backend_options(settings: WorkerSettings) -> dict[str, object]:
+    """asyncio's options: uvloop's event loop when ``AGENT_UVLOOP`` asks for it."""
+    return {"use_uvloop": settings.agent_uvloop}
+
+
 async def _direct(fn: Callable[[], object]) -> object:
     return fn()
 
@@ -115,7 +122,7 @@ class PerTaskRuntime:
             async with open_loop_resources(self._settings, shared=False) as resources:
                 return await _bounded(fn, resources, time_limit)
 
-        return anyio.run(main)
+        return anyio.run(main, backend_options=_backend_options(self._settings))
 
     def stop(self) -> None:
         pass
@@ -140,7 +147,9 @@ class SharedLoopRuntime:
     def _start(self) -> tuple[BlockingPortal, LoopResources]:
         with self._lock:
             if self._portal is None or self._resources is None:
-                self._portal_cm = start_blocking_portal(backend="asyncio")
+                self._portal_cm = start_blocking_portal(
+                    backend="asyncio", backend_options=_backend_options(self._settings)
+                )
                 portal = self._portal_cm.__enter__()
                 self._resources_cm = portal.wrap_async_context_manager(
                     open_loop_resources(self._settings, shared=True)

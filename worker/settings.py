@@ -71,6 +71,10 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         "threads pool).",
     )
 
+    agent_uvloop: bool = Field(
+        default=False, description="Run the agent tasks' event loops on uvloop."
+    )
+
     agent_task_rate_limit: str | None = Field(
         default="100/m",
         description="Celery rate limit of invoke_agent_async per worker; empty: none.",

@@ -65,6 +65,22 @@ def test_runtime_cancels_the_call_at_its_time_limit(runtime_cls: type) -> None:
         runtime.stop()
 
 
+async def _loop_class(resources: LoopResources) -> str:
+    import asyncio
+
+    return type(asyncio.get_running_loop()).__module__
+
+
+@pytest.mark.parametrize("runtime_cls", [PerTaskRuntime, SharedLoopRuntime])
+@pytest.mark.parametrize(("uvloop", "module"), [(False, "asyncio"), (True, "uvloop")])
+def test_agent_uvloop_chooses_the_event_loop(runtime_cls: type, uvloop: bool, module: str) -> None:
+    runtime = runtime_cls(_settings().model_copy(update={"agent_uvloop": uvloop}))
+    try:
+        assert runtime.run(_loop_class, time_limit=5).split(".")[0] == module
+    finally:
+        runtime.stop()
+
+
 def test_shared_runtime_runs_calls_on_one_loop_and_stops() -> None:
     import threading
 
