@@ -1,0 +1,87 @@
+"""Many tasks on one shared event loop: each keeps its own time limit, cancellation and result."""
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from scripts.embedded_redis import EmbeddedRedis
+from tests.e2e.conftest import Stack, _llm_worker_env, _stack
+from tests.support.llm_server import LLMControl, LLMServerProcess
+from tests.support.polling import TERMINAL
+from tests.support.processes import wait_for
+from tests.support.stack import headers_for, redis_db_url
+
+SHARED_DB = 9
+SOFT_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def shared_stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> Iterator[Stack]:
+    worker_env = {
+        **_llm_worker_env(llm_server),
+        "AGENT_EVENT_LOOP": "shared",
+        "CELERY_TASK_SOFT_TIME_LIMIT": str(SOFT_LIMIT),
+    }
+    yield from _stack(redis_db_url(redis_server.url, SHARED_DB), worker_env=worker_env)
+
+
+def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
+    shared_stack: Stack, llm: LLMControl
+) -> None:
+    client = shared_stack.web.client
+    short = [f" t{i}" for i in range(10)]
+    long = [f" w{i}" for i in range(200)]
+    for i in range(48):
+        llm.script(f"one of fifty #{i}", tokens=short, delay=0.05)
+    llm.script("the one that runs out of time", tokens=long, delay=0.05)
+    llm.script("the one that is cancelled", tokens=long, delay=0.05)
+    messages = [f"one of fifty #{i}" for i in range(48)]
+    messages += ["the one that runs out of time", "the one that is cancelled"]
+
+    started = time.monotonic()
+    task_ids = {}
+    for message in messages:
+        response = client.post(
+            "/api/v1/agents/simple_llm_agent/invoke-async",
+            json={"message": message, "stream": True},
+            headers=headers_for("alice"),
+        )
+        assert response.status_code == 202
+        task_ids[message] = response.json()["task_id"]
+    wait_for(lambda: len(llm.calls("the one that is cancelled")) == 1, timeout=10)
+    cancel = client.post(
+        f"/api/v1/agents/tasks/{task_ids['the one that is cancelled']}/cancel",
+        headers=headers_for("alice"),
+    )
+    assert cancel.status_code == 202
+
+    final: dict[str, dict[str, object]] = {}
+
+    def all_done() -> bool:
+        for message, task_id in task_ids.items():
+            if message not in final:
+                status = client.get(
+                    f"/api/v1/agents/tasks/{task_id}", headers=headers_for("alice")
+                ).json()
+                if status["status"] in TERMINAL:
+                    final[message] = status
+        return len(final) == len(task_ids)
+
+    wait_for(all_done, timeout=30, interval=0.2)
+    elapsed = time.monotonic() - started
+
+    for message in messages[:48]:
+        assert final[message]["status"] == "completed", final[message]
+        assert final[message]["result"]["content"] == "".join(short)  # type: ignore[index]
+    timed_out = final["the one that runs out of time"]
+    assert timed_out["status"] == "failed"
+    error = timed_out["error"]
+    assert error["type"] == "AgentTimeoutError"  # type: ignore[index]
+    assert error["reason"] == "timeout"  # type: ignore[index]
+    assert "".join(long).startswith(error["content"])  # type: ignore[index]
+    assert 0 < len(error["content"]) < len("".join(long))  # type: ignore[index]
+    assert final["the one that is cancelled"]["status"] == "cancelled"
+    assert llm.calls("the one that is cancelled")[0]["disconnected"] is True
+    # Side by side, not one after another (48 x 0.5 s alone would take 24 s).
+    assert elapsed < SOFT_LIMIT + 10
