@@ -33,6 +33,7 @@ from storage.revocations import RevocationList
 from storage.sessions import SessionStore
 from streaming.event_log import EventLog
 from streaming.hub import EventHub
+from worker.agents.catalog import AgentSpec
 
 CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
@@ -43,6 +44,7 @@ REQUEST_CONNECTIONS = 32
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: WebSettings
+    catalog: dict[str, AgentSpec]
     authenticator: ApiKeyAuthenticator
     tokens: TokenService
     redis: "Redis"
@@ -73,7 +75,11 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
 
 @asynccontextmanager
 async def open_services(
-    settings: WebSettings, *, authenticator: ApiKeyAuthenticator, tokens: TokenService
+    settings: WebSettings,
+    *,
+    catalog: dict[str, AgentSpec],
+    authenticator: ApiKeyAuthenticator,
+    tokens: TokenService,
 ) -> AsyncIterator[Services]:
     redis_url = settings.redis_url_normalised
     redis = _redis(redis_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
@@ -91,6 +97,7 @@ async def open_services(
         async with EventHub(stream_redis, release_after=settings.stream_release_after) as hub:
             yield Services(
                 settings=settings,
+                catalog=catalog,
                 authenticator=authenticator,
                 tokens=tokens.bind(RevocationList(redis)),
                 redis=redis,

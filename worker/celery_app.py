@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 from kombu import Queue
 
 from streaming.cancellation import request_cancel_blocking
+from worker.agents.plugins import load_agent_modules, module_names
 from worker.base_task import BaseTask
 from worker.control import stop_cancel_watcher
 from worker.http_client import shared_ssl_context
@@ -92,6 +93,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
     note_worker_pool(getattr(sender, "pool_cls", ""))
     shared_ssl_context()
     install_answer_redaction()
+    load_agent_modules(module_names(get_settings().agent_modules))  # a bad one stops the worker
 
 
 @signals.worker_process_init.connect

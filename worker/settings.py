@@ -71,6 +71,10 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         "threads pool).",
     )
 
+    agent_modules: str = Field(
+        default="",
+        description="Comma-separated modules whose AGENTS list adds agents (the web reads it too).",
+    )
     agent_uvloop: bool = Field(
         default=False, description="Run the agent tasks' event loops on uvloop."
     )

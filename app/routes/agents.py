@@ -36,7 +36,6 @@ from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, Subm
 from app.task_records import new_record
 from storage.audit import AuditAction, AuditOutcome
 from streaming.events import EventType
-from worker.agents.catalog import AGENT_CATALOG
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -47,10 +46,11 @@ def task_urls(task_id: str, *, stream_token: str) -> tuple[str, str]:
 
 
 @router.get("")
-async def list_agents(_: CurrentUser) -> AgentList:
+async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
     return AgentList(
         agents=[
-            AgentInfo(id=spec.id, description=spec.description) for spec in AGENT_CATALOG.values()
+            AgentInfo(id=spec.id, description=spec.description)
+            for spec in services.catalog.values()
         ]
     )
 
@@ -70,7 +70,7 @@ async def invoke_async(
         ),
     ] = None,
 ) -> TaskAccepted:
-    if agent_id not in AGENT_CATALOG:
+    if agent_id not in services.catalog:
         raise NotFoundError(f"unknown agent {agent_id!r}; GET /api/v1/agents lists them")
     settings = services.settings
     if len(body.message.encode()) > settings.max_message_bytes:

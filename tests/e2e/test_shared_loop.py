@@ -1,4 +1,6 @@
-"""Many tasks on one shared event loop: each keeps its own time limit, cancellation and result."""
+"""Many tasks on one shared event loop: each keeps its own time limit, cancellation and result;
+and a task that blocks the loop is named in the worker's log. The test agents come in through
+``AGENT_MODULES`` (``tests.support.agents``), as a user's own would."""
 
 import time
 from collections.abc import Iterator
@@ -7,13 +9,15 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
+from tests.support.agents import BLOCK_SECONDS
 from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import TERMINAL
+from tests.support.polling import TERMINAL, poll_until_done, submit
 from tests.support.processes import wait_for
 from tests.support.stack import headers_for, redis_db_url
 
 SHARED_DB = 9
 SOFT_LIMIT = 3
+AGENT_MODULES = "tests.support.agents"
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +26,13 @@ def shared_stack(redis_server: EmbeddedRedis, llm_server: LLMServerProcess) -> I
         **_llm_worker_env(llm_server),
         "AGENT_EVENT_LOOP": "shared",
         "CELERY_TASK_SOFT_TIME_LIMIT": str(SOFT_LIMIT),
+        "AGENT_MODULES": AGENT_MODULES,
     }
-    yield from _stack(redis_db_url(redis_server.url, SHARED_DB), worker_env=worker_env)
+    yield from _stack(
+        redis_db_url(redis_server.url, SHARED_DB),
+        worker_env=worker_env,
+        web_env={"AGENT_MODULES": AGENT_MODULES},
+    )
 
 
 def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
@@ -85,3 +94,29 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
     assert llm.calls("the one that is cancelled")[0]["disconnected"] is True
     # Side by side, not one after another (48 x 0.5 s alone would take 24 s).
     assert elapsed < SOFT_LIMIT + 10
+
+
+def test_a_blocking_call_is_logged_with_its_task_and_the_lag(shared_stack: Stack) -> None:
+    client = shared_stack.web.client
+    worker = shared_stack.worker
+    assert worker is not None
+    task_id = submit(client, "blocking_agent", "hold the loop")
+
+    status = poll_until_done(client, task_id)
+
+    assert status["result"]["content"] == "unblocked"
+    wait_for(lambda: f"tasks={task_id}" in worker.output(tail=10**7), timeout=5)
+    [line] = [line for line in worker.output(tail=10**7).splitlines() if f"tasks={task_id}" in line]
+    assert "event_loop_blocked" in line
+    lag_ms = int(line.split("lag_ms=")[1].split()[0])
+    assert BLOCK_SECONDS * 1000 * 0.8 <= lag_ms < BLOCK_SECONDS * 1000 + 500
+
+
+def test_agents_of_agent_modules_are_listed_and_run(shared_stack: Stack) -> None:
+    client = shared_stack.web.client
+
+    listed = client.get("/api/v1/agents", headers=headers_for("alice")).json()["agents"]
+    task_id = submit(client, "shouting_agent", "quiet please")
+
+    assert {"id": "shouting_agent", "description": "Answers in capitals."} in listed
+    assert poll_until_done(client, task_id)["result"]["content"] == "QUIET PLEASE"

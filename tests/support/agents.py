@@ -1,0 +1,40 @@
+"""Agents the tests add through ``AGENT_MODULES=tests.support.agents``, as a user adds theirs."""
+
+import time
+from typing import Any
+
+from worker.agents.base import AgentReply, AgentRequest, ChunkSink
+from worker.agents.catalog import AgentSpec
+from worker.agents.plugins import AgentPlugin
+
+#: How long ``blocking_agent`` holds the event loop.
+BLOCK_SECONDS = 0.4
+
+
+class BlockingAgent:
+    """Makes a synchronous call inside the event loop: the mistake the loop monitor reports."""
+
+    async def run(self, request: AgentRequest, *, on_chunk: ChunkSink) -> AgentReply:
+        time.sleep(BLOCK_SECONDS)
+        await on_chunk("unblocked")
+        return AgentReply(content="unblocked")
+
+
+class ShoutingAgent:
+    async def run(self, request: AgentRequest, *, on_chunk: ChunkSink) -> AgentReply:
+        await on_chunk(request.message.upper())
+        return AgentReply(content=request.message.upper())
+
+
+def _blocking(settings: Any, http: Any) -> BlockingAgent:
+    return BlockingAgent()
+
+
+def _shouting(settings: Any, http: Any) -> ShoutingAgent:
+    return ShoutingAgent()
+
+
+AGENTS = [
+    AgentPlugin(AgentSpec("blocking_agent", "Blocks its event loop.", needs_llm=False), _blocking),
+    AgentPlugin(AgentSpec("shouting_agent", "Answers in capitals.", needs_llm=False), _shouting),
+]

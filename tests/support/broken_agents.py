@@ -1,0 +1,3 @@
+"""An ``AGENT_MODULES`` entry that forgot its ``AGENTS`` list."""
+
+AGENT = "not a list"

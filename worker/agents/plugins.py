@@ -1,0 +1,80 @@
+"""Agents of your own, added by module name: ``AGENT_MODULES=myproject.agents,other.agents``.
+
+Each module lists its agents in ``AGENTS``, a sequence of ``AgentPlugin`` (what clients see, and
+how the worker builds it). The web process reads the same setting for ``GET /api/v1/agents`` and
+to accept invocations of them; the worker builds them like the built-in ones, on the loop that
+runs the task::
+
+    # myproject/agents.py
+    from worker.agents.catalog import AgentSpec
+    from worker.agents.plugins import AgentPlugin
+
+    AGENTS = [AgentPlugin(AgentSpec("summariser", "Summarises text.", needs_llm=True), build)]
+
+Loading fails loudly at start-up: a module that does not import, has no ``AGENTS``, or reuses an
+id is a configuration error naming the module, not an agent that silently goes missing.
+"""
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from worker.agents.catalog import AGENT_CATALOG, AgentSpec
+
+if TYPE_CHECKING:
+    import httpx
+
+    from worker.agents.base import Agent
+    from worker.settings import WorkerSettings
+
+    AgentFactory = Callable[[WorkerSettings, httpx.AsyncClient], Agent]
+else:
+    AgentFactory = Callable[..., object]
+
+
+class AgentModuleError(RuntimeError):
+    """An ``AGENT_MODULES`` entry could not be loaded; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPlugin:
+    spec: AgentSpec
+    factory: AgentFactory
+
+
+def module_names(setting: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in setting.split(",") if name.strip())
+
+
+@lru_cache
+def load_agent_modules(names: tuple[str, ...]) -> dict[str, AgentPlugin]:
+    """The agents of the named modules, by id; their ids must not clash with any other."""
+    plugins: dict[str, AgentPlugin] = {}
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise AgentModuleError(f"AGENT_MODULES: cannot import {name!r}: {exc}") from exc
+        agents = getattr(module, "AGENTS", None)
+        if not isinstance(agents, Sequence) or not all(
+            isinstance(agent, AgentPlugin) for agent in agents
+        ):
+            raise AgentModuleError(
+                f"AGENT_MODULES: {name!r} must define AGENTS, a list of AgentPlugin"
+            )
+        for agent in agents:
+            agent_id = agent.spec.id
+            if agent_id in AGENT_CATALOG or agent_id in plugins:
+                raise AgentModuleError(
+                    f"AGENT_MODULES: {name!r} registers agent {agent_id!r}, which already exists"
+                )
+            plugins[agent_id] = agent
+    return plugins
+
+
+def agent_catalog(setting: str) -> dict[str, AgentSpec]:
+    """The built-in agents and those of ``AGENT_MODULES``, as clients see them."""
+    plugins = load_agent_modules(module_names(setting))
+    return {**AGENT_CATALOG, **{agent_id: p.spec for agent_id, p in plugins.items()}}
