@@ -84,6 +84,7 @@ class AgentList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: Literal["ok", "unreachable"] | None = None
+    database: Literal["ok", "unreachable"] | None = None
 
 
 class TokenRequest(BaseModel):

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis
 
-from scripts.embedded_redis import free_port
-from tests.e2e.conftest import Stack
+from scripts.embedded_redis import EmbeddedRedis, free_port
+from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for, start_web
+from tests.support.stack import headers_for, redis_db_url, start_web
 
 INVOKE = "/api/v1/agents/echo/invoke-async"
 
@@ -192,7 +192,8 @@ def test_agent_list_names_both_agents(stack: Stack) -> None:
 
 def test_health_and_readiness(stack: Stack) -> None:
     assert stack.web.client.get("/healthz").json() == {"status": "ok"}
-    assert stack.web.client.get("/readyz").json() == {"status": "ok", "redis": "ok"}
+    ready = stack.web.client.get("/readyz").json()
+    assert ready == {"status": "ok", "redis": "ok", "database": "ok"}
 
 
 def test_dead_redis_gives_503_and_not_ready() -> None:
@@ -209,4 +210,26 @@ def test_dead_redis_gives_503_and_not_ready() -> None:
     assert "nothing was queued" in submitted.json()["detail"]
     assert polled.status_code == 503
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "redis": "unreachable"}
+    assert ready.json() == {"status": "unavailable", "redis": "unreachable", "database": "ok"}
+
+
+def test_dead_database_gives_503_on_sessions_and_not_ready(redis_server: EmbeddedRedis) -> None:
+    dead = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none"
+    web = start_web(
+        redis_db_url(redis_server.url, IDLE_DB), env={"DATABASE_URL": dead}, ready_path="/healthz"
+    )
+    try:
+        created = web.client.post("/api/v1/sessions", headers=headers_for("alice"))
+        with_session = web.client.post(
+            INVOKE, json={"message": "hi", "session_id": "s1"}, headers=headers_for("alice")
+        )
+        ready = web.client.get("/readyz")
+    finally:
+        web.stop()
+
+    assert created.status_code == 503
+    assert created.json() == {"detail": "database unavailable; nothing was changed"}
+    assert with_session.status_code == 503
+    assert "nothing was queued" in with_session.json()["detail"]
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "redis": "ok", "database": "unreachable"}
