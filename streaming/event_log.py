@@ -18,11 +18,24 @@ from redis.asyncio import Redis
 from streaming import keys
 from streaming.events import Event, EventType, encode_payload, parse_event_id
 
-# KEYS: events, content, attempt. ARGV: channel, maxlen, ttl, then (type, data, text, attempt)*.
+# KEYS: events, content, attempt. ARGV: channel, maxlen, ttl, unless_ended ('1': append nothing
+# if the log already ends with a terminal event), then (type, data, text, attempt)*.
 _APPEND_SCRIPT = """
 local channel, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local ids = {}
-for i = 4, #ARGV, 4 do
+if ARGV[4] == '1' then
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local fields = last[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'e' and (fields[i + 1] == 'result' or fields[i + 1] == 'error'
+          or fields[i + 1] == 'cancelled') then
+        return ids
+      end
+    end
+  end
+end
+for i = 5, #ARGV, 4 do
   local kind, data, text, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'd', data)
   if kind == 'chunk' then
@@ -45,9 +58,14 @@ NewEvent = tuple[EventType, Any]
 
 
 def _script_call(
-    task_id: str, events: Sequence[NewEvent], *, maxlen: int, ttl: int
+    task_id: str, events: Sequence[NewEvent], *, maxlen: int, ttl: int, unless_ended: bool = False
 ) -> tuple[list[str], list[bytes | str | int]]:
-    args: list[bytes | str | int] = [keys.task_channel(task_id), maxlen, ttl]
+    args: list[bytes | str | int] = [
+        keys.task_channel(task_id),
+        maxlen,
+        ttl,
+        "1" if unless_ended else "0",
+    ]
     for kind, payload in events:
         text, attempt = "", ""
         if kind is EventType.CHUNK:
@@ -81,13 +99,25 @@ class BlockingEventLog:
     """The same, for synchronous code (Celery's task hooks run outside any event loop)."""
 
     def __init__(self, redis: "SyncRedis", *, maxlen: int, ttl: int) -> None:
+        self._redis = redis
         self._script = redis.register_script(_APPEND_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
 
-    def append(self, task_id: str, events: Sequence[NewEvent]) -> list[str]:
-        task_keys, args = _script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
+    def append(
+        self, task_id: str, events: Sequence[NewEvent], *, unless_ended: bool = False
+    ) -> list[str]:
+        """Append ``events``; with ``unless_ended``, nothing if the log already ends with a
+        terminal event (returns no ids then)."""
+        task_keys, args = _script_call(
+            task_id, events, maxlen=self._maxlen, ttl=self._ttl, unless_ended=unless_ended
+        )
         return _ids(self._script(keys=task_keys, args=args))
+
+    def content(self, task_id: str) -> str:
+        """The answer so far, as the log keeps it for late readers."""
+        raw = self._redis.get(keys.task_content(task_id))
+        return raw.decode() if isinstance(raw, bytes) else ""
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Event:

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from streaming.event_log import BlockingEventLog, NewEvent
+from streaming.events import EventType
 from worker.errors import AgentError
 from worker.logs import log_event
 from worker.settings import WorkerSettings
@@ -72,3 +73,33 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     error's details (a timeout's reason and partial content)."""
     details = exc.details if isinstance(exc, AgentError) else {}
     return {"type": type(exc).__name__, "message": str(exc), **details}
+
+
+def publish_stored_outcome(
+    settings: WorkerSettings, task_id: str, *, state: str, result: Any
+) -> bool:
+    """Publish the terminal event of an outcome Celery has stored, unless the log has one.
+
+    For a delivery of a task that already ended whose worker died after storing the outcome and
+    before its hook published it: the stream would otherwise wait forever. True if published.
+    """
+    log = _process_log(settings)
+    if state == "SUCCESS":
+        event: NewEvent = (EventType.RESULT, result)
+    elif state == "REVOKED":
+        event = (EventType.CANCELLED, {"reason": "cancelled", "content": log.content(task_id)})
+    else:
+        error = result if isinstance(result, BaseException) else RuntimeError(str(result))
+        event = (EventType.ERROR, error_payload(error))
+    try:
+        return bool(log.append(task_id, [event], unless_ended=True))
+    except redis.RedisError as exc:
+        log_event(
+            logger,
+            logging.ERROR,
+            "stream_publish_failed",
+            task_id=task_id,
+            events=event[0].value,
+            error=repr(exc),
+        )
+        return False

@@ -4,9 +4,11 @@ elsewhere; a stopped worker finishes what it runs; a repeated delivery does noth
 import signal
 import time
 
+import redis
 from celery import Celery
 
 from scripts.embedded_redis import EmbeddedRedis
+from streaming import keys
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import poll_until_done
@@ -135,3 +137,46 @@ def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(
     assert final["status"] == "completed"
     assert final["result"]["content"] == "".join(tokens)
     assert llm.calls(key)[0]["disconnected"] is False
+
+
+def test_a_delivery_after_the_outcome_was_stored_but_not_announced_completes_the_stream(
+    stack: Stack, llm: LLMControl
+) -> None:
+    """The worker died between Celery storing the result and the hook publishing it: the next
+    delivery must not call the LLM again, and the stream must get its ``result`` at last."""
+    key = "stored, never announced"
+    llm.script(key, tokens=["the", " first", " answer"])
+    response = stack.web.client.post(
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        json={"message": key},
+        headers=headers_for("alice"),
+    )
+    task_id = response.json()["task_id"]
+    stored = poll_until_done(stack.web.client, task_id)["result"]
+    client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
+    raw = redis.Redis.from_url(stack.redis_url)
+    try:
+        # The state a worker killed right after storing the result leaves: no terminal event.
+        log = keys.task_events(task_id)
+        wait_for(lambda: raw.xrevrange(log, count=1)[0][1][b"e"] == b"result", timeout=5)
+        raw.xdel(log, raw.xrevrange(log, count=1)[0][0])
+        llm.reset()
+        llm.script(key, tokens=["a", " second", " call"])
+
+        client.send_task(
+            INVOKE_AGENT_ASYNC,
+            task_id=task_id,
+            kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "alice"},
+            queue="agent-tasks",
+        )
+        events = read_stream(stack.web.client, events_path(task_id), headers=headers_for("alice"))
+    finally:
+        raw.close()
+        client.close()
+
+    assert events[-1].event == "result"
+    assert events[-1].data == stored
+    assert stored["content"] == "the first answer"
+    assert [e.event for e in events].count("result") == 1
+    assert llm.calls(key) == []
+    assert poll_until_done(stack.web.client, task_id)["result"] == stored

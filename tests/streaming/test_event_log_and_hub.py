@@ -2,11 +2,12 @@
 
 import anyio
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from scripts.embedded_redis import EmbeddedRedis
 from streaming import keys
-from streaming.event_log import EventLog, EventLogReader
+from streaming.event_log import BlockingEventLog, EventLog, EventLogReader
 from streaming.events import Event, EventType
 from streaming.hub import EventHub
 from streaming.publisher import TaskEventPublisher
@@ -198,3 +199,24 @@ async def test_hub_releases_its_connections_when_idle(
                     await anyio.sleep(0.02)
     finally:
         await stream_client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("last", "appended"),
+    [(EventType.CHUNK, True), (EventType.RESULT, False), (EventType.CANCELLED, False)],
+)
+def test_blocking_append_unless_ended_adds_nothing_after_a_terminal_event(
+    redis_server: EmbeddedRedis, task_id: str, last: EventType, appended: bool
+) -> None:
+    client = SyncRedis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/7")
+    try:
+        log = BlockingEventLog(client, maxlen=100, ttl=60)
+        first = {"text": "a", "index": 0} if last is EventType.CHUNK else {"content": "a"}
+        log.append(task_id, [(last, first)])
+
+        ids = log.append(task_id, [(EventType.RESULT, {"content": "b"})], unless_ended=True)
+
+        assert bool(ids) is appended
+        assert client.xlen(keys.task_events(task_id)) == (2 if appended else 1)
+    finally:
+        client.close()

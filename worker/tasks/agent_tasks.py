@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 import anyio
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore
 
 from storage.audit import AuditAction, AuditOutcome
@@ -43,7 +43,7 @@ from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
 from worker.session_memory import load_history, remember_exchange
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
-from worker.stream_events import error_payload, publish_from_hook
+from worker.stream_events import error_payload, publish_from_hook, publish_stored_outcome
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
@@ -96,8 +96,9 @@ def _run(
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     settings = get_settings()
-    request = parse_request(**kwargs)
     task_id = str(task.request.id)
+    _skip_if_already_ended(task, task_id)
+    request = parse_request(**kwargs)
     retries: int = task.request.retries
     worker_name = str(task.request.hostname)
     publishers: list[TaskEventPublisher] = []
@@ -174,6 +175,29 @@ def _run(
         )
         # Past max_retries Celery re-raises ``exc`` itself: the task fails with the last error.
         raise task.retry(exc=exc, countdown=countdown) from exc
+
+
+def _skip_if_already_ended(task: Task, task_id: str) -> None:  # type: ignore[type-arg]
+    """Ignore a delivery of a task whose outcome Celery already stored (an ack lost with a
+    connection, or a worker that died right after storing it), making sure its stream got the
+    terminal event. The event log's own check (``claim_run``) misses the second case."""
+    meta = task.backend.get_task_meta(task_id)
+    state = meta.get("status")
+    if state not in states.READY_STATES:
+        return
+    result = meta.get("result")
+    if state == states.FAILURE and isinstance(result, dict):
+        result = task.backend.exception_to_python(result)
+    published = publish_stored_outcome(get_settings(), task_id, state=state, result=result)
+    log_event(
+        logger,
+        logging.WARNING,
+        "delivery_skipped",
+        task_id=task_id,
+        reason=f"its outcome ({state}) is already stored",
+        republished=published,
+    )
+    raise Ignore()
 
 
 def _end_cancelled(task: Task, task_id: str, *, content: str) -> None:  # type: ignore[type-arg]
