@@ -6,6 +6,7 @@ The names follow the Celery deployment this service replaces (``CELERY_*``) so t
 would make Redis hand a running task to a second worker) are refused at start-up.
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -142,10 +143,11 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     @field_validator("temp_dir")
     @classmethod
     def _temp_dir_is_not_the_filesystem_root(cls, value: Path) -> Path:
-        resolved = value.expanduser().resolve()
-        if resolved == Path(resolved.anchor):
+        # Not resolved: a TEMP_DIR that is a symlink is refused when swept, never followed.
+        normal = Path(os.path.normpath(value.expanduser().absolute()))
+        if normal == Path(normal.anchor):
             raise ValueError("TEMP_DIR must not be the filesystem root")
-        return resolved
+        return normal
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> "WorkerSettings":

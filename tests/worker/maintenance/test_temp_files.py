@@ -8,6 +8,7 @@ import pytest
 
 from worker.maintenance.temp_files import (
     TempDirOutsideRootError,
+    UnsafeTempRootError,
     resolve_sweep_dir,
     sweep_old_files,
 )
@@ -131,10 +132,10 @@ def test_an_error_on_one_file_does_not_stop_the_rest(
     others = [_file(root / "a" / f"old-{i}.bin", age=2 * DAY) for i in range(3)]
     real_unlink = os.unlink
 
-    def unlink(path: str) -> None:
-        if path == str(stuck):  # as a file on a read-only mount, or held by another user
+    def unlink(path: str, *, dir_fd: int | None = None) -> None:
+        if path == stuck.name:  # as a file on a read-only mount, or held by another user
             raise PermissionError(13, "Permission denied", path)
-        real_unlink(path)
+        real_unlink(path, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "unlink", unlink)
 
@@ -150,3 +151,62 @@ def test_an_error_on_one_file_does_not_stop_the_rest(
 def test_max_age_must_be_a_positive_number(root: Path, bad: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         sweep_old_files(root, requested=None, max_age_hours=bad)  # type: ignore[arg-type]
+
+
+def test_a_root_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    precious = _file(tmp_path / "precious" / "archive.ndjson.gz", age=10 * DAY)
+    root = tmp_path / "agent_service"
+    root.symlink_to(precious.parent, target_is_directory=True)
+
+    with pytest.raises(UnsafeTempRootError, match="symlink"):
+        sweep_old_files(root, requested=None, max_age_hours=24)
+
+    assert precious.exists()
+
+
+def test_a_root_of_another_user_is_refused(root: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another user")
+    planted = _file(root / "old.bin", age=10 * DAY)
+    os.chown(root, 65534, 65534)
+
+    with pytest.raises(UnsafeTempRootError, match="another user"):
+        sweep_old_files(root, requested=None, max_age_hours=24)
+
+    assert planted.exists()
+
+
+def test_a_requested_path_through_a_symlink_is_refused(root: Path, tmp_path: Path) -> None:
+    outside = _file(tmp_path / "outside" / "sub" / "keep.txt", age=10 * DAY)
+    (root / "link").symlink_to(outside.parent.parent, target_is_directory=True)
+
+    with pytest.raises(TempDirOutsideRootError, match="symlink"):
+        sweep_old_files(root, requested="link/sub", max_age_hours=24)
+
+    assert outside.exists()
+
+
+def test_a_directory_swapped_for_a_symlink_mid_sweep_is_not_followed(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = _file(tmp_path / "outside" / "keep.txt", age=10 * DAY)
+    _file(root / "a" / "old.bin", age=10 * DAY)
+    _file(root / "b" / "old.bin", age=10 * DAY)
+    real_stat = os.stat
+    swapped = []
+
+    def stat_then_swap(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        # Once the walk has listed the root, replace "b" by a link to the outside.
+        if not swapped and path == "old.bin":
+            swapped.append(True)
+            (root / "b" / "old.bin").unlink()
+            (root / "b").rmdir()
+            (root / "b").symlink_to(outside.parent, target_is_directory=True)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+
+    sweep_old_files(root, requested=None, max_age_hours=24)
+
+    assert swapped
+    assert outside.exists()
