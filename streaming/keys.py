@@ -92,6 +92,11 @@ RECOVERY_LOCK = f"{PREFIX}:recovery-lock"
 REVOKED_TOKENS = f"{PREFIX}:revoked-tokens"
 
 
+#: Held by the run of ``archive_old_audit_logs`` in progress: two runs at once could archive a
+#: row twice.
+ARCHIVE_LOCK = f"{PREFIX}:audit-archive-lock"
+
+
 def beat_lock(job: str) -> str:
     """Held by the beat that sent ``job`` in its current period; a second beat skips it."""
     return f"{PREFIX}:beat:{job}"

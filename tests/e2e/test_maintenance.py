@@ -2,6 +2,7 @@
 name as beat sends them, against seeded data; and two beats that send each job once per period."""
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from sqlalchemy import update
 from scripts.embedded_redis import EmbeddedRedis
 from storage.archive import ArchiveStore
 from storage.models import AuditLogEntry, ConversationSession, utcnow
-from streaming.keys import REVOKED_TOKENS
+from streaming.keys import ARCHIVE_LOCK, REVOKED_TOKENS
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows, run_sql
@@ -206,7 +207,7 @@ def test_cleanup_temp_files_refuses_a_directory_outside_the_root(
 
     assert result.state == "FAILURE"
     assert type(result.result).__name__ == "TempDirOutsideRootError"
-    assert "outside the temp root" in str(result.result)
+    assert "only directories under TEMP_DIR may be cleaned" in str(result.result)
     assert outside.exists()
 
 
@@ -234,20 +235,22 @@ def test_two_beats_send_each_job_once_per_period(
             return process.output(tail=10**7).count(text)
 
         wait_for(lambda: time.monotonic() - started > 4 * period, timeout=30)
+        for beat in beats:  # stopped (not yet reaped: their logs are read below)
+            beat.signal(signal.SIGTERM)
+            assert beat.process is not None
+            beat.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
         sent = sum(logs(beat, "Sending due task") for beat in beats)
         skipped = sum(logs(beat, "reason=sent_by_another_beat") for beat in beats)
-        elapsed = time.monotonic() - started
-        wait_for(
-            lambda: logs(worker, "cleanup_token_blacklist") >= 2 * sent,  # received + succeeded
-            timeout=10,
-        )
-        succeeded = len(
-            [
-                line
+
+        def succeeded() -> int:
+            return sum(
+                "cleanup_token_blacklist[" in line and "succeeded in" in line
                 for line in worker.output(tail=10**7).splitlines()
-                if "cleanup_token_blacklist[" in line and "succeeded" in line
-            ]
-        )
+            )
+
+        wait_for(lambda: succeeded() >= sent, timeout=10)
+        runs = succeeded()
     finally:
         for beat in beats:
             beat.stop()
@@ -256,4 +259,40 @@ def test_two_beats_send_each_job_once_per_period(
     # One beat alone sends about elapsed / period times; two without the lock, twice that.
     assert 2 <= sent <= elapsed / period + 1
     assert skipped >= 2
-    assert succeeded == sent
+    assert runs == sent
+
+
+def test_archive_runs_one_at_a_time(
+    stack: Stack,
+    cleanup_worker: ManagedProcess,
+    producer: Celery,
+    service_environment: ServiceEnvironment,
+) -> None:
+    marker = f"{uuid.uuid4().hex}-waiting"
+    run_sql(
+        service_environment.database_url,
+        [
+            AuditLogEntry(
+                occurred_at=utcnow() - timedelta(days=91),
+                user_id="alice",
+                action="task.submit",
+                resource_type="task",
+                resource_id=marker,
+                outcome="success",
+                details={},
+            )
+        ],
+    )
+    store = redis.Redis.from_url(stack.redis_url)
+    try:
+        store.set(ARCHIVE_LOCK, "another run", ex=60)  # as a run in progress elsewhere holds it
+        blocked = _run(producer, "archive_old_audit_logs")
+        store.delete(ARCHIVE_LOCK)
+        free = _run(producer, "archive_old_audit_logs")
+    finally:
+        store.close()
+
+    assert blocked.result["skipped"] == "another archive run is in progress"
+    assert "archived_rows" not in blocked.result
+    assert free.result["archived_rows"] == 1
+    assert audit_rows(service_environment.database_url, resource_id=marker) == []

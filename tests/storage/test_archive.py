@@ -2,6 +2,7 @@
 the file and the delete neither loses nor duplicates a row."""
 
 import gzip
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
 from scripts.embedded_redis import free_port
-from storage.archive import ArchiveStore, AuditArchiver
+from storage.archive import ArchiveStore, AuditArchiver, archive_name
 from storage.audit import AuditAction
 from storage.database import Database
 from storage.models import AuditLogEntry, utcnow
@@ -172,3 +173,45 @@ async def test_archive_to_s3(
     ]
     assert all(key.startswith("audit-logs/audit-") for key in keys)
     assert len(keys) == 2
+
+
+async def test_a_file_of_another_database_with_the_same_ids_deletes_nothing(
+    database: Database, tmp_path: Path
+) -> None:
+    old_ids = await _seed(database, old=3, recent=0)
+    store = ArchiveStore(str(tmp_path / "archive"))
+    foreign = [
+        {
+            "id": row_id,
+            "occurred_at": "2020-01-01T00:00:00+00:00",
+            "user_id": "someone-else",
+            "action": "task.submit",
+            "resource_type": "task",
+            "resource_id": "theirs",
+            "outcome": "success",
+            "details": {},
+        }
+        for row_id in old_ids
+    ]
+    store.write(archive_name(old_ids[0], old_ids[-1]), foreign)
+
+    report = await AuditArchiver(database, store).archive_before(utcnow() - timedelta(days=90))
+
+    assert (report.files_resumed, report.files_written, report.archived_rows) == (0, 1, 3)
+    assert await _remaining(database) == []
+    ours = [r for r in _read_all(store) if r["resource_id"] != "theirs"]
+    assert sorted(r["id"] for r in ours) == sorted(old_ids)  # type: ignore[type-var]
+
+
+def test_temporaries_of_crashed_runs_are_removed_a_day_later(tmp_path: Path) -> None:
+    store = ArchiveStore(str(tmp_path / "archive"))
+    now = time.time()
+    stale = tmp_path / "archive" / f".tmp-{int(now) - 90_000}-abc-audit-1-2.ndjson.gz"
+    recent = tmp_path / "archive" / f".tmp-{int(now) - 60}-def-audit-3-4.ndjson.gz"
+    stale.write_bytes(b"partial")
+    recent.write_bytes(b"being written")
+
+    assert store.remove_stale_temporaries(now=now) == 1
+
+    assert not stale.exists()
+    assert recent.exists()

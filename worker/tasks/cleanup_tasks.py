@@ -16,15 +16,18 @@ agent tasks (the cleanup worker's solo pool gives each task a loop of its own).
 """
 
 import logging
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
+from redis.exceptions import LockError
 
 from storage.archive import ArchiveStore, AuditArchiver
 from storage.models import utcnow
 from storage.revocations import RevocationList
 from storage.sessions import SessionStore
+from streaming.keys import ARCHIVE_LOCK
 from worker.base_task import BaseTask
 from worker.celery_app import celery_app
 from worker.logs import log_event
@@ -73,6 +76,16 @@ def archive_old_audit_logs() -> dict[str, Any]:
     cutoff = utcnow() - timedelta(days=settings.audit_log_retention_days)
 
     async def run(loop: LoopResources) -> dict[str, Any]:
+        lock = loop.redis.lock(ARCHIVE_LOCK, timeout=_HARD_LIMIT + 60, blocking=False)
+        if not await lock.acquire():
+            return {"skipped": "another archive run is in progress"}
+        try:
+            return await archive(loop)
+        finally:
+            with suppress(LockError):  # expired: the run outlived its limit
+                await lock.release()
+
+    async def archive(loop: LoopResources) -> dict[str, Any]:
         store = await anyio.to_thread.run_sync(
             lambda: ArchiveStore(settings.audit_archive_url, settings.audit_archive_storage_options)
         )
