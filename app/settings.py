@@ -94,6 +94,9 @@ class WebSettings(RedisSettings, DatabaseSettings):
                 "in production (the same on every web process), e.g. "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
             )
+        problem = self.production_problem()
+        if problem is not None:
+            raise UnsafeSettingsError(problem)
 
 
 @lru_cache

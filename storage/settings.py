@@ -5,6 +5,8 @@ away. A PaaS hands out ``postgres://...?sslmode=require``; SQLAlchemy's asyncio 
 driver in the scheme and asyncpg spells the TLS option ``ssl``, so the URL is translated here once.
 """
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -47,3 +49,21 @@ class DatabaseSettings(BaseSettings):
     @property
     def database_url_async(self) -> str:
         return async_database_url(self.database_url)
+
+    def production_problem(self) -> str | None:
+        """Why this database would not do in production, or None.
+
+        A SQLite file given relative to the working directory (the development default) is one
+        per checkout, per container, per dyno: the web process and the workers would each keep
+        their own sessions, and a PaaS would throw them away on restart.
+        """
+        parsed = make_url(self.database_url_async)
+        if parsed.get_backend_name() != "sqlite":
+            return None
+        if parsed.database and parsed.database != ":memory:" and os.path.isabs(parsed.database):
+            return None
+        return (
+            "DATABASE_URL is a SQLite file relative to the working directory: in production "
+            "every process and machine would keep its own. Set DATABASE_URL to PostgreSQL "
+            "(postgresql+asyncpg://...) or to an absolute path all processes share."
+        )

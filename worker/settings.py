@@ -150,6 +150,21 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         return normal
 
     @model_validator(mode="after")
+    def _safe_in_production(self) -> "WorkerSettings":
+        if self.environment != "production":
+            return self
+        problem = self.production_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        if "://" not in self.audit_archive_url and not os.path.isabs(self.audit_archive_url):
+            raise ValueError(
+                "AUDIT_ARCHIVE_URL is a directory relative to the working directory: in "
+                "production archived audit logs must outlive the machine. Set it to "
+                "s3://bucket/prefix or an absolute directory on persistent storage."
+            )
+        return self
+
+    @model_validator(mode="after")
     def _limits_are_consistent(self) -> "WorkerSettings":
         if self.celery_task_soft_time_limit >= self.celery_task_time_limit:
             raise ValueError(

@@ -48,6 +48,33 @@ def test_check_safe_accepts_production_when_keys_and_secret_are_real() -> None:
         environment="production",
         api_keys="prod-7f3a9c:alice,prod-2b4d6e:bob",
         token_secret=REAL_SECRET,
+        database_url="postgresql://app@db.internal/agents",
+    )
+
+    assert production.check_safe() is None
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:///./var/agent-service.db", "sqlite:///relative.db", "sqlite://"]
+)
+def test_check_safe_refuses_production_on_a_relative_sqlite_file(url: str) -> None:
+    production = settings(
+        environment="production",
+        api_keys="prod-7f3a9c:alice",
+        token_secret=REAL_SECRET,
+        database_url=url,
+    )
+
+    with pytest.raises(UnsafeSettingsError, match=r"^DATABASE_URL is a SQLite file relative"):
+        production.check_safe()
+
+
+def test_check_safe_accepts_production_on_an_absolute_sqlite_file() -> None:
+    production = settings(
+        environment="production",
+        api_keys="prod-7f3a9c:alice",
+        token_secret=REAL_SECRET,
+        database_url="sqlite+aiosqlite:////srv/agent-service/db.sqlite",
     )
 
     assert production.check_safe() is None

@@ -1,5 +1,6 @@
 """Worker settings: limits refused at start-up, per-task time limits, and where Redis is."""
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -148,3 +149,38 @@ def test_settings_use_localhost_redis_when_nothing_is_set() -> None:
         6379,
         "/0",
     )
+
+
+PRODUCTION = {
+    "environment": "production",
+    "database_url": "postgresql+asyncpg://app@db.internal/agents",
+    "audit_archive_url": "s3://audit/agent-service",
+}
+
+
+def test_production_settings_accept_a_server_database_and_a_bucket() -> None:
+    assert settings(**PRODUCTION).environment == "production"
+    assert settings(**{**PRODUCTION, "audit_archive_url": "/srv/audit"}).audit_archive_url
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("database_url", "sqlite+aiosqlite:///./var/agent-service.db", "DATABASE_URL is a SQLite"),
+        ("audit_archive_url", "./var/audit-archive", "AUDIT_ARCHIVE_URL is a directory relative"),
+    ],
+)
+def test_production_settings_refuse_what_a_restart_would_lose(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        settings(**{**PRODUCTION, field: value})
+
+
+def test_temp_dir_is_kept_as_given_not_resolved(tmp_path: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path, target_is_directory=True)
+
+    assert settings(temp_dir=str(link)).temp_dir == link
+    with pytest.raises(ValidationError, match="filesystem root"):
+        settings(temp_dir="/tmp/..")
