@@ -61,8 +61,16 @@ class SessionStore:
             )
         return found is not None
 
-    async def get(self, session_id: str, *, user_id: str, last: int | None = None) -> SessionView:
-        """The session with its turns (the ``last`` ones when given), oldest first."""
+    async def get(
+        self,
+        session_id: str,
+        *,
+        user_id: str,
+        last: int | None = None,
+        exclude_task: str | None = None,
+    ) -> SessionView:
+        """The session with its turns (the ``last`` ones when given, leaving out those of
+        ``exclude_task``), oldest first."""
         async with self._db.session() as db:
             row = await db.scalar(
                 select(ConversationSession).where(
@@ -76,6 +84,8 @@ class SessionStore:
                 .where(SessionMessage.session_id == session_id)
                 .order_by(SessionMessage.id.desc())
             )
+            if exclude_task is not None:
+                query = query.where(SessionMessage.task_id != exclude_task)
             if last is not None:
                 query = query.limit(last)
             messages = list(reversed((await db.scalars(query)).all()))

@@ -11,6 +11,7 @@
         ├── AgentConfigurationError   e.g. no LLM_BASE_URL for an agent that needs one
         ├── UnknownAgentError         no agent registered under that id
         ├── UnknownSessionError       no such session for the task's user
+        ├── SessionStorageError       the database refused to store the session's exchange
         ├── LLMRequestRejectedError   the LLM answered another 4xx (bad request, auth, ...)
         ├── LLMProtocolError          the LLM's stream could not be parsed
         ├── AgentTimeoutError         the task's time limit ran out inside the event loop
@@ -70,6 +71,10 @@ class UnknownAgentError(PermanentAgentError):
 
 class UnknownSessionError(PermanentAgentError):
     """The task names a session that does not exist, or that belongs to another user."""
+
+
+class SessionStorageError(PermanentAgentError):
+    """The database refused the session's exchange (not a connection problem)."""
 
 
 class LLMRequestRejectedError(PermanentAgentError):

@@ -3,21 +3,23 @@
 The task reads the session's last ``SESSION_HISTORY_MESSAGES`` turns before the call (they go to
 the LLM ahead of the new message) and appends its question and answer once it has the answer.
 Appending is idempotent per task, so a redelivered task does not repeat itself in the history.
-Database errors leave here as ``worker.errors``: unreachable is transient (the task is retried),
-a session that is not the user's is permanent. A session deleted while its task ran (by its owner,
-or by expiry) does not fail the task: the answer stands, and there is nothing left to append to.
+Database errors leave here as ``worker.errors``: unreachable is transient (the task is retried);
+a session that is not the user's, or data the database refuses, is permanent. A session deleted
+while its task ran (by its owner, or by expiry) does not fail the task: the answer stands, and
+there is nothing left to append to.
 """
 
 import logging
 from collections.abc import Awaitable
 from typing import Literal, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from storage.database import Database
 from storage.sessions import SessionNotFoundError, SessionStore
 from worker.agents.base import AgentRequest, ChatMessage
-from worker.errors import StorageUnavailableError, UnknownSessionError
+from worker.errors import SessionStorageError, StorageUnavailableError, UnknownSessionError
 from worker.logs import log_event
 
 logger = logging.getLogger("agent_service.worker.sessions")
@@ -37,19 +39,24 @@ async def _translated(session_id: str, call: Awaitable[T]) -> T:
         raise UnknownSessionError(
             f"session {session_id!r} does not exist for this user (or has expired)"
         ) from None
-    except (SQLAlchemyError, OSError) as exc:
+    except (OperationalError, InterfaceError, PoolTimeoutError, OSError) as exc:
         raise StorageUnavailableError(f"session store unavailable: {exc!r}") from exc
+    except SQLAlchemyError as exc:  # the database refused this data: trying again won't help
+        raise SessionStorageError(f"session store refused the exchange: {exc!r}") from exc
 
 
 async def load_history(
-    database: Database, request: AgentRequest, *, limit: int
+    database: Database, request: AgentRequest, *, task_id: str, limit: int
 ) -> list[ChatMessage]:
-    """The session's last ``limit`` turns, oldest first (none without a session)."""
+    """The session's last ``limit`` turns, oldest first (none without a session), leaving out
+    this task's own exchange (a delivery after the append committed must not see itself)."""
     if request.session_id is None:
         return []
     view = await _translated(
         request.session_id,
-        SessionStore(database).get(request.session_id, user_id=request.user_id, last=limit),
+        SessionStore(database).get(
+            request.session_id, user_id=request.user_id, last=limit, exclude_task=task_id
+        ),
     )
     return [
         ChatMessage(role=_ROLES[turn.role], content=turn.content)

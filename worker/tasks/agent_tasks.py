@@ -137,7 +137,10 @@ def _run(
                 await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
                 with scope:
                     history = await load_history(
-                        loop.database.get(), request, limit=settings.session_history_messages
+                        loop.database.get(),
+                        request,
+                        task_id=task_id,
+                        limit=settings.session_history_messages,
                     )
                     result = await invoke_agent(
                         dataclasses.replace(request, history=history),
