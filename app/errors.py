@@ -118,8 +118,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(PayloadTooLargeError, _too_large)
     app.add_exception_handler(ServiceUnavailableError, _unavailable)
-    # A refused connection surfaces as OSError from some drivers (asyncpg), unwrapped.
-    for database_error in (OperationalError, InterfaceError, PoolTimeoutError, OSError):
+    # A refused connection surfaces as ConnectionError from some drivers (asyncpg), unwrapped.
+    for database_error in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
         app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(InvalidHeaderError, _invalid_header)
     app.add_exception_handler(IdempotencyConflictError, _conflict)

@@ -42,6 +42,8 @@ class InvokeRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("message must not be empty")
+        if "\x00" in value:  # no database stores it in text, and no LLM wants it
+            raise ValueError("message must not contain NUL characters")
         return value
 
 

@@ -39,6 +39,8 @@ def parse_request(
         raise InvalidInvocationError("agent_id must be a non-empty string")
     if not isinstance(message, str) or not message.strip():
         raise InvalidInvocationError("message must be a non-empty string")
+    if "\x00" in message:
+        raise InvalidInvocationError("message must not contain NUL characters")
     if len(message) > MAX_TASK_MESSAGE_CHARS:
         raise InvalidInvocationError(f"message is longer than {MAX_TASK_MESSAGE_CHARS} characters")
     if not isinstance(user_id, str) or not user_id:

@@ -5,6 +5,8 @@ and answer. A session belongs to its creator: anyone else gets 404, as for an un
 idle longer than ``SESSION_EXPIRY_HOURS`` are deleted by the ``cleanup_expired_sessions`` task.
 """
 
+import re
+
 from fastapi import APIRouter, Response, status
 
 from app.deps import CurrentUser, ServicesDep
@@ -15,8 +17,9 @@ from storage.sessions import SessionNotFoundError, SessionView
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 
-#: Longer ids are certainly not ours; answering 404 at once spares the database the lookup.
-MAX_SESSION_ID_LENGTH = 128
+#: Ids we issue are 32 hex digits; anything else (too long, a NUL, a slash) is not ours and gets
+#: 404 without a query the database might refuse.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 def _out(view: SessionView) -> SessionOut:
@@ -50,7 +53,7 @@ async def create_session(
 
 @router.get("/{session_id}")
 async def get_session(session_id: str, user: CurrentUser, services: ServicesDep) -> SessionOut:
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
+    if not SESSION_ID.fullmatch(session_id):
         raise NotFoundError("session not found")
     try:
         view = await services.sessions.get(session_id, user_id=user.user_id)
@@ -61,7 +64,7 @@ async def get_session(session_id: str, user: CurrentUser, services: ServicesDep)
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_session(session_id: str, user: CurrentUser, services: ServicesDep) -> Response:
-    if len(session_id) > MAX_SESSION_ID_LENGTH or not await services.sessions.delete(
+    if not SESSION_ID.fullmatch(session_id) or not await services.sessions.delete(
         session_id, user_id=user.user_id
     ):
         raise NotFoundError("session not found")

@@ -63,6 +63,7 @@ def test_unknown_agent_is_404_naming_it(web: httpx.Client) -> None:
         ({"message": "hi", "session_id": "../etc"}, ["body", "session_id"]),
         ({"message": "hi", "session_id": "s" * 129}, ["body", "session_id"]),
         ({"message": "hi", "surprise": 1}, ["body", "surprise"]),
+        ({"message": "nul\u0000byte"}, ["body", "message"]),
     ],
     ids=[
         "empty",
@@ -74,6 +75,7 @@ def test_unknown_agent_is_404_naming_it(web: httpx.Client) -> None:
         "session-id-path",
         "session-id-long",
         "unknown-field",
+        "nul-in-message",
     ],
 )
 def test_invalid_body_is_422_naming_the_field(

@@ -2,6 +2,7 @@
 is its owner's alone."""
 
 import httpx
+import pytest
 from celery import Celery
 
 from tests.conftest import ServiceEnvironment
@@ -138,3 +139,15 @@ def test_a_task_naming_a_foreign_session_fails_in_the_worker(stack: Stack) -> No
         assert type(result.result).__name__ == "UnknownSessionError"
     finally:
         producer.close()
+
+
+@pytest.mark.parametrize("session_id", ["%00", "a" * 200, "..", "x%2Fy", "-leading-dash"])
+def test_malformed_session_ids_are_404(stack: Stack, session_id: str) -> None:
+    client = stack.web.client
+
+    read = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("alice"))
+    delete = client.delete(f"{SESSIONS}/{session_id}", headers=headers_for("alice"))
+
+    assert read.status_code == 404
+    assert read.json()["detail"] in {"session not found", "Not Found"}  # the latter: no route
+    assert delete.status_code == 404
