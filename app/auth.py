@@ -19,6 +19,8 @@ class Principal:
     """The caller, as far as authorisation is concerned."""
 
     user_id: str
+    #: When the credential expires (a bearer token's ``exp``); None for an API key.
+    expires_at: int | None = None
 
 
 def _digest(key: str) -> bytes:
@@ -28,6 +30,7 @@ def _digest(key: str) -> bytes:
 class ApiKeyAuthenticator:
     def __init__(self, pairs: dict[str, str]) -> None:
         self._entries = [(_digest(key), user) for key, user in pairs.items()]
+        self.users = frozenset(pairs.values())
 
     @classmethod
     def from_setting(cls, value: str) -> "ApiKeyAuthenticator":

@@ -45,12 +45,17 @@ def _bearer_token(authorization: str) -> str:
 
 
 async def _verify(services: Services, token: str) -> TokenClaims:
+    """The token's claims, if it is ours, unexpired, unrevoked, and its user still has a key
+    (removing a user's API key retires their tokens too)."""
     try:
-        return await services.tokens.verify(token)
+        claims = await services.tokens.verify(token)
     except InvalidTokenError as exc:
         raise _unauthorized("invalid, expired or revoked token") from exc
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableError("token store unavailable") from exc
+    if claims.user_id not in services.authenticator.users:
+        raise _unauthorized("invalid, expired or revoked token")
+    return claims
 
 
 async def current_user(
@@ -69,7 +74,7 @@ async def current_user(
     claims = await _verify(services, _bearer_token(authorization))
     if claims.task_id is not None:
         raise _unauthorized("this token only opens the event stream of its task")
-    return Principal(user_id=claims.user_id)
+    return Principal(user_id=claims.user_id, expires_at=claims.expires_at)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

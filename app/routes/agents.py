@@ -9,6 +9,7 @@ carries a token that opens this task's stream only (for browsers' EventSource). 
 submit that creates a task leaves an audit row (``task.submit``), failed ones too.
 """
 
+import time
 import uuid
 from contextlib import suppress
 from typing import Annotated
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Header, Response, status
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.auth import Principal
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
     InvalidHeaderError,
@@ -88,7 +90,7 @@ async def invoke_async(
         )
         if claimed != task_id:
             response.headers["Idempotent-Replayed"] = "true"
-            return _accepted(services, response, user_id=user.user_id, task_id=claimed)[0]
+            return _accepted(services, response, user=user, task_id=claimed)[0]
     audit = {"agent_id": agent_id, "session_id": body.session_id, "stream": body.stream}
     try:
         await _create_and_queue(
@@ -114,9 +116,7 @@ async def invoke_async(
             request_fingerprint=request_fingerprint,
             task_id=task_id,
         )
-    accepted, stream_token_jti = _accepted(
-        services, response, user_id=user.user_id, task_id=task_id
-    )
+    accepted, stream_token_jti = _accepted(services, response, user=user, task_id=task_id)
     await services.audit.record(
         AuditAction.TASK_SUBMIT,
         user_id=user.user_id,
@@ -177,12 +177,16 @@ async def _create_and_queue(
 
 
 def _accepted(
-    services: Services, response: Response, *, user_id: str, task_id: str
+    services: Services, response: Response, *, user: Principal, task_id: str
 ) -> tuple[TaskAccepted, str]:
-    """The 202 body, with a fresh stream token, and that token's ``jti`` (for the audit row)."""
-    issued = services.tokens.issue(
-        user_id=user_id, task_id=task_id, ttl=services.settings.stream_token_ttl
-    )
+    """The 202 body, with a fresh stream token, and that token's ``jti`` (for the audit row).
+
+    The stream token never outlives the credential of the submit (an access token's expiry).
+    """
+    ttl = services.settings.stream_token_ttl
+    if user.expires_at is not None:
+        ttl = max(1, min(ttl, user.expires_at - int(time.time())))
+    issued = services.tokens.issue(user_id=user.user_id, task_id=task_id, ttl=ttl)
     status_url, stream_url = task_urls(task_id, stream_token=issued.token)
     response.headers["Location"] = status_url
     accepted = TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)

@@ -1,16 +1,20 @@
 """Access tokens, task tokens and revocation through the real web process, and the audit rows
 that submits, cancels, token issues and task outcomes leave behind."""
 
+from datetime import datetime
+
 import httpx
+import jwt
 import pytest
 
+from scripts.embedded_redis import EmbeddedRedis
 from tests.conftest import ServiceEnvironment
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.audit import audit_rows
 from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
-from tests.support.stack import headers_for
+from tests.support.stack import headers_for, redis_db_url, start_web
 
 TOKEN = "/api/v1/auth/token"
 REVOKE = "/api/v1/auth/revoke"
@@ -216,3 +220,41 @@ def test_audit_rows_for_a_task_and_its_tokens(
     assert cancel["details"] == {"requested": False, "status": "completed"}
     [fail] = [r for r in audit_rows(url, resource_id=failed) if r["action"] == "task.fail"]
     assert fail["details"]["error"] == "LLMRequestRejectedError"
+
+
+def test_stream_token_of_a_submit_by_access_token_expires_with_it(stack: Stack) -> None:
+    client = stack.web.client
+    issued = _token(client, ttl_seconds=60)
+
+    accepted = client.post(
+        "/api/v1/agents/echo/invoke-async",
+        json={"message": "short-lived"},
+        headers=_bearer(issued["access_token"]),
+    ).json()
+
+    stream_token = accepted["stream_url"].split("token=", 1)[1]
+    claims = jwt.decode(stream_token, options={"verify_signature": False})
+    assert claims["exp"] <= issued_expiry(issued)
+
+
+def issued_expiry(issued: dict[str, object]) -> int:
+    return int(datetime.fromisoformat(str(issued["expires_at"])).timestamp())
+
+
+def test_tokens_of_a_user_whose_key_was_removed_are_refused(redis_server: EmbeddedRedis) -> None:
+    secret = "t" * 40
+    url = redis_db_url(redis_server.url, IDLE_DB)
+    before = start_web(url, env={"TOKEN_SECRET": secret})
+    after = start_web(url, env={"TOKEN_SECRET": secret, "API_KEYS": "alice-key:alice"})
+    try:
+        bobs = _token(before.client, "bob")
+        alices = _token(before.client, "alice")
+
+        refused = after.client.get("/api/v1/agents", headers=_bearer(bobs["access_token"]))
+        accepted = after.client.get("/api/v1/agents", headers=_bearer(alices["access_token"]))
+    finally:
+        before.stop()
+        after.stop()
+
+    assert refused.status_code == 401
+    assert accepted.status_code == 200
