@@ -11,6 +11,9 @@ from redis.asyncio import Redis
 
 from streaming.keys import REVOKED_TOKENS
 
+#: Seconds a revocation is kept past its token's expiry, for clocks that disagree.
+CLOCK_SKEW_GRACE = 300.0
+
 
 class RevocationList:
     def __init__(self, redis: "Redis") -> None:
@@ -22,9 +25,13 @@ class RevocationList:
     async def is_revoked(self, jti: str) -> bool:
         return await self._redis.zscore(REVOKED_TOKENS, jti) is not None
 
-    async def remove_expired(self, *, now: float | None = None) -> tuple[int, int]:
-        """Drop entries of tokens that have expired; returns (removed, remaining)."""
-        cutoff = time.time() if now is None else now
+    async def remove_expired(
+        self, *, now: float | None = None, grace: float = CLOCK_SKEW_GRACE
+    ) -> tuple[int, int]:
+        """Drop entries of tokens that expired more than ``grace`` seconds ago (a web process
+        whose clock runs behind must not see a revoked token come back); returns (removed,
+        remaining)."""
+        cutoff = (time.time() if now is None else now) - grace
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zremrangebyscore(REVOKED_TOKENS, "-inf", f"({cutoff}")
             pipe.zcard(REVOKED_TOKENS)

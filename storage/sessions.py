@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.database import Database
@@ -150,8 +150,9 @@ class SessionStore:
     async def delete_idle(self, *, idle_since: datetime, batch: int = 500) -> ExpiredSessions:
         """Delete every session whose last activity is before ``idle_since``, with its turns.
 
-        In batches (short transactions); a session touched meanwhile is kept, because the
-        delete checks the idle time again (its turns go with it through ``ON DELETE CASCADE``).
+        In batches (short transactions). Each batch locks its sessions (``FOR UPDATE``; SQLite
+        locks the whole database for the write anyway), so a task appending to one of them waits,
+        then finds it gone, instead of keeping a session whose turns were just deleted.
         """
         sessions = messages = 0
         while True:
@@ -161,24 +162,19 @@ class SessionStore:
                         await db.scalars(
                             select(ConversationSession.id)
                             .where(ConversationSession.last_activity_at < idle_since)
+                            .order_by(ConversationSession.id)
                             .limit(batch)
+                            .with_for_update(skip_locked=True)
                         )
                     ).all()
                 )
                 if not ids:
                     return ExpiredSessions(sessions=sessions, messages=messages)
-                messages += (
-                    await db.scalar(
-                        select(func.count())
-                        .select_from(SessionMessage)
-                        .where(SessionMessage.session_id.in_(ids))
-                    )
-                    or 0
+                turns = await db.execute(
+                    delete(SessionMessage).where(SessionMessage.session_id.in_(ids))
                 )
                 removed = await db.execute(
-                    delete(ConversationSession).where(
-                        ConversationSession.id.in_(ids),
-                        ConversationSession.last_activity_at < idle_since,
-                    )
+                    delete(ConversationSession).where(ConversationSession.id.in_(ids))
                 )
+                messages += turns.rowcount or 0  # type: ignore[attr-defined]
                 sessions += removed.rowcount or 0  # type: ignore[attr-defined]

@@ -144,7 +144,7 @@ def test_cleanup_token_blacklist_forgets_only_expired_tokens(
     )
     store = redis.Redis.from_url(stack.redis_url)
     try:
-        store.zadd(REVOKED_TOKENS, {"expired-a": time.time() - 60, "expired-b": 1})
+        store.zadd(REVOKED_TOKENS, {"expired-a": time.time() - 600, "expired-b": 1})
 
         result = _run(producer, "cleanup_token_blacklist")
 

@@ -184,7 +184,13 @@ def _skip_if_already_ended(task: Task, task_id: str) -> None:  # type: ignore[ty
     """Ignore a delivery of a task whose outcome Celery already stored (an ack lost with a
     connection, or a worker that died right after storing it), making sure its stream got the
     terminal event. The event log's own check (``claim_run``) misses the second case."""
-    meta = task.backend.get_task_meta(task_id)
+    try:
+        meta = task.backend.get_task_meta(task_id)
+    except Exception as exc:  # the result backend's trouble: claim_run still guards the run
+        log_event(
+            logger, logging.WARNING, "stored_outcome_unknown", task_id=task_id, error=repr(exc)
+        )
+        return
     state = meta.get("status")
     if state not in states.READY_STATES:
         return
