@@ -19,7 +19,6 @@ announcement for long.
 """
 
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
@@ -32,40 +31,17 @@ from redis.exceptions import RedisError
 
 from streaming import keys
 from streaming.event_log import EventLogReader, decode_announcement
-from streaming.events import Event, parse_event_id
+from streaming.events import Event
+from streaming.subscription import Listener, Subscription
 
 logger = logging.getLogger("agent_service.streaming.hub")
-
-
-class _Listener:
-    __slots__ = ("buffer", "lagging", "wake")
-
-    def __init__(self, size: int) -> None:
-        self.buffer: deque[Event] = deque(maxlen=size)
-        self.lagging = False
-        self.wake = anyio.Event()
-
-    def offer(self, event: Event) -> None:
-        if self.lagging:
-            pass
-        elif len(self.buffer) == self.buffer.maxlen:
-            self.lagging = True
-            self.buffer.clear()
-        else:
-            self.buffer.append(event)
-        self.wake.set()
-
-    def fall_behind(self) -> None:
-        self.lagging = True
-        self.buffer.clear()
-        self.wake.set()
 
 
 class _Channel:
     __slots__ = ("confirmed", "listeners")
 
     def __init__(self) -> None:
-        self.listeners: set[_Listener] = set()
+        self.listeners: set[Listener] = set()
         self.confirmed = anyio.Event()
 
 
@@ -129,7 +105,7 @@ class EventHub:
 
         Raises ``StreamUnavailableError`` when Redis does not confirm within ``confirm_timeout``.
         """
-        listener = _Listener(self._buffer_size)
+        listener = Listener(self._buffer_size)
         try:
             with anyio.fail_after(self._confirm_timeout):
                 await self._attach(task_id, listener)
@@ -141,7 +117,13 @@ class EventHub:
             with anyio.CancelScope(shield=True):
                 await self._detach(task_id, listener)
             raise
-        return Subscription(self, task_id, listener)
+        return Subscription(
+            task_id,
+            listener,
+            reader=self._reader,
+            idle_check=self._idle_check,
+            detach=self._detach,
+        )
 
     async def listen(self, task_id: str, *, after: str | None = None) -> AsyncIterator[Event]:
         """Subscribe, then the task's events after ``after``; unsubscribes however it ends."""
@@ -152,7 +134,7 @@ class EventHub:
         finally:
             await subscription.close()
 
-    async def _attach(self, task_id: str, listener: _Listener) -> None:
+    async def _attach(self, task_id: str, listener: Listener) -> None:
         channel_name = keys.task_channel(task_id)
         async with self._lock:
             channel = self._channels.get(channel_name)
@@ -167,7 +149,7 @@ class EventHub:
                 channel.listeners.add(listener)
         await channel.confirmed.wait()
 
-    async def _detach(self, task_id: str, listener: _Listener) -> None:
+    async def _detach(self, task_id: str, listener: Listener) -> None:
         channel_name = keys.task_channel(task_id)
         async with self._lock:
             channel = self._channels.get(channel_name)
@@ -236,81 +218,5 @@ class EventHub:
                 listener.offer(event)
 
 
-def _through_terminal(events: list[Event]) -> list[Event]:
-    """``events`` up to and including the first terminal one."""
-    for index, event in enumerate(events):
-        if event.terminal:
-            return events[: index + 1]
-    return events
-
-
 class StreamUnavailableError(Exception):
     """Redis did not confirm a subscription: the stream cannot start."""
-
-
-class Subscription:
-    """One listener of one task: iterate ``events`` once, then ``close`` (idempotent)."""
-
-    def __init__(self, hub: EventHub, task_id: str, listener: _Listener) -> None:
-        self._hub = hub
-        self._task_id = task_id
-        self._listener = listener
-        self._closed = False
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            with anyio.CancelScope(shield=True):
-                await self._hub._detach(self._task_id, self._listener)
-
-    async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
-        """Events after ``after`` (None: from the start) until and including a terminal one."""
-        async for batch in self.batches(after=after):
-            for event in batch:
-                yield event
-
-    async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
-        """The same events, in batches of what is available at once: a relay writes each batch
-        to its client in one send, however many events a fast stream queued meanwhile."""
-        hub, listener = self._hub, self._listener
-        cursor = after
-        seen = parse_event_id(after) if after else (-1, -1)
-        try:
-            while True:
-                # From the log: on joining, after falling behind, after an idle spell.
-                listener.lagging = False
-                listener.buffer.clear()
-                while True:
-                    page = await hub._reader.read_after(self._task_id, cursor)
-                    batch = _through_terminal(page)
-                    if batch:
-                        yield batch
-                        cursor, seen = batch[-1].id, batch[-1].order
-                        if batch[-1].terminal:
-                            return
-                    if len(page) < hub._reader.page_size:
-                        break
-                if not page and cursor is not None:
-                    last = await hub._reader.last(self._task_id)
-                    if last is not None and last.terminal and last.order <= seen:
-                        return  # a reconnect after the end: nothing more will come
-                # Live announcements, until idle or lagging sends us back to the log.
-                while not listener.lagging:
-                    if not listener.buffer:
-                        listener.wake = anyio.Event()
-                        with anyio.move_on_after(hub._idle_check) as idle:
-                            await listener.wake.wait()
-                        if idle.cancelled_caught:
-                            break
-                        continue
-                    fresh = [e for e in listener.buffer if e.order > seen]
-                    listener.buffer.clear()
-                    batch = _through_terminal(fresh)
-                    if not batch:
-                        continue
-                    yield batch
-                    cursor, seen = batch[-1].id, batch[-1].order
-                    if batch[-1].terminal:
-                        return
-        finally:
-            await self.close()

@@ -19,7 +19,8 @@ from app.deps import ServicesDep, StreamUser
 from app.errors import InvalidCursorError, ServiceUnavailableError
 from app.task_records import find_owned_task
 from streaming.events import InvalidEventIdError, parse_event_id
-from streaming.hub import StreamUnavailableError, Subscription
+from streaming.hub import StreamUnavailableError
+from streaming.subscription import Subscription
 
 router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
 

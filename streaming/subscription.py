@@ -1,0 +1,129 @@
+"""One listener of one task's stream: replay from the log, then live events, never a gap.
+
+The hub (``streaming.hub``) owns the pub/sub connection and offers each announcement to the
+``Listener`` buffers of a task; a ``Subscription`` turns its listener into the task's events after
+a cursor: first what the log holds, then what is announced, dropping ids it already yielded. When
+its bounded buffer overflows, or after an idle spell, it goes back to the log. It knows the hub
+only as the ``detach`` callable it is given, which it calls exactly once, however it ends.
+"""
+
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+
+from streaming.event_log import EventLogReader
+from streaming.events import Event, parse_event_id
+
+
+class Listener:
+    """One listener's bounded buffer of announced events, and the flag that sends it back to
+    the log when the buffer overflowed (or announcements may have been lost)."""
+
+    __slots__ = ("buffer", "lagging", "wake")
+
+    def __init__(self, size: int) -> None:
+        self.buffer: deque[Event] = deque(maxlen=size)
+        self.lagging = False
+        self.wake = anyio.Event()
+
+    def offer(self, event: Event) -> None:
+        if self.lagging:
+            pass
+        elif len(self.buffer) == self.buffer.maxlen:
+            self.lagging = True
+            self.buffer.clear()
+        else:
+            self.buffer.append(event)
+        self.wake.set()
+
+    def fall_behind(self) -> None:
+        self.lagging = True
+        self.buffer.clear()
+        self.wake.set()
+
+
+def _through_terminal(events: list[Event]) -> list[Event]:
+    """``events`` up to and including the first terminal one."""
+    for index, event in enumerate(events):
+        if event.terminal:
+            return events[: index + 1]
+    return events
+
+
+class Subscription:
+    """One listener of one task: iterate ``events`` once, then ``close`` (idempotent)."""
+
+    def __init__(
+        self,
+        task_id: str,
+        listener: Listener,
+        *,
+        reader: EventLogReader,
+        idle_check: float,
+        detach: Callable[[str, Listener], Awaitable[None]],
+    ) -> None:
+        self._task_id = task_id
+        self._listener = listener
+        self._reader = reader
+        self._idle_check = idle_check
+        self._detach = detach
+        self._closed = False
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with anyio.CancelScope(shield=True):
+                await self._detach(self._task_id, self._listener)
+
+    async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
+        """Events after ``after`` (None: from the start) until and including a terminal one."""
+        async for batch in self.batches(after=after):
+            for event in batch:
+                yield event
+
+    async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
+        """The same events, in batches of what is available at once: a relay writes each batch
+        to its client in one send, however many events a fast stream queued meanwhile."""
+        reader, listener = self._reader, self._listener
+        cursor = after
+        seen = parse_event_id(after) if after else (-1, -1)
+        try:
+            while True:
+                # From the log: on joining, after falling behind, after an idle spell.
+                listener.lagging = False
+                listener.buffer.clear()
+                while True:
+                    page = await reader.read_after(self._task_id, cursor)
+                    batch = _through_terminal(page)
+                    if batch:
+                        yield batch
+                        cursor, seen = batch[-1].id, batch[-1].order
+                        if batch[-1].terminal:
+                            return
+                    if len(page) < reader.page_size:
+                        break
+                if not page and cursor is not None:
+                    last = await reader.last(self._task_id)
+                    if last is not None and last.terminal and last.order <= seen:
+                        return  # a reconnect after the end: nothing more will come
+                # Live announcements, until idle or lagging sends us back to the log.
+                while not listener.lagging:
+                    if not listener.buffer:
+                        listener.wake = anyio.Event()
+                        with anyio.move_on_after(self._idle_check) as idle:
+                            await listener.wake.wait()
+                        if idle.cancelled_caught:
+                            break
+                        continue
+                    fresh = [e for e in listener.buffer if e.order > seen]
+                    listener.buffer.clear()
+                    batch = _through_terminal(fresh)
+                    if not batch:
+                        continue
+                    yield batch
+                    cursor, seen = batch[-1].id, batch[-1].order
+                    if batch[-1].terminal:
+                        return
+        finally:
+            await self.close()
