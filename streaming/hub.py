@@ -71,6 +71,10 @@ class EventHub:
         self._reconnect_delay = reconnect_delay
         self._confirm_timeout = confirm_timeout
         self._channels: dict[str, _Channel] = {}
+        #: Per channel, UNSUBSCRIBEs whose confirmation has not arrived yet. Redis answers in
+        #: command order, so a SUBSCRIBE confirmation that arrives while one is outstanding
+        #: answers a SUBSCRIBE sent before it: stale, and no proof the channel is subscribed now.
+        self._unsubscribing: dict[str, int] = {}
         self._pubsub: PubSub = redis.pubsub()
         self._wanted = anyio.Event()
         self._task_group: TaskGroup | None = None
@@ -159,10 +163,14 @@ class EventHub:
             if channel.listeners:
                 return
             del self._channels[channel_name]
+            # Counted before the command is sent: its confirmation may be read (by the pump,
+            # which takes no lock) before the send returns.
+            self._unsubscribing[channel_name] = self._unsubscribing.get(channel_name, 0) + 1
             try:
                 await self._pubsub.unsubscribe(channel_name)
             except (RedisError, OSError):
                 logger.warning("unsubscribe failed channel=%s", channel_name)
+                self._forget_unsubscribe(channel_name)
 
     async def _read_forever(self) -> None:
         while True:
@@ -189,10 +197,12 @@ class EventHub:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                 await self._redis.connection_pool.disconnect(inuse_connections=False)
                 self._pubsub = self._redis.pubsub()
+                self._unsubscribing.clear()
                 self._wanted = anyio.Event()
                 return
 
     async def _on_reconnect(self, connection: Any) -> None:
+        self._unsubscribing.clear()  # a new connection: no confirmation of the old one will come
         self._all_fall_behind()
 
     def _all_fall_behind(self) -> None:
@@ -200,14 +210,25 @@ class EventHub:
             for listener in channel.listeners:
                 listener.fall_behind()
 
+    def _forget_unsubscribe(self, channel_name: str) -> None:
+        outstanding = self._unsubscribing.get(channel_name, 0) - 1
+        if outstanding > 0:
+            self._unsubscribing[channel_name] = outstanding
+        else:
+            self._unsubscribing.pop(channel_name, None)
+
     def _dispatch(self, message: dict[str, Any]) -> None:
         name = message["channel"]
         channel_name = name.decode() if isinstance(name, bytes) else str(name)
+        if message["type"] == "unsubscribe":
+            self._forget_unsubscribe(channel_name)
+            return
         channel = self._channels.get(channel_name)
         if channel is None:
             return
         if message["type"] == "subscribe":
-            channel.confirmed.set()
+            if not self._unsubscribing.get(channel_name):
+                channel.confirmed.set()
         elif message["type"] == "message":
             try:
                 event = decode_announcement(message["data"])

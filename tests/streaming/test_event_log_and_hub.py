@@ -10,6 +10,7 @@ from streaming import keys
 from streaming.event_log import BlockingEventLog, EventLog, EventLogReader
 from streaming.events import Event, EventType
 from streaming.hub import EventHub
+from streaming.hub import _Channel as hub_channel
 from streaming.publisher import TaskEventPublisher
 
 pytestmark = pytest.mark.anyio
@@ -220,3 +221,22 @@ def test_blocking_append_unless_ended_adds_nothing_after_a_terminal_event(
         assert client.xlen(keys.task_events(task_id)) == (2 if appended else 1)
     finally:
         client.close()
+
+
+async def test_a_stale_subscribe_confirmation_does_not_confirm_a_recreated_channel(
+    redis: Redis, task_id: str
+) -> None:
+    """Subscribe, unsubscribe, subscribe again: Redis answers in order, so the first SUBSCRIBE's
+    confirmation, arriving before the UNSUBSCRIBE's, says nothing about the second."""
+    hub = EventHub(redis)
+    name = keys.task_channel(task_id)
+    hub._channels[name] = channel = hub_channel()
+    hub._unsubscribing[name] = 1  # the first subscription's UNSUBSCRIBE is on its way
+
+    hub._dispatch({"type": "subscribe", "channel": name.encode(), "data": 1})
+    assert not channel.confirmed.is_set()
+    hub._dispatch({"type": "unsubscribe", "channel": name.encode(), "data": 0})
+    hub._dispatch({"type": "subscribe", "channel": name.encode(), "data": 1})
+
+    assert channel.confirmed.is_set()
+    assert hub._unsubscribing == {}
