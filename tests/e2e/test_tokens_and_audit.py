@@ -258,3 +258,19 @@ def test_tokens_of_a_user_whose_key_was_removed_are_refused(redis_server: Embedd
 
     assert refused.status_code == 401
     assert accepted.status_code == 200
+
+
+def test_audit_rows_of_a_task_in_the_prefork_pool(
+    bare_stack: Stack, service_environment: ServiceEnvironment
+) -> None:
+    """The per-task loop of a prefork child writes the outcome row too."""
+    client = bare_stack.web.client
+    task_id = submit(client, "echo", "prefork audited")
+    poll_until_done(client, task_id)
+
+    def actions() -> list[object]:
+        rows = audit_rows(service_environment.database_url, resource_id=task_id)
+        return [row["action"] for row in rows]
+
+    wait_for(lambda: len(actions()) == 2, timeout=10)
+    assert actions() == ["task.submit", "task.complete"]
