@@ -1,0 +1,453 @@
+"""I/O-bound throughput, side by side: N streaming invocations submitted at once, ours against the
+plain Celery recipe this product replaces, on the same Redis and the same LLM server, in one run.
+
+The systems (``--systems``), each on a fresh set of processes and a Redis database of its own:
+
+- ``seed-prefork``: ``bench.seed_recipe`` (a synchronous task that streams the answer with httpx,
+  collects it and returns it; no relay) on Celery's default pool, ``--pool prefork
+  --concurrency 4``. The bench sends the tasks by name with a Celery producer and polls the result
+  backend until every result is stored;
+- ``seed-gevent``: the same task on Celery's advice for I/O-bound work, ``--pool gevent
+  --concurrency 100`` (skipped when gevent is not installed: ``pip install -e '.[bench]'``);
+- ``ours``: one worker process (threads pool, ``--concurrency``, the shipped defaults: shared event
+  loop, 5 ms coalescing) and one web process. Each invocation is submitted through the REST API
+  (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, ``--submitters``
+  at a time), and an SSE client reads every event of its stream until the terminal one.
+
+Per system: wall time from the first submission to the last result (stored, for the recipe;
+received by its SSE client, for ours), invocations/s and the ratio to each recipe; the worker's
+CPU (all its processes) per streamed token; whether every answer is whole; for ours, the chunk
+events the SSE clients received and the web's CPU. Rate limits are off for every system (the
+recipe has none; ours ships 50/min per worker for streaming calls). The LLM answers ``--tokens``
+tokens ``--delay`` s apart.
+
+    .venv/bin/python -m bench.throughput                      # N = 1,000
+    .venv/bin/python -m bench.throughput --calls 100 --systems seed-prefork,ours
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import redis
+from celery import Celery
+
+from bench import seed_recipe
+from bench._common import (
+    busy_percent,
+    command_line,
+    cpu_seconds,
+    embedded_redis,
+    llm_server,
+    load_average,
+    machine_summary,
+    machine_ticks,
+    raise_open_file_limit,
+    raw_sse,
+    stop_on_sigterm,
+    table,
+    token_texts,
+    tree_cpu_seconds,
+    worker_env,
+)
+from tests.support.processes import ManagedProcess, python_module
+from tests.support.sse import events_path
+from tests.support.stack import (
+    WORKER_READY_TIMEOUT,
+    WebServer,
+    base_env,
+    headers_for,
+    redis_db_url,
+    start_web,
+    start_worker,
+)
+
+SYSTEMS = ("seed-prefork", "seed-gevent", "ours")
+SEED_POOLS = {"seed-prefork": ("prefork", 4), "seed-gevent": ("gevent", 100)}
+TERMINAL = {"result", "error", "cancelled"}
+POLL_INTERVAL = 0.05
+ALICE = headers_for("alice")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Workload:
+    calls: int
+    tokens: int
+    delay: float
+    warmup: int
+    timeout: float
+
+    @property
+    def message(self) -> str:
+        return f"bench: {self.tokens} tokens every {self.delay:g} s"
+
+    @property
+    def expected(self) -> str:
+        return "".join(token_texts(self.tokens))
+
+
+@dataclass
+class Outcome:
+    """One system's run."""
+
+    system: str
+    setup: str
+    calls: int
+    tokens: int
+    wall: float
+    worker_cpu: float
+    web_cpu: float = float("nan")
+    client_cpu: float = float("nan")  # this process's CPU (submitting, reading streams, polling)
+    machine_busy: float = float("nan")
+    failed: int = 0
+    content_ok: int = 0
+    chunk_events: int = 0  # chunk events received by the SSE clients (ours)
+    refused: int = 0  # stream requests answered non-200
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.wall
+
+    @property
+    def cpu_per_token_us(self) -> float:
+        return 1e6 * self.worker_cpu / (self.calls * self.tokens)
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def start_seed_worker(
+    redis_url: str, llm_base_url: str, *, pool: str, concurrency: int
+) -> ManagedProcess:
+    argv = python_module(
+        "celery", "-A", "bench.seed_recipe", "worker", "-Q", seed_recipe.QUEUE,
+        "--pool", pool, "--concurrency", str(concurrency), "-n", f"seed-{uuid.uuid4().hex[:8]}@%h",
+        "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+    )  # fmt: skip
+    env = {**base_env(redis_url), "SEED_REDIS_URL": redis_url, "SEED_LLM_BASE_URL": llm_base_url}
+    worker = ManagedProcess(f"seed-{pool}", argv, env=env)
+    worker.start()
+    try:
+        worker.wait_for_output(" ready.", timeout=WORKER_READY_TIMEOUT)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def _send_seed(producer_app: Celery, message: str, calls: int) -> list[str]:
+    return [
+        producer_app.send_task(
+            seed_recipe.TASK_NAME, kwargs={"message": message}, queue=seed_recipe.QUEUE
+        ).id
+        for _ in range(calls)
+    ]
+
+
+def _wait_seed(client: redis.Redis, task_ids: list[str], *, timeout: float) -> dict[str, dict]:
+    """Each task's stored result entry, polled from the result backend (as a client would)."""
+    pending, done = list(task_ids), {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        values = client.mget([f"celery-task-meta-{t}" for t in pending])
+        for task_id, value in zip(pending, values, strict=True):
+            if value is not None:
+                meta = orjson.loads(value)
+                if meta["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                    done[task_id] = meta
+        pending = [t for t in pending if t not in done]
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} recipe tasks not finished after {timeout:g} s")
+        if pending:
+            time.sleep(POLL_INTERVAL)
+    return done
+
+
+def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> Outcome:
+    pool, concurrency = SEED_POOLS[system]
+    client = redis.Redis.from_url(redis_url)
+    producer_app = Celery("seed-producer", broker=redis_url, backend=redis_url)
+    producer_app.conf.update(task_serializer="json", accept_content=["json"])
+    worker = start_seed_worker(redis_url, llm_base_url, pool=pool, concurrency=concurrency)
+    try:
+        if work.warmup:
+            _wait_seed(client, _send_seed(producer_app, work.message, work.warmup), timeout=120)
+        cpu_before, client_before = tree_cpu_seconds(worker.pid), time.process_time()
+        machine_before, started = machine_ticks(), time.monotonic()
+        task_ids = _send_seed(producer_app, work.message, work.calls)
+        done = _wait_seed(client, task_ids, timeout=work.timeout)
+        wall = time.monotonic() - started
+        worker_cpu = tree_cpu_seconds(worker.pid) - cpu_before
+        client_cpu = time.process_time() - client_before
+        machine_busy = busy_percent(machine_before, machine_ticks())
+    finally:
+        worker.stop()
+        producer_app.close()
+        client.close()
+    ok = sum(
+        1
+        for meta in done.values()
+        if meta["status"] == "SUCCESS" and meta["result"]["content"] == work.expected
+    )
+    return Outcome(
+        system=system,
+        setup=f"{pool} x{concurrency}, no relay (polled)",
+        calls=work.calls,
+        tokens=work.tokens,
+        wall=wall,
+        worker_cpu=worker_cpu,
+        client_cpu=client_cpu,
+        machine_busy=machine_busy,
+        failed=sum(1 for meta in done.values() if meta["status"] != "SUCCESS"),
+        content_ok=ok,
+    )
+
+
+# --------------------------------------------------------------------------- ours
+
+
+@dataclass
+class _Stream:
+    """What one SSE client of ours saw."""
+
+    content: str = ""
+    chunks: int = 0
+    terminal: str | None = None
+    refused: int = 0
+    ended: float = 0.0
+
+
+async def _submit_and_read(
+    client: httpx.AsyncClient, gate: asyncio.Semaphore, submit_to: str, stream_from: str,
+    message: str,
+) -> _Stream:  # fmt: skip
+    async with gate:
+        response = await client.post(
+            f"{submit_to}/api/v1/agents/simple_llm_agent/invoke-async",
+            json={"message": message, "stream": True},
+            headers=ALICE,
+        )
+        response.raise_for_status()
+    task_id = response.json()["task_id"]
+    seen = _Stream()
+    for attempt in range(4):
+        try:
+            async for kind, data in raw_sse(stream_from, events_path(task_id), ALICE):
+                if kind == "chunk":
+                    seen.chunks += 1
+                    seen.content += orjson.loads(data)["text"]
+                elif kind == "reset":
+                    seen.content = orjson.loads(data)["content"]
+                elif kind in TERMINAL:
+                    seen.terminal = kind
+                    seen.ended = time.monotonic()
+                    return seen
+            raise RuntimeError(f"stream of {task_id} closed without a terminal event")
+        except (ConnectionError, OSError) as exc:  # e.g. a refused connect during a burst
+            seen.refused += 1
+            if attempt == 3:
+                raise RuntimeError(f"stream of {task_id}: {exc}") from exc
+            await asyncio.sleep(0.5)
+    return seen
+
+
+async def _run_ours_clients(
+    webs: Sequence[WebServer], work: Workload, *, submitters: int, cross: bool, calls: int
+) -> list[_Stream]:
+    limits = httpx.Limits(max_connections=submitters, max_keepalive_connections=submitters)
+    gate = asyncio.Semaphore(submitters)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+        jobs = []
+        for i in range(calls):
+            submit_to = webs[i % len(webs)].base_url
+            stream_from = webs[(i + 1) % len(webs) if cross else i % len(webs)].base_url
+            jobs.append(_submit_and_read(client, gate, submit_to, stream_from, work.message))
+        return list(await asyncio.wait_for(asyncio.gather(*jobs), timeout=work.timeout))
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine on uvloop when it is installed (less client CPU)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def run_ours(
+    redis_url: str, llm_base_url: str, work: Workload, *, workers: int = 1, webs: int = 1,
+    cross: bool = False, concurrency: int = 100, submitters: int = 50, system: str = "ours",
+) -> Outcome:  # fmt: skip
+    """``workers`` worker processes and ``webs`` web processes; with ``cross``, each task's
+    stream is read from another web process than the one it was submitted through."""
+    started_procs: list[ManagedProcess] = []
+    web_servers: list[WebServer] = []
+    try:
+        for _ in range(workers):
+            started_procs.append(
+                start_worker(redis_url, env=worker_env(llm_base_url), concurrency=concurrency)
+            )
+        for _ in range(webs):
+            web_servers.append(start_web(redis_url))
+        if work.warmup:
+            run_async(
+                _run_ours_clients(
+                    web_servers, work, submitters=submitters, cross=cross, calls=work.warmup
+                )
+            )
+        worker_pids = [w.pid for w in started_procs]
+        web_pids = [w.process.pid for w in web_servers]
+        cpu_before = sum(cpu_seconds(p) for p in worker_pids)
+        web_before = sum(cpu_seconds(p) for p in web_pids)
+        client_before = time.process_time()
+        machine_before, started = machine_ticks(), time.monotonic()
+        streams = run_async(
+            _run_ours_clients(
+                web_servers, work, submitters=submitters, cross=cross, calls=work.calls
+            )
+        )
+        wall = max(s.ended for s in streams) - started
+        worker_cpu = sum(cpu_seconds(p) for p in worker_pids) - cpu_before
+        web_cpu = sum(cpu_seconds(p) for p in web_pids) - web_before
+        client_cpu = time.process_time() - client_before
+        machine_busy = busy_percent(machine_before, machine_ticks())
+    finally:
+        for web in web_servers:
+            web.stop()
+        for process in started_procs:
+            process.stop()
+    setup = f"{workers} worker{'s' * (workers > 1)} (threads x{concurrency}), {webs} web"
+    if cross:
+        setup += ", streams read from the other web"
+    return Outcome(
+        system=system,
+        setup=setup,
+        calls=work.calls,
+        tokens=work.tokens,
+        wall=wall,
+        worker_cpu=worker_cpu,
+        web_cpu=web_cpu,
+        client_cpu=client_cpu,
+        machine_busy=machine_busy,
+        failed=sum(1 for s in streams if s.terminal != "result"),
+        content_ok=sum(1 for s in streams if s.content == work.expected),
+        chunk_events=sum(s.chunks for s in streams),
+        refused=sum(s.refused for s in streams),
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(outcomes: Sequence[Outcome]) -> str:
+    by_system = {o.system: o for o in outcomes}
+    peers = [p for p in ("seed-prefork", "seed-gevent") if p in by_system]
+    headers = [
+        "system", "setup", "calls", "wall s", "calls/s", *(f"x {p}" for p in peers),
+        "worker CPU s", "CPU/token us", "web CPU s", "failed", "content ok",
+        "chunk events to SSE", "machine busy %",
+    ]  # fmt: skip
+    rows = []
+    for o in outcomes:
+        ratios = [o.rate / by_system[p].rate for p in peers]
+        rows.append(
+            [
+                o.system, o.setup, o.calls, o.wall, o.rate, *(f"{r:.2f}x" for r in ratios),
+                o.worker_cpu, o.cpu_per_token_us, o.web_cpu, o.failed,
+                f"{o.content_ok}/{o.calls}", o.chunk_events if o.system.startswith("ours") else "-",
+                o.machine_busy,
+            ]
+        )  # fmt: skip
+    return table(headers, rows)
+
+
+def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
+    parser.add_argument("--calls", type=int, default=calls, help="invocations submitted at once")
+    parser.add_argument("--tokens", type=int, default=50, help="tokens per LLM answer")
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds between tokens")
+    parser.add_argument("--warmup", type=int, default=4, help="unmeasured calls first")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per system, at most")
+    parser.add_argument(
+        "--submitters", type=int, default=50, help="concurrent POSTs while submitting (ours)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="threads of each worker process (ours)"
+    )
+
+
+def workload(args: argparse.Namespace) -> Workload:
+    return Workload(args.calls, args.tokens, args.delay, args.warmup, args.timeout)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description="N streaming invocations at once: ours against the plain Celery recipe.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_workload_args(parser, calls=1000)
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="which systems, in order")
+    args = parser.parse_args()
+    args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.system_list) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}; choose from {SYSTEMS}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    stop_on_sigterm()
+    nofile = raise_open_file_limit(4 * args.calls + 1024)
+    print(f"$ {command_line('bench.throughput')}")
+    work = workload(args)
+    outcomes: list[Outcome] = []
+    with embedded_redis() as server, llm_server() as (llm, control):
+        admin = redis.Redis.from_url(server.url)
+        print(f"# {machine_summary(admin)}; open files {nofile}")
+        admin.close()
+        control.script(work.message, tokens=token_texts(work.tokens), delay=work.delay)
+        for db, system in enumerate(args.system_list, start=1):
+            url = redis_db_url(server.url, db)
+            if system == "seed-gevent" and importlib.util.find_spec("gevent") is None:
+                print("# seed-gevent skipped: gevent is not installed (pip install -e '.[bench]')")
+                continue
+            if system == "ours":
+                outcome = run_ours(
+                    url, llm.base_url, work, concurrency=args.concurrency,
+                    submitters=args.submitters,
+                )  # fmt: skip
+            else:
+                outcome = run_seed(system, url, llm.base_url, work)
+            outcomes.append(outcome)
+            print(
+                f"# {system}: {outcome.wall:.1f} s, {outcome.rate:.1f} calls/s, "
+                f"{outcome.cpu_per_token_us:.0f} us/token; {load_average()}",
+                flush=True,
+            )
+    print(f"# finished; {load_average()}")
+    print(
+        f"# {work.calls} streaming invocations submitted at once, {work.tokens} tokens "
+        f"{work.delay:g} s apart; wall = first submission to last result"
+    )
+    print(report(outcomes))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every process this benchmark started has been stopped")
