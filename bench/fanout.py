@@ -1,0 +1,368 @@
+"""Fan-out: many concurrent idle SSE clients on ONE web process; its memory per client and its
+Redis connections.
+
+How: one private Redis and one web process (uvicorn, started like the e2e tests do), no worker.
+The bench submits ``--tasks`` real tasks as alice (``POST /api/v1/agents/echo/invoke-async``:
+the owner record and the ``queued`` event exist, the Celery message stays queued). Then
+``--clients`` SSE clients, spread evenly over the tasks and over ``--client-procs`` forked
+processes (lean asyncio-streams readers, at most ``--connect-burst`` connects in flight per
+process), open the streams and wait until each has ``queued``. They then stay idle for
+``--idle`` seconds (heartbeat comments only). Finally the bench appends one ``chunk`` and the
+``result`` to every task's log, which every client must receive before its stream ends: proof
+that all of them were live.
+
+Measured:
+
+- the web's RSS (``VmRSS``) before the clients (after a warm-up of a few streams) and with all
+  of them connected, at the start and end of the idle period; per client = growth / clients;
+- the web's Redis connections (``CLIENT LIST`` names ``agent-service:web:stream`` and
+  ``agent-service:web*``) while the clients are open; its open files;
+- the web's CPU while idle (heartbeats), the time to connect everyone, refused connects;
+- the time from the first append until every client had its chunk, and how many got it.
+
+The script raises its open-file limit (children inherit it) to what the run needs.
+
+    .venv/bin/python -m bench.fanout                      # 10,000 clients
+    .venv/bin/python -m bench.fanout --clients 2000 --idle 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from bench._common import (
+    StreamRefusedError,
+    command_line,
+    connections_by_name,
+    cpu_seconds,
+    embedded_redis,
+    load_average,
+    machine_summary,
+    raise_open_file_limit,
+    raw_sse,
+    rss_bytes,
+    stop_on_sigterm,
+    table,
+    web_connections,
+)
+from streaming.event_log import EventLog
+from streaming.events import EventType
+from tests.support.sse import events_path
+from tests.support.stack import WebServer, headers_for, start_web
+
+ALICE = headers_for("alice")
+CONNECT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    base_url: str
+    task_ids: list[str]  # one per client of this process
+    connect_burst: int
+    deadline: float
+
+
+@dataclass
+class ProcReport:
+    ready: int
+    failed: int
+    refused: int
+    got_chunk: int
+    finished: int
+    last_chunk_at: float  # time.time() of the last chunk received
+    errors: list[str]
+
+
+async def _clients(spec: ClientSpec, ready_queue: Queue) -> ProcReport:
+    gate = asyncio.Semaphore(spec.connect_burst)
+    counts = {"ready": 0, "failed": 0, "refused": 0, "chunk": 0, "finished": 0}
+    last_chunk = [0.0]
+    errors: set[str] = set()
+
+    def settle(key: str) -> None:
+        counts[key] += 1
+        if counts["ready"] + counts["failed"] == len(spec.task_ids):
+            ready_queue.put((os.getpid(), counts["ready"], counts["failed"], counts["refused"]))
+
+    async def one(task_id: str) -> None:
+        ready = False
+        for attempt in range(CONNECT_RETRIES + 1):
+            await gate.acquire()
+            held = True
+            try:
+                async for kind, _ in raw_sse(spec.base_url, events_path(task_id), ALICE):
+                    if not ready:
+                        ready, held = True, False
+                        gate.release()
+                        settle("ready")
+                    if kind == "chunk":
+                        counts["chunk"] += 1
+                        last_chunk[0] = time.time()
+                    elif kind in ("result", "error", "cancelled"):
+                        counts["finished"] += kind == "result"
+                        return
+            except (StreamRefusedError, ConnectionError, OSError) as exc:
+                if ready or attempt == CONNECT_RETRIES:
+                    errors.add(f"{type(exc).__name__}: {exc}")
+                    break
+                counts["refused"] += 1
+            else:
+                return
+            finally:
+                if held:
+                    gate.release()
+            await asyncio.sleep(0.5)
+        if not ready:
+            settle("failed")
+
+    tasks = [asyncio.create_task(one(t)) for t in spec.task_ids]
+    _, pending = await asyncio.wait(tasks, timeout=spec.deadline)
+    for task in pending:
+        task.cancel()
+    if pending:
+        errors.add(f"{len(pending)} clients did not finish before the deadline")
+    return ProcReport(
+        ready=counts["ready"],
+        failed=counts["failed"],
+        refused=counts["refused"],
+        got_chunk=counts["chunk"],
+        finished=counts["finished"],
+        last_chunk_at=last_chunk[0],
+        errors=sorted(errors),
+    )
+
+
+def _client_process(spec: ClientSpec, ready_queue: Queue, results: Queue) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import uvloop
+
+        report = uvloop.run(_clients(spec, ready_queue))
+    except ImportError:
+        report = asyncio.run(_clients(spec, ready_queue))
+    results.put(report)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _submit(web: WebServer, tasks: int) -> list[str]:
+    ids = []
+    for i in range(tasks):
+        response = web.client.post(
+            "/api/v1/agents/echo/invoke-async", json={"message": f"fanout {i}"}, headers=ALICE
+        )
+        response.raise_for_status()
+        ids.append(response.json()["task_id"])
+    return ids
+
+
+async def _publish_all(redis_url: str, task_ids: list[str]) -> float:
+    """One chunk, then the result, to every task; when the first append was sent."""
+    client = AsyncRedis.from_url(redis_url, client_name="bench:publisher")
+    log = EventLog(client, maxlen=10_000, ttl=3600)
+    try:
+        first = time.time()
+        for task_id in task_ids:
+            await log.append(task_id, [(EventType.CHUNK, {"text": "hello", "index": 0})])
+        result = {"content": "hello", "metadata": {}, "usage": {}}
+        for task_id in task_ids:
+            await log.append(task_id, [(EventType.RESULT, result)])
+    finally:
+        await client.aclose()
+    return first
+
+
+def _warm_up(web: WebServer, task_id: str) -> None:
+    """Open and close a few streams so that what the first stream builds lazily is built."""
+
+    async def once() -> None:
+        async for _ in raw_sse(web.base_url, events_path(task_id), ALICE):
+            return
+
+    async def several() -> None:
+        await asyncio.gather(*(once() for _ in range(20)))
+
+    asyncio.run(several())
+
+
+def _wait_ready(ready_queue: Queue, procs: int, timeout: float) -> tuple[int, int, int]:
+    ready = failed = refused = 0
+    deadline = time.monotonic() + timeout
+    for _ in range(procs):
+        try:
+            _, ok, bad, ref = ready_queue.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError(f"clients not connected after {timeout:g} s") from None
+        ready, failed, refused = ready + ok, failed + bad, refused + ref
+    return ready, failed, refused
+
+
+def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> dict[str, object]:
+    web = start_web(redis_url)
+    processes: list = []
+    try:
+        task_ids = _submit(web, args.tasks)
+        _warm_up(web, task_ids[0])
+        time.sleep(1.0)
+        pid = web.process.pid
+        rss_before = rss_bytes(pid)
+        names_before = connections_by_name(sync_redis)
+        assignment = [task_ids[i % len(task_ids)] for i in range(args.clients)]
+        share = [assignment[p :: args.client_procs] for p in range(args.client_procs)]
+        connect_timeout = 60.0 + args.clients / 50
+        deadline = connect_timeout + args.idle + 120.0
+        context = multiprocessing.get_context("fork")
+        ready_queue, results = context.Queue(), context.Queue()
+        processes = [
+            context.Process(
+                target=_client_process,
+                args=(
+                    ClientSpec(web.base_url, ids, args.connect_burst, deadline),
+                    ready_queue,
+                    results,
+                ),
+                daemon=True,
+            )
+            for ids in share
+            if ids
+        ]
+        started = time.monotonic()
+        for process in processes:
+            process.start()
+        ready, failed, refused = _wait_ready(ready_queue, len(processes), connect_timeout)
+        connect_seconds = time.monotonic() - started
+        rss_connected = rss_bytes(pid)
+        names_open = connections_by_name(sync_redis)
+        open_files = len(os.listdir(f"/proc/{pid}/fd"))
+        cpu_idle_start, idle_started = cpu_seconds(pid), time.monotonic()
+        time.sleep(args.idle)
+        idle_cpu_percent = (
+            100 * (cpu_seconds(pid) - cpu_idle_start) / (time.monotonic() - idle_started)
+        )
+        rss_idle = rss_bytes(pid)
+        names_idle = connections_by_name(sync_redis)
+        first_sent = asyncio.run(_publish_all(redis_url, task_ids))
+        reports: list[ProcReport] = []
+        collect_deadline = time.monotonic() + 120.0
+        while len(reports) < len(processes) and time.monotonic() < collect_deadline:
+            try:
+                reports.append(results.get(timeout=1.0))
+            except queue.Empty:
+                continue
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
+        web.stop()
+    last_chunk = max((r.last_chunk_at for r in reports), default=float("nan"))
+    return {
+        "ready": ready,
+        "failed": failed,
+        "refused": refused,
+        "connect_seconds": connect_seconds,
+        "rss_before": rss_before,
+        "rss_connected": rss_connected,
+        "rss_idle": rss_idle,
+        "names_before": names_before,
+        "names_open": names_open,
+        "names_idle": names_idle,
+        "open_files": open_files,
+        "idle_cpu_percent": idle_cpu_percent,
+        "got_chunk": sum(r.got_chunk for r in reports),
+        "finished": sum(r.finished for r in reports),
+        "delivery_seconds": last_chunk - first_sent,
+        "errors": sorted({e for r in reports for e in r.errors}),
+        "reports": len(reports),
+        "procs": len(processes),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fanout",
+        description="Concurrent idle SSE clients on one web process: RSS per client, Redis conns.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--clients", type=int, default=10_000, help="concurrent SSE clients")
+    parser.add_argument("--tasks", type=int, default=100, help="tasks the clients are spread over")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds all clients stay idle")
+    parser.add_argument("--client-procs", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--connect-burst", type=int, default=100, help="connects in flight per client process"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    stop_on_sigterm()
+    nofile = raise_open_file_limit(args.clients + 2048)
+    print(f"$ {command_line('bench.fanout')}")
+    if nofile < args.clients + 512:
+        sys.exit(f"the open-file limit is {nofile}: too low for {args.clients} clients")
+    with embedded_redis() as server:
+        sync_redis = redis.Redis.from_url(server.url)
+        print(f"# {machine_summary(sync_redis)}; open files {nofile}")
+        try:
+            result = run(args, server.url, sync_redis)
+        finally:
+            sync_redis.close()
+    print(f"# finished; {load_average()}")
+    n = args.clients
+    growth_connected = result["rss_connected"] - result["rss_before"]  # type: ignore[operator]
+    growth_idle = result["rss_idle"] - result["rss_before"]  # type: ignore[operator]
+    stream_open, web_open = web_connections(result["names_open"])  # type: ignore[arg-type]
+    stream_idle, web_idle = web_connections(result["names_idle"])  # type: ignore[arg-type]
+    print(
+        f"# {n:,} SSE clients over {args.tasks} tasks, {result['procs']} client processes, "
+        f"idle {args.idle:g} s; web RSS before {result['rss_before'] / 2**20:.1f} MiB"
+    )
+    rows = [
+        [
+            n,
+            f"{result['ready']:,}",
+            result["refused"],
+            result["connect_seconds"],
+            growth_connected / 2**20,
+            growth_connected / n / 1024,
+            growth_idle / n / 1024,
+            f"{stream_open} / {stream_idle}",
+            f"{web_open} / {web_idle}",
+            result["open_files"],
+            result["idle_cpu_percent"],
+            f"{result['got_chunk']:,}",
+            result["delivery_seconds"],
+            f"{result['finished']:,}",
+        ]
+    ]
+    headers = [
+        "clients", "connected", "refused", "connect s", "RSS growth MiB", "KB/client",
+        "KB/client (after idle)", "web:stream conns", "web:* conns", "web open files",
+        "idle web CPU %", "got the chunk", "delivery s", "ended with result",
+    ]  # fmt: skip
+    print(table(headers, rows))
+    print("# conns: once all were connected / at the end of the idle period")
+    if result["errors"]:
+        print(f"# errors: {result['errors']}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every process this benchmark started has been stopped")
