@@ -11,13 +11,14 @@ server directly, and ``POST invoke-async`` latency under many concurrent submitt
    One worker (threads pool, the shipped defaults: shared loop, 5 ms coalescing window, rate
    limits off) and one web process. The LLM answers ``--tokens`` tokens ``--delay`` s apart (the
    first one after ``--delay`` too), so the overhead is the difference of the two.
-2. **Submission under load.** ``--submitters`` concurrent clients (one httpx client, a connection
-   each) POST invocations back to back for ``--posts`` requests in all; p50 / p99 / max latency,
-   requests/s and the web's CPU per request. No worker runs meanwhile (the tasks queue), so the
-   figure is the web's submit path alone.
+2. **Submission under load.** ``--submitters`` concurrent clients (lean ones, one keep-alive
+   connection each) POST invocations back to back, ``--posts`` requests in all; p50 / p99 / max
+   latency, requests/s and the web's CPU per request. No worker runs meanwhile (the tasks
+   queue), so the figure is the web's submit path alone.
 
     .venv/bin/python -m bench.overhead
     .venv/bin/python -m bench.overhead --samples 200 --posts 20000
+    .venv/bin/python -m bench.overhead --samples 5 --posts 6000 --profile /tmp/submit.txt
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import asyncio
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -34,6 +36,7 @@ import redis
 from httpx_sse import aconnect_sse
 
 from bench._common import (
+    RawHTTPConnection,
     command_line,
     connections_by_name,
     cpu_seconds,
@@ -42,6 +45,7 @@ from bench._common import (
     load_average,
     machine_summary,
     percentile,
+    py_spy,
     stop_on_sigterm,
     table,
     token_texts,
@@ -123,29 +127,32 @@ async def _first_chunks(
 async def _submit_load(
     base_url: str, *, submitters: int, posts: int
 ) -> tuple[list[float], float, list[int]]:
-    """Latencies of ``posts`` POSTs from ``submitters`` concurrent clients; wall s; bad codes."""
+    """Latencies of ``posts`` POSTs from ``submitters`` concurrent clients (one keep-alive
+    connection each, lean: httpx would be the bottleneck here); wall s; non-202 codes."""
     latencies: list[float] = []
     bad: list[int] = []
     remaining = [posts]
-    limits = httpx.Limits(max_connections=submitters, max_keepalive_connections=submitters)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60.0, limits=limits) as client:
+    connections = [RawHTTPConnection(base_url, ALICE) for _ in range(submitters)]
 
-        async def submitter(n: int) -> None:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                started = time.perf_counter()
-                response = await client.post(
-                    INVOKE, json={"message": f"submit {n}", "stream": True}, headers=ALICE
-                )
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 202:
-                    bad.append(response.status_code)
+    async def submitter(connection: RawHTTPConnection, n: int) -> None:
+        body = orjson.dumps({"message": f"submit {n}", "stream": True})
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            started = time.perf_counter()
+            status, _ = await connection.request("POST", INVOKE, body)
+            latencies.append(time.perf_counter() - started)
+            if status != 202:
+                bad.append(status)
 
+    try:
         # Open the connections first, so that the measured run does not include connecting.
-        await asyncio.gather(*(client.get("/healthz") for _ in range(submitters)))
+        await asyncio.gather(*(c.request("GET", "/healthz") for c in connections))
         started = time.perf_counter()
-        await asyncio.gather(*(submitter(n) for n in range(submitters)))
+        await asyncio.gather(*(submitter(c, n) for n, c in enumerate(connections)))
         wall = time.perf_counter() - started
+    finally:
+        for connection in connections:
+            await connection.close()
     return latencies, wall, bad
 
 
@@ -167,6 +174,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.02, help="seconds before each token")
     parser.add_argument("--submitters", type=int, default=200, help="concurrent submitters")
     parser.add_argument("--posts", type=int, default=4000, help="POSTs in all under load")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the web process during the submission load (all threads, raw collapsed "
+        "stacks written to this file)",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration")
     return parser.parse_args()
 
 
@@ -189,9 +204,10 @@ def main() -> None:
             )
             worker.stop()  # the submission load runs without a worker: the tasks queue
             web_cpu_before = cpu_seconds(web.process.pid)
-            latencies, wall, bad = asyncio.run(
-                _submit_load(web.base_url, submitters=args.submitters, posts=args.posts)
-            )
+            with py_spy(web.process.pid, seconds=args.profile_seconds, output=args.profile):
+                latencies, wall, bad = asyncio.run(
+                    _submit_load(web.base_url, submitters=args.submitters, posts=args.posts)
+                )
             web_cpu = cpu_seconds(web.process.pid) - web_cpu_before
             _, web_conns = web_connections(connections_by_name(admin))
         finally:

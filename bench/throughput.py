@@ -11,8 +11,9 @@ The systems (``--systems``), each on a fresh set of processes and a Redis databa
   --concurrency 100`` (skipped when gevent is not installed: ``pip install -e '.[bench]'``);
 - ``ours``: one worker process (threads pool, ``--concurrency``, the shipped defaults: shared event
   loop, 5 ms coalescing) and one web process. Each invocation is submitted through the REST API
-  (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, ``--submitters``
-  at a time), and an SSE client reads every event of its stream until the terminal one.
+  (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, over
+  ``--submitters`` keep-alive connections of a lean HTTP client), and an SSE client (a lean
+  reader too) reads every event of its stream until the terminal one.
 
 Per system: wall time from the first submission to the last result (stored, for the recipe;
 received by its SSE client, for ours), invocations/s and the ratio to each recipe; the worker's
@@ -38,13 +39,13 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 import redis
 from celery import Celery
 
 from bench import seed_recipe
 from bench._common import (
+    RawHTTPConnection,
     busy_percent,
     command_line,
     cpu_seconds,
@@ -231,17 +232,20 @@ class _Stream:
 
 
 async def _submit_and_read(
-    client: httpx.AsyncClient, gate: asyncio.Semaphore, submit_to: str, stream_from: str,
-    message: str,
-) -> _Stream:  # fmt: skip
-    async with gate:
-        response = await client.post(
-            f"{submit_to}/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": message, "stream": True},
-            headers=ALICE,
+    pool: asyncio.Queue[RawHTTPConnection], stream_from: str, message: str
+) -> _Stream:
+    connection = await pool.get()
+    try:
+        status, body = await connection.request(
+            "POST",
+            "/api/v1/agents/simple_llm_agent/invoke-async",
+            orjson.dumps({"message": message, "stream": True}),
         )
-        response.raise_for_status()
-    task_id = response.json()["task_id"]
+    finally:
+        pool.put_nowait(connection)
+    if status != 202:
+        raise RuntimeError(f"submit answered {status}: {body[:200]!r}")
+    task_id = orjson.loads(body)["task_id"]
     seen = _Stream()
     for attempt in range(4):
         try:
@@ -267,15 +271,24 @@ async def _submit_and_read(
 async def _run_ours_clients(
     webs: Sequence[WebServer], work: Workload, *, submitters: int, cross: bool, calls: int
 ) -> list[_Stream]:
-    limits = httpx.Limits(max_connections=submitters, max_keepalive_connections=submitters)
-    gate = asyncio.Semaphore(submitters)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
-        jobs = []
-        for i in range(calls):
-            submit_to = webs[i % len(webs)].base_url
-            stream_from = webs[(i + 1) % len(webs) if cross else i % len(webs)].base_url
-            jobs.append(_submit_and_read(client, gate, submit_to, stream_from, work.message))
+    """Submit ``calls`` invocations (``submitters`` keep-alive connections per web process) and
+    read each one's stream, from another web process than its own with ``cross``."""
+    pools: list[asyncio.Queue[RawHTTPConnection]] = []
+    for web in webs:
+        pool: asyncio.Queue[RawHTTPConnection] = asyncio.Queue()
+        for _ in range(submitters):
+            pool.put_nowait(RawHTTPConnection(web.base_url, ALICE))
+        pools.append(pool)
+    jobs = []
+    for i in range(calls):
+        stream_from = webs[(i + 1) % len(webs) if cross else i % len(webs)].base_url
+        jobs.append(_submit_and_read(pools[i % len(webs)], stream_from, work.message))
+    try:
         return list(await asyncio.wait_for(asyncio.gather(*jobs), timeout=work.timeout))
+    finally:
+        for pool in pools:
+            while not pool.empty():
+                await pool.get_nowait().close()
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -357,8 +370,8 @@ def report(outcomes: Sequence[Outcome]) -> str:
     peers = [p for p in ("seed-prefork", "seed-gevent") if p in by_system]
     headers = [
         "system", "setup", "calls", "wall s", "calls/s", *(f"x {p}" for p in peers),
-        "worker CPU s", "CPU/token us", "web CPU s", "failed", "content ok",
-        "chunk events to SSE", "machine busy %",
+        "worker CPU s", "CPU/token us", "web CPU s", "bench client CPU s", "failed",
+        "content ok", "chunk events to SSE", "machine busy %",
     ]  # fmt: skip
     rows = []
     for o in outcomes:
@@ -366,7 +379,7 @@ def report(outcomes: Sequence[Outcome]) -> str:
         rows.append(
             [
                 o.system, o.setup, o.calls, o.wall, o.rate, *(f"{r:.2f}x" for r in ratios),
-                o.worker_cpu, o.cpu_per_token_us, o.web_cpu, o.failed,
+                o.worker_cpu, o.cpu_per_token_us, o.web_cpu, o.client_cpu, o.failed,
                 f"{o.content_ok}/{o.calls}", o.chunk_events if o.system.startswith("ours") else "-",
                 o.machine_busy,
             ]
