@@ -24,6 +24,7 @@ The script raises its open-file limit (children inherit it) to what the run need
 
     .venv/bin/python -m bench.fanout                      # 10,000 clients
     .venv/bin/python -m bench.fanout --clients 2000 --idle 5
+    .venv/bin/python -m bench.fanout --clients 2000 --idle 5 --tracemalloc /tmp/fanout-mem.txt
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
+from pathlib import Path
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
@@ -63,6 +65,7 @@ from tests.support.sse import events_path
 from tests.support.stack import WebServer, headers_for, start_web
 
 ALICE = headers_for("alice")
+MEMHOOK = Path(__file__).resolve().parent / "memhook"
 CONNECT_RETRIES = 5
 
 
@@ -212,13 +215,21 @@ def _wait_ready(ready_queue: Queue, procs: int, timeout: float) -> tuple[int, in
 
 
 def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> dict[str, object]:
-    web = start_web(redis_url)
+    env = (
+        {"PYTHONPATH": str(MEMHOOK), "BENCH_TRACEMALLOC": str(args.tracemalloc)}
+        if args.tracemalloc
+        else None
+    )
+    web = start_web(redis_url, env=env)
     processes: list = []
     try:
         task_ids = _submit(web, args.tasks)
         _warm_up(web, task_ids[0])
         time.sleep(1.0)
         pid = web.process.pid
+        if args.tracemalloc:
+            os.kill(pid, signal.SIGUSR1)  # the baseline snapshot
+            time.sleep(2.0)
         rss_before = rss_bytes(pid)
         names_before = connections_by_name(sync_redis)
         assignment = [task_ids[i % len(task_ids)] for i in range(args.clients)]
@@ -254,6 +265,9 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
             100 * (cpu_seconds(pid) - cpu_idle_start) / (time.monotonic() - idle_started)
         )
         rss_idle = rss_bytes(pid)
+        if args.tracemalloc:
+            os.kill(pid, signal.SIGUSR1)  # growth since the baseline, written to the file
+            time.sleep(5.0)
         names_idle = connections_by_name(sync_redis)
         first_sent = asyncio.run(_publish_all(redis_url, task_ids))
         reports: list[ProcReport] = []
@@ -304,6 +318,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=4, help="client processes")
     parser.add_argument(
         "--connect-burst", type=int, default=100, help="connects in flight per client process"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="trace the web's allocations (tracemalloc, which inflates its RSS) and write what "
+        "grew between the warm-up and the end of the idle period to this file",
     )
     return parser.parse_args()
 

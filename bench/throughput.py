@@ -24,6 +24,7 @@ tokens ``--delay`` s apart.
 
     .venv/bin/python -m bench.throughput                      # N = 1,000
     .venv/bin/python -m bench.throughput --calls 100 --systems seed-prefork,ours
+    .venv/bin/python -m bench.throughput --calls 600 --systems ours --profile /tmp/tp
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -54,6 +56,7 @@ from bench._common import (
     load_average,
     machine_summary,
     machine_ticks,
+    py_spy,
     raise_open_file_limit,
     raw_sse,
     stop_on_sigterm,
@@ -303,9 +306,12 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 def run_ours(
     redis_url: str, llm_base_url: str, work: Workload, *, workers: int = 1, webs: int = 1,
     cross: bool = False, concurrency: int = 100, submitters: int = 50, system: str = "ours",
+    profile: Path | None = None, profile_seconds: float = 10.0,
 ) -> Outcome:  # fmt: skip
     """``workers`` worker processes and ``webs`` web processes; with ``cross``, each task's
-    stream is read from another web process than the one it was submitted through."""
+    stream is read from another web process than the one it was submitted through. With
+    ``profile``, py-spy samples the first worker (the thread holding the GIL) and the first web
+    process while it runs: ``<profile>-worker.txt`` and ``<profile>-web.txt``."""
     started_procs: list[ManagedProcess] = []
     web_servers: list[WebServer] = []
     try:
@@ -327,11 +333,21 @@ def run_ours(
         web_before = sum(cpu_seconds(p) for p in web_pids)
         client_before = time.process_time()
         machine_before, started = machine_ticks(), time.monotonic()
-        streams = run_async(
-            _run_ours_clients(
-                web_servers, work, submitters=submitters, cross=cross, calls=work.calls
+        with contextlib.ExitStack() as spies:
+            if profile is not None:
+                for pid, what, gil in (
+                    (worker_pids[0], "worker", True),
+                    (web_pids[0], "web", False),
+                ):
+                    output = profile.with_name(f"{profile.name}-{what}.txt")
+                    spies.enter_context(
+                        py_spy(pid, seconds=profile_seconds, output=output, gil=gil)
+                    )
+            streams = run_async(
+                _run_ours_clients(
+                    web_servers, work, submitters=submitters, cross=cross, calls=work.calls
+                )
             )
-        )
         wall = max(s.ended for s in streams) - started
         worker_cpu = sum(cpu_seconds(p) for p in worker_pids) - cpu_before
         web_cpu = sum(cpu_seconds(p) for p in web_pids) - web_before
@@ -413,6 +429,14 @@ def parse_args() -> argparse.Namespace:
     )
     add_workload_args(parser, calls=1000)
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which systems, in order")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy ours' worker (GIL thread) and web while measured: PROFILE-worker.txt and "
+        "PROFILE-web.txt (raw collapsed stacks; see bench.profile_summary)",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration")
     args = parser.parse_args()
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.system_list) - set(SYSTEMS)
@@ -441,7 +465,8 @@ def main() -> None:
             if system == "ours":
                 outcome = run_ours(
                     url, llm.base_url, work, concurrency=args.concurrency,
-                    submitters=args.submitters,
+                    submitters=args.submitters, profile=args.profile,
+                    profile_seconds=args.profile_seconds,
                 )  # fmt: skip
             else:
                 outcome = run_seed(system, url, llm.base_url, work)
