@@ -3,7 +3,8 @@ where the memory goes, without touching the project's code.
 
 With ``BENCH_TRACEMALLOC=<file>`` set, ``tracemalloc`` traces from start-up. The first SIGUSR1
 takes a baseline snapshot; each later one writes to ``<file>`` the allocations grown since the
-baseline, by source line and by file, largest first.
+baseline, by source line and by file, largest first, then the call stacks
+(``BENCH_TRACEMALLOC_DEPTH`` frames, default 1) of the largest.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         return
     assert _OUTPUT is not None
     with open(_OUTPUT, "w") as out:
-        for key in ("lineno", "filename"):
+        for key in ("lineno", "filename", "traceback"):
             stats = snapshot.compare_to(_baseline[0], key)
             grown = sum(s.size_diff for s in stats)
             out.write(f"# by {key}: {grown / 2**20:.1f} MiB traced growth\n")
-            for stat in stats[:40]:
-                out.write(
-                    f"{stat.size_diff / 1024:10.1f} KiB {stat.count_diff:+8d}  {stat.traceback}\n"
-                )
+            for stat in stats[: 15 if key == "traceback" else 40]:
+                size, count = stat.size_diff / 1024, stat.count_diff
+                frames = [f"{f.filename}:{f.lineno}" for f in reversed(stat.traceback)]
+                out.write(f"{size:10.1f} KiB {count:+8d}  {' <- '.join(frames)}\n")
             out.write("\n")
 
 
 if _OUTPUT:
-    tracemalloc.start(1)
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_DEPTH", "1")))
     signal.signal(signal.SIGUSR1, _on_signal)
