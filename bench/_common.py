@@ -180,6 +180,11 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def connections_accepted(client: redis.Redis) -> int:
+    """Connections Redis has accepted since it started (``total_connections_received``)."""
+    return int(client.info("stats")["total_connections_received"])
+
+
 def connections_by_name(client: redis.Redis) -> Counter[str]:
     """How many connections Redis holds per client name (``CLIENT LIST``)."""
     return Counter(entry.get("name", "") for entry in client.client_list())

@@ -52,13 +52,13 @@ def _report(outcomes: list[Outcome]) -> str:
     headers = [
         "set-up", "calls", "wall s", "calls/s", "x first row", "worker CPU s", "CPU/token us",
         "web CPU s", "failed", "content ok", "chunk events to SSE", "refused streams",
-        "machine busy %",
+        "new Redis conns", "machine busy %",
     ]  # fmt: skip
     rows = [
         [
             o.setup, o.calls, o.wall, o.rate, f"{o.rate / base:.2f}x", o.worker_cpu,
             o.cpu_per_token_us, o.web_cpu, o.failed, f"{o.content_ok}/{o.calls}", o.chunk_events,
-            o.refused, o.machine_busy,
+            o.refused, o.new_conns, o.machine_busy,
         ]
         for o in outcomes
     ]  # fmt: skip

@@ -50,6 +50,7 @@ from bench._common import (
     RawHTTPConnection,
     busy_percent,
     command_line,
+    connections_accepted,
     cpu_seconds,
     embedded_redis,
     llm_server,
@@ -119,6 +120,7 @@ class Outcome:
     content_ok: int = 0
     chunk_events: int = 0  # chunk events received by the SSE clients (ours)
     refused: int = 0  # stream requests answered non-200
+    new_conns: int = 0  # connections Redis accepted during the run (all clients: churn)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -190,10 +192,12 @@ def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> 
         if work.warmup:
             _wait_seed(client, _send_seed(producer_app, work.message, work.warmup), timeout=120)
         cpu_before, client_before = tree_cpu_seconds(worker.pid), time.process_time()
+        accepted_before = connections_accepted(client)
         machine_before, started = machine_ticks(), time.monotonic()
         task_ids = _send_seed(producer_app, work.message, work.calls)
         done = _wait_seed(client, task_ids, timeout=work.timeout)
         wall = time.monotonic() - started
+        new_conns = connections_accepted(client) - accepted_before
         worker_cpu = tree_cpu_seconds(worker.pid) - cpu_before
         client_cpu = time.process_time() - client_before
         machine_busy = busy_percent(machine_before, machine_ticks())
@@ -217,6 +221,7 @@ def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> 
         machine_busy=machine_busy,
         failed=sum(1 for meta in done.values() if meta["status"] != "SUCCESS"),
         content_ok=ok,
+        new_conns=new_conns,
     )
 
 
@@ -332,6 +337,8 @@ def run_ours(
         cpu_before = sum(cpu_seconds(p) for p in worker_pids)
         web_before = sum(cpu_seconds(p) for p in web_pids)
         client_before = time.process_time()
+        admin = redis.Redis.from_url(redis_url)
+        accepted_before = connections_accepted(admin)
         machine_before, started = machine_ticks(), time.monotonic()
         with contextlib.ExitStack() as spies:
             if profile is not None:
@@ -353,6 +360,8 @@ def run_ours(
         web_cpu = sum(cpu_seconds(p) for p in web_pids) - web_before
         client_cpu = time.process_time() - client_before
         machine_busy = busy_percent(machine_before, machine_ticks())
+        new_conns = connections_accepted(admin) - accepted_before
+        admin.close()
     finally:
         for web in web_servers:
             web.stop()
@@ -375,6 +384,7 @@ def run_ours(
         content_ok=sum(1 for s in streams if s.content == work.expected),
         chunk_events=sum(s.chunks for s in streams),
         refused=sum(s.refused for s in streams),
+        new_conns=new_conns,
     )
 
 
@@ -387,7 +397,7 @@ def report(outcomes: Sequence[Outcome]) -> str:
     headers = [
         "system", "setup", "calls", "wall s", "calls/s", *(f"x {p}" for p in peers),
         "worker CPU s", "CPU/token us", "web CPU s", "bench client CPU s", "failed",
-        "content ok", "chunk events to SSE", "machine busy %",
+        "content ok", "chunk events to SSE", "new Redis conns", "machine busy %",
     ]  # fmt: skip
     rows = []
     for o in outcomes:
@@ -397,7 +407,7 @@ def report(outcomes: Sequence[Outcome]) -> str:
                 o.system, o.setup, o.calls, o.wall, o.rate, *(f"{r:.2f}x" for r in ratios),
                 o.worker_cpu, o.cpu_per_token_us, o.web_cpu, o.client_cpu, o.failed,
                 f"{o.content_ok}/{o.calls}", o.chunk_events if o.system.startswith("ours") else "-",
-                o.machine_busy,
+                o.new_conns, o.machine_busy,
             ]
         )  # fmt: skip
     return table(headers, rows)

@@ -45,6 +45,7 @@ from bench._common import (
     WORKER_CLIENT,
     busy_percent,
     command_line,
+    connections_accepted,
     connections_by_name,
     cpu_seconds,
     cpu_split,
@@ -240,10 +241,6 @@ def measure(
         redis_cpu=redis_cpu,
         new_conns=new_conns,
     )
-
-
-def connections_accepted(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_connections_received"])
 
 
 # --------------------------------------------------------------------------- main
