@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 import redis
@@ -52,6 +53,7 @@ from bench._common import (
     embedded_redis,
     load_average,
     machine_summary,
+    py_spy,
     raise_open_file_limit,
     raw_sse,
     rss_bytes,
@@ -88,7 +90,7 @@ class ProcReport:
     errors: list[str]
 
 
-async def _clients(spec: ClientSpec, ready_queue: Queue) -> ProcReport:
+async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized) -> ProcReport:
     gate = asyncio.Semaphore(spec.connect_burst)
     counts = {"ready": 0, "failed": 0, "refused": 0, "chunk": 0, "finished": 0}
     last_chunk = [0.0]
@@ -96,6 +98,9 @@ async def _clients(spec: ClientSpec, ready_queue: Queue) -> ProcReport:
 
     def settle(key: str) -> None:
         counts[key] += 1
+        if key == "ready":
+            with connected.get_lock():
+                connected.value += 1
         if counts["ready"] + counts["failed"] == len(spec.task_ids):
             ready_queue.put((os.getpid(), counts["ready"], counts["failed"], counts["refused"]))
 
@@ -147,15 +152,17 @@ async def _clients(spec: ClientSpec, ready_queue: Queue) -> ProcReport:
     )
 
 
-def _client_process(spec: ClientSpec, ready_queue: Queue, results: Queue) -> None:
+def _client_process(
+    spec: ClientSpec, ready_queue: Queue, results: Queue, connected: Synchronized
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import uvloop
 
-        report = uvloop.run(_clients(spec, ready_queue))
+        report = uvloop.run(_clients(spec, ready_queue, connected))
     except ImportError:
-        report = asyncio.run(_clients(spec, ready_queue))
+        report = asyncio.run(_clients(spec, ready_queue, connected))
     results.put(report)
 
 
@@ -202,16 +209,26 @@ def _warm_up(web: WebServer, task_id: str) -> None:
     asyncio.run(several())
 
 
-def _wait_ready(ready_queue: Queue, procs: int, timeout: float) -> tuple[int, int, int]:
-    ready = failed = refused = 0
+def _wait_ready(
+    ready_queue: Queue, procs: int, timeout: float, connected: Synchronized
+) -> tuple[int, int, int, bool]:
+    """(connected, failed, refused, all settled): waits until every client process has settled
+    its clients, or ``timeout``; then the clients connected so far are measured as they are."""
+    ready = failed = refused = settled = 0
     deadline = time.monotonic() + timeout
-    for _ in range(procs):
+    next_note = time.monotonic() + 30.0
+    while settled < procs and time.monotonic() < deadline:
         try:
-            _, ok, bad, ref = ready_queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            _, ok, bad, ref = ready_queue.get(timeout=1.0)
         except queue.Empty:
-            raise TimeoutError(f"clients not connected after {timeout:g} s") from None
-        ready, failed, refused = ready + ok, failed + bad, refused + ref
-    return ready, failed, refused
+            if time.monotonic() >= next_note:
+                print(f"# ... {connected.value:,} clients connected so far", flush=True)
+                next_note += 30.0
+            continue
+        ready, failed, refused, settled = ready + ok, failed + bad, refused + ref, settled + 1
+    if settled < procs:
+        return connected.value, failed, refused, False
+    return ready, failed, refused, True
 
 
 def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> dict[str, object]:
@@ -234,10 +251,11 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
         names_before = connections_by_name(sync_redis)
         assignment = [task_ids[i % len(task_ids)] for i in range(args.clients)]
         share = [assignment[p :: args.client_procs] for p in range(args.client_procs)]
-        connect_timeout = 60.0 + args.clients / 50
+        connect_timeout = args.connect_timeout
         deadline = connect_timeout + args.idle + 120.0
         context = multiprocessing.get_context("fork")
         ready_queue, results = context.Queue(), context.Queue()
+        connected = context.Value("i", 0)
         processes = [
             context.Process(
                 target=_client_process,
@@ -245,6 +263,7 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
                     ClientSpec(web.base_url, ids, args.connect_burst, deadline),
                     ready_queue,
                     results,
+                    connected,
                 ),
                 daemon=True,
             )
@@ -252,10 +271,13 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
             if ids
         ]
         started = time.monotonic()
-        for process in processes:
-            process.start()
-        ready, failed, refused = _wait_ready(ready_queue, len(processes), connect_timeout)
-        connect_seconds = time.monotonic() - started
+        with py_spy(pid, seconds=args.profile_seconds, output=args.profile):
+            for process in processes:
+                process.start()
+            ready, failed, refused, settled = _wait_ready(
+                ready_queue, len(processes), connect_timeout, connected
+            )
+            connect_seconds = time.monotonic() - started
         rss_connected = rss_bytes(pid)
         names_open = connections_by_name(sync_redis)
         open_files = len(os.listdir(f"/proc/{pid}/fd"))
@@ -286,6 +308,7 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
     last_chunk = max((r.last_chunk_at for r in reports), default=float("nan"))
     return {
         "ready": ready,
+        "settled": settled,
         "failed": failed,
         "refused": refused,
         "connect_seconds": connect_seconds,
@@ -326,6 +349,19 @@ def parse_args() -> argparse.Namespace:
         help="trace the web's allocations (tracemalloc, which inflates its RSS) and write what "
         "grew between the warm-up and the end of the idle period to this file",
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=180.0,
+        help="seconds for the clients to connect; then those connected are measured",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the web process while the clients connect (raw collapsed stacks)",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy duration")
     return parser.parse_args()
 
 
@@ -344,19 +380,20 @@ def main() -> None:
         finally:
             sync_redis.close()
     print(f"# finished; {load_average()}")
-    n = args.clients
+    n = max(1, int(result["ready"]))  # type: ignore[call-overload]
     growth_connected = result["rss_connected"] - result["rss_before"]  # type: ignore[operator]
     growth_idle = result["rss_idle"] - result["rss_before"]  # type: ignore[operator]
     stream_open, web_open = web_connections(result["names_open"])  # type: ignore[arg-type]
     stream_idle, web_idle = web_connections(result["names_idle"])  # type: ignore[arg-type]
     print(
-        f"# {n:,} SSE clients over {args.tasks} tasks, {result['procs']} client processes, "
-        f"idle {args.idle:g} s; web RSS before {result['rss_before'] / 2**20:.1f} MiB"
+        f"# {args.clients:,} SSE clients over {args.tasks} tasks, {result['procs']} client "
+        f"processes, idle {args.idle:g} s; web RSS before {result['rss_before'] / 2**20:.1f} MiB"
     )
+    connected_note = "" if result["settled"] else f" (not all within {args.connect_timeout:g} s)"
     rows = [
         [
-            n,
-            f"{result['ready']:,}",
+            args.clients,
+            f"{result['ready']:,}{connected_note}",
             result["refused"],
             result["connect_seconds"],
             growth_connected / 2**20,
