@@ -96,7 +96,8 @@ def main() -> None:
         for db, name in enumerate(args.setup_list, start=1):
             outcome = run_ours(
                 redis_db_url(server.url, db), llm.base_url, work, concurrency=args.concurrency,
-                submitters=args.submitters, system=name, **SETUPS[name],
+                submitters=args.submitters, system=name, extra_env=args.extra_env,
+                **SETUPS[name],
             )  # fmt: skip
             outcomes.append(outcome)
             print(

@@ -312,6 +312,7 @@ def run_ours(
     redis_url: str, llm_base_url: str, work: Workload, *, workers: int = 1, webs: int = 1,
     cross: bool = False, concurrency: int = 100, submitters: int = 50, system: str = "ours",
     profile: Path | None = None, profile_seconds: float = 10.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Outcome:  # fmt: skip
     """``workers`` worker processes and ``webs`` web processes; with ``cross``, each task's
     stream is read from another web process than the one it was submitted through. With
@@ -322,7 +323,11 @@ def run_ours(
     try:
         for _ in range(workers):
             started_procs.append(
-                start_worker(redis_url, env=worker_env(llm_base_url), concurrency=concurrency)
+                start_worker(
+                    redis_url,
+                    env={**worker_env(llm_base_url), **(extra_env or {})},
+                    concurrency=concurrency,
+                )
             )
         for _ in range(webs):
             web_servers.append(start_web(redis_url))
@@ -370,6 +375,8 @@ def run_ours(
     setup = f"{workers} worker{'s' * (workers > 1)} (threads x{concurrency}), {webs} web"
     if cross:
         setup += ", streams read from the other web"
+    if extra_env:
+        setup += ", " + " ".join(f"{k}={v}" for k, v in extra_env.items())
     return Outcome(
         system=system,
         setup=setup,
@@ -425,9 +432,18 @@ def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=100, help="threads of each worker process (ours)"
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for ours' workers, e.g. PROGRESS_MIN_INTERVAL=5 (repeatable; the setting "
+        "is shown in the set-up column)",
+    )
 
 
 def workload(args: argparse.Namespace) -> Workload:
+    args.extra_env = dict(item.split("=", 1) for item in args.worker_env)
     return Workload(args.calls, args.tokens, args.delay, args.warmup, args.timeout)
 
 
@@ -475,7 +491,7 @@ def main() -> None:
             if system == "ours":
                 outcome = run_ours(
                     url, llm.base_url, work, concurrency=args.concurrency,
-                    submitters=args.submitters, profile=args.profile,
+                    submitters=args.submitters, profile=args.profile, extra_env=args.extra_env,
                     profile_seconds=args.profile_seconds,
                 )  # fmt: skip
             else:
