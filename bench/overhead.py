@@ -178,8 +178,9 @@ def parse_args() -> argparse.Namespace:
         "--profile",
         type=Path,
         default=None,
-        help="py-spy the web process during the submission load (all threads, raw collapsed "
-        "stacks written to this file)",
+        help="py-spy the web process during the submission load (the thread holding the GIL: "
+        "Celery's publishing threads wait on sockets most of the time), raw collapsed stacks "
+        "written to this file",
     )
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration")
     return parser.parse_args()
@@ -204,7 +205,9 @@ def main() -> None:
             )
             worker.stop()  # the submission load runs without a worker: the tasks queue
             web_cpu_before = cpu_seconds(web.process.pid)
-            with py_spy(web.process.pid, seconds=args.profile_seconds, output=args.profile):
+            with py_spy(
+                web.process.pid, seconds=args.profile_seconds, output=args.profile, gil=True
+            ):
                 latencies, wall, bad = asyncio.run(
                     _submit_load(web.base_url, submitters=args.submitters, posts=args.posts)
                 )
