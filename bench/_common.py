@@ -237,6 +237,18 @@ class StreamRefusedError(Exception):
         self.status = status
 
 
+class StreamDroppedError(ConnectionError):
+    """The server closed a stream without ending it (no terminating chunk)."""
+
+
+def error_lines(output: str, *, limit: int = 3) -> list[str]:
+    """The first few lines of a process's log that report an error (for a summary)."""
+    marks = ("ERROR", "Traceback", "Exception", "exception")
+    return [line.strip()[:300] for line in output.splitlines() if any(m in line for m in marks)][
+        :limit
+    ]
+
+
 async def raw_sse(
     base_url: str, path: str, headers: Mapping[str, str]
 ) -> AsyncIterator[tuple[str, bytes]]:
@@ -257,7 +269,9 @@ async def raw_sse(
         if b"chunked" not in (await reader.readuntil(b"\r\n\r\n")).lower():
             raise RuntimeError("expected a chunked response")
         pending = b""
-        while size := int((await reader.readline()).strip(), 16):
+        while size := int((await reader.readline()).strip() or b"-1", 16):
+            if size < 0:
+                raise StreamDroppedError("the server closed the stream before its end")
             pending += (await reader.readexactly(size + 2))[:-2]
             *frames, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
             for frame in frames:

@@ -46,11 +46,13 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench._common import (
+    StreamDroppedError,
     StreamRefusedError,
     command_line,
     connections_by_name,
     cpu_seconds,
     embedded_redis,
+    error_lines,
     load_average,
     machine_summary,
     py_spy,
@@ -82,6 +84,7 @@ class ClientSpec:
 @dataclass
 class ProcReport:
     ready: int
+    dropped: int  # streams the web closed without ending them (before or after `queued`)
     failed: int
     refused: int
     got_chunk: int
@@ -92,7 +95,7 @@ class ProcReport:
 
 async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized) -> ProcReport:
     gate = asyncio.Semaphore(spec.connect_burst)
-    counts = {"ready": 0, "failed": 0, "refused": 0, "chunk": 0, "finished": 0}
+    counts = {"ready": 0, "failed": 0, "refused": 0, "dropped": 0, "chunk": 0, "finished": 0}
     last_chunk = [0.0]
     errors: set[str] = set()
 
@@ -122,6 +125,7 @@ async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized
                         counts["finished"] += kind == "result"
                         return
             except (StreamRefusedError, ConnectionError, OSError) as exc:
+                counts["dropped"] += isinstance(exc, StreamDroppedError)
                 if ready or attempt == CONNECT_RETRIES:
                     errors.add(f"{type(exc).__name__}: {exc}")
                     break
@@ -145,6 +149,7 @@ async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized
         ready=counts["ready"],
         failed=counts["failed"],
         refused=counts["refused"],
+        dropped=counts["dropped"],
         got_chunk=counts["chunk"],
         finished=counts["finished"],
         last_chunk_at=last_chunk[0],
@@ -304,6 +309,7 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
             if process.is_alive():
                 process.terminate()
             process.join(timeout=5)
+        web_errors = error_lines(web.process.output(tail=10**7), limit=5)
         web.stop()
     last_chunk = max((r.last_chunk_at for r in reports), default=float("nan"))
     return {
@@ -324,6 +330,8 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
         "finished": sum(r.finished for r in reports),
         "delivery_seconds": last_chunk - first_sent,
         "errors": sorted({e for r in reports for e in r.errors}),
+        "dropped": sum(r.dropped for r in reports),
+        "web_errors": web_errors,
         "reports": len(reports),
         "procs": len(processes),
     }
@@ -415,8 +423,12 @@ def main() -> None:
     ]  # fmt: skip
     print(table(headers, rows))
     print("# conns: once all were connected / at the end of the idle period")
+    if result["dropped"]:
+        print(f"# streams the web closed without ending them: {result['dropped']}")
     if result["errors"]:
-        print(f"# errors: {result['errors']}")
+        print(f"# client errors: {result['errors']}")
+    for line in result["web_errors"]:  # type: ignore[attr-defined]
+        print(f"# web log: {line}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,13 @@ from bench._common import (
     table,
     token_texts,
 )
-from bench.throughput import Outcome, add_workload_args, run_ours, workload
+from bench.throughput import (
+    Outcome,
+    add_workload_args,
+    print_stream_trouble,
+    run_ours,
+    workload,
+)
 from tests.support.stack import redis_db_url
 
 SETUPS = {
@@ -52,13 +58,13 @@ def _report(outcomes: list[Outcome]) -> str:
     headers = [
         "set-up", "calls", "wall s", "calls/s", "x first row", "worker CPU s", "CPU/token us",
         "web CPU s", "failed", "content ok", "chunk events to SSE", "refused streams",
-        "new Redis conns", "machine busy %",
+        "dropped streams", "new Redis conns", "machine busy %",
     ]  # fmt: skip
     rows = [
         [
             o.setup, o.calls, o.wall, o.rate, f"{o.rate / base:.2f}x", o.worker_cpu,
             o.cpu_per_token_us, o.web_cpu, o.failed, f"{o.content_ok}/{o.calls}", o.chunk_events,
-            o.refused, o.new_conns, o.machine_busy,
+            o.refused, o.dropped, o.new_conns, o.machine_busy,
         ]
         for o in outcomes
     ]  # fmt: skip
@@ -105,6 +111,7 @@ def main() -> None:
                 f"{load_average()}",
                 flush=True,
             )
+            print_stream_trouble(outcome)
     print(f"# finished; {load_average()}")
     print(
         f"# {work.calls} streaming invocations submitted at once, {work.tokens} tokens "

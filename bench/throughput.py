@@ -48,11 +48,14 @@ from celery import Celery
 from bench import seed_recipe
 from bench._common import (
     RawHTTPConnection,
+    StreamDroppedError,
+    StreamRefusedError,
     busy_percent,
     command_line,
     connections_accepted,
     cpu_seconds,
     embedded_redis,
+    error_lines,
     llm_server,
     load_average,
     machine_summary,
@@ -119,7 +122,9 @@ class Outcome:
     failed: int = 0
     content_ok: int = 0
     chunk_events: int = 0  # chunk events received by the SSE clients (ours)
-    refused: int = 0  # stream requests answered non-200
+    refused: int = 0  # stream requests answered non-200 (then retried)
+    dropped: int = 0  # streams the web closed before their end (then read again)
+    web_errors: list[str] = field(default_factory=list)  # error lines of the web's log
     new_conns: int = 0  # connections Redis accepted during the run (all clients: churn)
     notes: list[str] = field(default_factory=list)
 
@@ -236,7 +241,22 @@ class _Stream:
     chunks: int = 0
     terminal: str | None = None
     refused: int = 0
+    dropped: int = 0
     ended: float = 0.0
+
+
+async def _read_stream(base_url: str, task_id: str) -> tuple[str, int, str]:
+    """(content, chunk events, terminal event type) of one task's stream, read from its start."""
+    content, chunks = "", 0
+    async for kind, data in raw_sse(base_url, events_path(task_id), ALICE):
+        if kind == "chunk":
+            chunks += 1
+            content += orjson.loads(data)["text"]
+        elif kind == "reset":
+            content = orjson.loads(data)["content"]
+        elif kind in TERMINAL:
+            return content, chunks, kind
+    raise StreamDroppedError(f"stream of {task_id} closed without a terminal event")
 
 
 async def _submit_and_read(
@@ -257,22 +277,19 @@ async def _submit_and_read(
     seen = _Stream()
     for attempt in range(4):
         try:
-            async for kind, data in raw_sse(stream_from, events_path(task_id), ALICE):
-                if kind == "chunk":
-                    seen.chunks += 1
-                    seen.content += orjson.loads(data)["text"]
-                elif kind == "reset":
-                    seen.content = orjson.loads(data)["content"]
-                elif kind in TERMINAL:
-                    seen.terminal = kind
-                    seen.ended = time.monotonic()
-                    return seen
-            raise RuntimeError(f"stream of {task_id} closed without a terminal event")
-        except (ConnectionError, OSError) as exc:  # e.g. a refused connect during a burst
+            seen.content, seen.chunks, seen.terminal = await _read_stream(stream_from, task_id)
+        except StreamDroppedError:  # the web closed it: read it again, count it
+            seen.dropped += 1
+            if attempt == 3:
+                raise
+        except (StreamRefusedError, ConnectionError, OSError) as exc:  # e.g. a 503 in a burst
             seen.refused += 1
             if attempt == 3:
                 raise RuntimeError(f"stream of {task_id}: {exc}") from exc
-            await asyncio.sleep(0.5)
+        else:
+            seen.ended = time.monotonic()
+            return seen
+        await asyncio.sleep(0.5)
     return seen
 
 
@@ -368,6 +385,7 @@ def run_ours(
         new_conns = connections_accepted(admin) - accepted_before
         admin.close()
     finally:
+        web_errors = [e for web in web_servers for e in error_lines(web.process.output(tail=10**7))]
         for web in web_servers:
             web.stop()
         for process in started_procs:
@@ -391,11 +409,24 @@ def run_ours(
         content_ok=sum(1 for s in streams if s.content == work.expected),
         chunk_events=sum(s.chunks for s in streams),
         refused=sum(s.refused for s in streams),
+        dropped=sum(s.dropped for s in streams),
+        web_errors=web_errors,
         new_conns=new_conns,
     )
 
 
 # --------------------------------------------------------------------------- report
+
+
+def print_stream_trouble(outcome: Outcome) -> None:
+    """What went wrong on the way, if anything: refused or dropped streams, the web's errors."""
+    if outcome.refused or outcome.dropped:
+        print(
+            f"#   streams refused (non-200, retried): {outcome.refused}; closed by the web before "
+            f"their end (read again): {outcome.dropped}"
+        )
+    for line in outcome.web_errors:
+        print(f"#   web log: {line}")
 
 
 def report(outcomes: Sequence[Outcome]) -> str:
@@ -502,6 +533,7 @@ def main() -> None:
                 f"{outcome.cpu_per_token_us:.0f} us/token; {load_average()}",
                 flush=True,
             )
+            print_stream_trouble(outcome)
     print(f"# finished; {load_average()}")
     print(
         f"# {work.calls} streaming invocations submitted at once, {work.tokens} tokens "
