@@ -264,9 +264,17 @@ async def raw_sse(
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode())
         status = await reader.readline()
+        if not status:
+            raise StreamDroppedError("the server closed the connection before answering")
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
         if b" 200 " not in status:
-            raise StreamRefusedError(int(status.split()[1]), status.decode().strip())
-        if b"chunked" not in (await reader.readuntil(b"\r\n\r\n")).lower():
+            length = next(
+                (int(line[15:]) for line in head.split(b"\r\n") if line[:15] == b"content-length:"),
+                0,
+            )
+            body = await reader.readexactly(length) if length else b""
+            raise StreamRefusedError(int(status.split()[1]), body.decode(errors="replace")[:200])
+        if b"chunked" not in head:
             raise RuntimeError("expected a chunked response")
         pending = b""
         while size := int((await reader.readline()).strip() or b"-1", 16):

@@ -36,6 +36,7 @@ import importlib.util
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,7 @@ class Outcome:
     refused: int = 0  # stream requests answered non-200 (then retried)
     dropped: int = 0  # streams the web closed before their end (then read again)
     web_errors: list[str] = field(default_factory=list)  # error lines of the web's log
+    why: Counter[str] = field(default_factory=Counter)  # refusals and drops, by reason
     new_conns: int = 0  # connections Redis accepted during the run (all clients: churn)
     notes: list[str] = field(default_factory=list)
 
@@ -242,6 +244,7 @@ class _Stream:
     terminal: str | None = None
     refused: int = 0
     dropped: int = 0
+    why: list[str] = field(default_factory=list)  # what refused or dropped it
     ended: float = 0.0
 
 
@@ -278,12 +281,14 @@ async def _submit_and_read(
     for attempt in range(4):
         try:
             seen.content, seen.chunks, seen.terminal = await _read_stream(stream_from, task_id)
-        except StreamDroppedError:  # the web closed it: read it again, count it
+        except StreamDroppedError as exc:  # the web closed it: read it again, count it
             seen.dropped += 1
+            seen.why.append(str(exc))
             if attempt == 3:
                 raise
         except (StreamRefusedError, ConnectionError, OSError) as exc:  # e.g. a 503 in a burst
             seen.refused += 1
+            seen.why.append(f"{type(exc).__name__}: {exc}")
             if attempt == 3:
                 raise RuntimeError(f"stream of {task_id}: {exc}") from exc
         else:
@@ -411,6 +416,7 @@ def run_ours(
         refused=sum(s.refused for s in streams),
         dropped=sum(s.dropped for s in streams),
         web_errors=web_errors,
+        why=Counter(reason for s in streams for reason in s.why),
         new_conns=new_conns,
     )
 
@@ -425,6 +431,8 @@ def print_stream_trouble(outcome: Outcome) -> None:
             f"#   streams refused (non-200, retried): {outcome.refused}; closed by the web before "
             f"their end (read again): {outcome.dropped}"
         )
+        for reason, count in outcome.why.most_common(5):
+            print(f"#     {count} x {reason}")
     for line in outcome.web_errors:
         print(f"#   web log: {line}")
 
