@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -241,12 +242,19 @@ class StreamDroppedError(ConnectionError):
     """The server closed a stream without ending it (no terminating chunk)."""
 
 
-def error_lines(output: str, *, limit: int = 3) -> list[str]:
-    """The first few lines of a process's log that report an error (for a summary)."""
-    marks = ("ERROR", "Traceback", "Exception", "exception")
-    return [line.strip()[:300] for line in output.splitlines() if any(m in line for m in marks)][
-        :limit
-    ]
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Timeout|Cancelled)\w*(:|$)")
+
+
+def error_lines(output: str, *, limit: int = 5) -> list[str]:
+    """What a process's log reports as errors, for a summary: the exception lines (those that
+    end a traceback, e.g. ``redis.exceptions.ConnectionError: ...``) and ``ERROR`` lines, each
+    distinct line once with how often it occurs, the most frequent first."""
+    counts: Counter[str] = Counter()
+    for line in output.splitlines():
+        text = line.strip()
+        if _EXCEPTION_LINE.match(text) or text.startswith("ERROR"):
+            counts[text[:300]] += 1
+    return [f"{n} x {text}" for text, n in counts.most_common(limit)]
 
 
 async def raw_sse(
