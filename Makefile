@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint pytest format clean
+.PHONY: install dev test lint pytest format clean bench
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+## Every benchmark with small sizes (under 5 minutes); bench/README.md has the full-size commands.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.throughput --calls 100
+	$(BIN)/python -m bench.worker_cpu --calls 100
+	$(BIN)/python -m bench.relay_latency --client raw --events 100
+	$(BIN)/python -m bench.fanout --clients 2000 --idle 5
+	$(BIN)/python -m bench.overhead --samples 20 --posts 2000
+	$(BIN)/python -m bench.scale --calls 200
+	$(BIN)/python -m bench.cancel_latency --tasks 20
 
 ## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer).
 dev: install

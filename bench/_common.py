@@ -3,10 +3,12 @@ counts, the machine's description, and plain-text tables."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -14,9 +16,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import redis
 
@@ -82,6 +85,32 @@ def llm_server() -> Iterator[tuple[LLMServerProcess, LLMControl]]:
         server.stop()
 
 
+def worker_env(
+    llm_base_url: str, *, window: float | None = None, mode: str | None = None
+) -> dict[str, str]:
+    """tests/e2e/conftest.py's ``_llm_worker_env`` with the rate limits off (a benchmark submits
+    far more than 50 calls a minute), plus a coalescing window and loop mode when given."""
+    env = {
+        "LLM_BASE_URL": llm_base_url,
+        "LLM_API_KEY": "test-llm-key",
+        "LLM_MODEL": "loopback-model",
+        "ECHO_WORD_DELAY": "0",
+        "CELERY_TASK_DEFAULT_RETRY_DELAY": "0.1",
+        "AGENT_TASK_RATE_LIMIT": "",
+        "STREAMING_TASK_RATE_LIMIT": "",
+    }
+    if window is not None:
+        env["STREAM_COALESCE_WINDOW"] = repr(window)
+    if mode is not None:
+        env["AGENT_EVENT_LOOP"] = mode
+    return env
+
+
+def token_texts(count: int) -> list[str]:
+    """The tokens the loopback LLM is scripted to answer, ``count`` of them."""
+    return [f" tok{i}" for i in range(count)]
+
+
 # --------------------------------------------------------------------------- measurements
 
 
@@ -95,6 +124,42 @@ def cpu_split(pid: int) -> tuple[float, float]:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # utime and stime: fields 14 and 15 of proc(5)
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def children_of(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (e.g. a prefork worker's pool processes)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants (CPU of children that already
+    exited is not counted, so measure while the pool is still up)."""
+    total = 0.0
+    for each in [pid, *children_of(pid)]:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(each)
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (``VmRSS`` of ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -114,6 +179,11 @@ def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
 def redis_cpu_seconds(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def connections_accepted(client: redis.Redis) -> int:
+    """Connections Redis has accepted since it started (``total_connections_received``)."""
+    return int(client.info("stats")["total_connections_received"])
 
 
 def connections_by_name(client: redis.Redis) -> Counter[str]:
@@ -155,6 +225,138 @@ def py_spy(pid: int, *, seconds: float, output: Path | None, gil: bool = False) 
             process.kill()
             process.wait()
         print(f"py-spy profile of pid {pid}: {output} (python -m bench.profile_summary {output})")
+
+
+# --------------------------------------------------------------------------- a lean SSE client
+
+
+class StreamRefusedError(Exception):
+    """The web answered a stream request with something else than 200."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class StreamDroppedError(ConnectionError):
+    """The server closed a stream without ending it (no terminating chunk)."""
+
+
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Timeout|Cancelled)\w*(:|$)")
+
+
+def error_lines(output: str, *, limit: int = 5) -> list[str]:
+    """What a process's log reports as errors, for a summary: the exception lines (those that
+    end a traceback, e.g. ``redis.exceptions.ConnectionError: ...``) and ``ERROR`` lines, each
+    distinct line once with how often it occurs, the most frequent first."""
+    counts: Counter[str] = Counter()
+    for line in output.splitlines():
+        text = line.strip()
+        if _EXCEPTION_LINE.match(text) or text.startswith("ERROR"):
+            counts[text[:300]] += 1
+    return [f"{n} x {text}" for text, n in counts.most_common(limit)]
+
+
+async def raw_sse(
+    base_url: str, path: str, headers: Mapping[str, str]
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(event type, data) of each SSE event of ``GET path``, heartbeats left out.
+
+    A lean reader (asyncio streams, HTTP/1.1 chunked, minimal SSE parsing), a few us per event
+    instead of httpx-sse's tens, so that the clients leave the machine's CPU to the service.
+    """
+    url = urlsplit(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode())
+        status = await reader.readline()
+        if not status:
+            raise StreamDroppedError("the server closed the connection before answering")
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if b" 200 " not in status:
+            length = next(
+                (int(line[15:]) for line in head.split(b"\r\n") if line[:15] == b"content-length:"),
+                0,
+            )
+            body = await reader.readexactly(length) if length else b""
+            raise StreamRefusedError(int(status.split()[1]), body.decode(errors="replace")[:200])
+        if b"chunked" not in head:
+            raise RuntimeError("expected a chunked response")
+        pending = b""
+        while size := int((await reader.readline()).strip() or b"-1", 16):
+            if size < 0:
+                raise StreamDroppedError("the server closed the stream before its end")
+            pending += (await reader.readexactly(size + 2))[:-2]
+            *frames, pending = pending.replace(b"\r\n", b"\n").split(b"\n\n")
+            for frame in frames:
+                kind, data = "message", b""
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"event: "):
+                        kind = line[7:].decode()
+                    elif line.startswith(b"data: "):
+                        data = line[6:]
+                if data:
+                    yield kind, data
+    finally:
+        writer.close()
+
+
+class RawHTTPConnection:
+    """One keep-alive HTTP/1.1 connection, requests one at a time: a lean client for load.
+
+    httpx's async client spends milliseconds of CPU per request once it holds hundreds of
+    connections (measured: ~8 ms with 200), so on this 2-core machine it, not the service, would
+    set the pace of a submission benchmark. This one costs tens of us per request.
+    """
+
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
+        url = urlsplit(base_url)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        fixed = {"Host": f"{self.host}:{self.port}", **(headers or {})}
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """(status, body) of one request; a JSON ``body`` is sent when given."""
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        extra = (
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            if body is not None
+            else ""
+        )
+        self._writer.write(f"{method} {path} HTTP/1.1\r\n{self._head}{extra}\r\n".encode())
+        if body is not None:
+            self._writer.write(body)
+        status_line = await self._reader.readline()
+        if not status_line:
+            await self.close()
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split()[1])
+        headers = (await self._reader.readuntil(b"\r\n\r\n")).lower()
+        if b"transfer-encoding: chunked" in headers:
+            payload = b""
+            while size := int((await self._reader.readline()).strip(), 16):
+                payload += (await self._reader.readexactly(size + 2))[:-2]
+            await self._reader.readline()
+        else:
+            length = 0
+            for line in headers.split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            payload = await self._reader.readexactly(length)
+        if b"connection: close" in headers:
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._reader = self._writer = None
 
 
 # --------------------------------------------------------------------------- reporting

@@ -45,6 +45,7 @@ from bench._common import (
     WORKER_CLIENT,
     busy_percent,
     command_line,
+    connections_accepted,
     connections_by_name,
     cpu_seconds,
     cpu_split,
@@ -57,6 +58,8 @@ from bench._common import (
     redis_cpu_seconds,
     stop_on_sigterm,
     table,
+    token_texts,
+    worker_env,
 )
 from streaming import keys
 from tests.support.processes import ManagedProcess
@@ -99,21 +102,6 @@ class Row:
     @property
     def net_cpu_per_token_us(self) -> float:
         return 1e6 * (self.worker_cpu - self.idle_cpu) / (self.calls * self.tokens)
-
-
-def worker_env(llm_base_url: str, config: Config) -> dict[str, str]:
-    """tests/e2e/conftest.py's ``_llm_worker_env``, plus the configuration under test."""
-    return {
-        "LLM_BASE_URL": llm_base_url,
-        "LLM_API_KEY": "test-llm-key",
-        "LLM_MODEL": "loopback-model",
-        "ECHO_WORD_DELAY": "0",
-        "CELERY_TASK_DEFAULT_RETRY_DELAY": "0.1",
-        "AGENT_TASK_RATE_LIMIT": "",
-        "STREAMING_TASK_RATE_LIMIT": "",
-        "STREAM_COALESCE_WINDOW": repr(config.window),
-        "AGENT_EVENT_LOOP": config.mode,
-    }
 
 
 # --------------------------------------------------------------------------- submitting, waiting
@@ -200,7 +188,11 @@ def measure(
     profile: Path | None,
 ) -> Row:  # fmt: skip
     client = redis.Redis.from_url(redis_url)
-    worker = start_worker(redis_url, env=worker_env(llm_base_url, config), concurrency=100)
+    worker = start_worker(
+        redis_url,
+        env=worker_env(llm_base_url, window=config.window, mode=config.mode),
+        concurrency=100,
+    )
     try:
         web = start_web(redis_url)
         try:
@@ -249,14 +241,6 @@ def measure(
         redis_cpu=redis_cpu,
         new_conns=new_conns,
     )
-
-
-def connections_accepted(client: redis.Redis) -> int:
-    return int(client.info("stats")["total_connections_received"])
-
-
-def token_texts(count: int) -> list[str]:
-    return [f" tok{i}" for i in range(count)]
 
 
 # --------------------------------------------------------------------------- main
