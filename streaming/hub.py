@@ -9,8 +9,8 @@ its last listener leaves, in a shielded ``finally`` so an abrupt disconnect cann
 Announcements only wake listeners up; the log is the truth. Each listener's buffer is bounded: one
 that falls behind is marked lagging and catches up from the log instead of growing memory. After a
 reconnect of the pub/sub connection (announcements may have been lost) every listener catches up,
-and an idle listener re-reads the log every ``idle_check`` seconds, so nothing waits on a lost
-announcement for long.
+and every ``idle_check`` seconds one read per task finds the idle listeners the log is ahead of,
+so nothing waits on a lost announcement for long.
 
 ::
 
@@ -38,9 +38,10 @@ logger = logging.getLogger("agent_service.streaming.hub")
 
 
 class _Channel:
-    __slots__ = ("confirmed", "listeners")
+    __slots__ = ("confirmed", "listeners", "task_id")
 
-    def __init__(self) -> None:
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
         self.listeners: set[Listener] = set()
         self.confirmed = anyio.Event()
 
@@ -88,6 +89,7 @@ class EventHub:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._read_forever)
+        self._task_group.start_soon(self._check_idle_forever)
         return self
 
     async def __aexit__(
@@ -121,13 +123,7 @@ class EventHub:
             with anyio.CancelScope(shield=True):
                 await self._detach(task_id, listener)
             raise
-        return Subscription(
-            task_id,
-            listener,
-            reader=self._reader,
-            idle_check=self._idle_check,
-            detach=self._detach,
-        )
+        return Subscription(task_id, listener, reader=self._reader, detach=self._detach)
 
     async def listen(self, task_id: str, *, after: str | None = None) -> AsyncIterator[Event]:
         """Subscribe, then the task's events after ``after``; unsubscribes however it ends."""
@@ -143,7 +139,7 @@ class EventHub:
         async with self._lock:
             channel = self._channels.get(channel_name)
             if channel is None:
-                channel = self._channels[channel_name] = _Channel()
+                channel = self._channels[channel_name] = _Channel(task_id)
                 channel.listeners.add(listener)
                 await self._pubsub.subscribe(channel_name)
                 if self._pubsub.connection is not None:
@@ -171,6 +167,28 @@ class EventHub:
             except (RedisError, OSError):
                 logger.warning("unsubscribe failed channel=%s", channel_name)
                 self._forget_unsubscribe(channel_name)
+
+    async def _check_idle_forever(self) -> None:
+        """Every ``idle_check`` seconds, one read per task with listeners: its log's newest id.
+        A listener behind it that yielded nothing since the last check missed an announcement,
+        and goes back to the log; the others are not touched (ten thousand idle clients of a
+        hundred tasks cost a hundred cheap reads)."""
+        while True:
+            await anyio.sleep(self._idle_check)
+            for channel in list(self._channels.values()):
+                if not channel.listeners:
+                    continue
+                try:
+                    last = await self._reader.last(channel.task_id)
+                except (RedisError, OSError) as exc:
+                    logger.warning("idle check failed (%r)", exc)
+                    break
+                if last is None:
+                    continue
+                for listener in list(channel.listeners):
+                    if listener.seen < last.order and listener.seen == listener.seen_at_check:
+                        listener.fall_behind()
+                    listener.seen_at_check = listener.seen
 
     async def _read_forever(self) -> None:
         while True:

@@ -3,29 +3,56 @@
 The hub (``streaming.hub``) owns the pub/sub connection and offers each announcement to the
 ``Listener`` buffers of a task; a ``Subscription`` turns its listener into the task's events after
 a cursor: first what the log holds, then what is announced, dropping ids it already yielded. When
-its bounded buffer overflows, or after an idle spell, it goes back to the log. It knows the hub
-only as the ``detach`` callable it is given, which it calls exactly once, however it ends.
+its bounded buffer overflows, or when the hub finds the log ahead of it (announcements lost), it
+goes back to the log. A log read that fails (Redis restarting, the pool's connections all busy)
+is retried with a growing pause, never ending the stream early. It knows the hub only as the
+``detach`` callable it is given, which it calls exactly once, however it ends.
 """
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import anyio
+from redis.exceptions import RedisError
 
 from streaming.event_log import EventLogReader
 from streaming.events import Event, parse_event_id
+
+logger = logging.getLogger("agent_service.streaming.subscription")
+T = TypeVar("T")
+#: Pauses between attempts at a log read that failed; the last one repeats.
+READ_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)
+
+
+async def _retrying(read: Callable[[], Awaitable[T]], *, task_id: str) -> T:
+    for attempt in range(1_000_000):
+        try:
+            return await read()
+        except (RedisError, OSError) as exc:
+            delay = READ_RETRY_DELAYS[min(attempt, len(READ_RETRY_DELAYS) - 1)]
+            if attempt == 0:
+                logger.warning("log read failed task=%s (%r); retrying", task_id, exc)
+            await anyio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class Listener:
     """One listener's bounded buffer of announced events, and the flag that sends it back to
     the log when the buffer overflowed (or announcements may have been lost)."""
 
-    __slots__ = ("buffer", "lagging", "wake")
+    __slots__ = ("buffer", "lagging", "seen", "seen_at_check", "wake")
 
     def __init__(self, size: int) -> None:
         self.buffer: deque[Event] = deque(maxlen=size)
         self.lagging = False
         self.wake = anyio.Event()
+        #: The order of the last event its subscriber yielded: the hub's idle check compares it
+        #: with the log's newest entry.
+        self.seen: tuple[int, int] = (-1, -1)
+        self.seen_at_check: tuple[int, int] = (-1, -1)
 
     def offer(self, event: Event) -> None:
         if self.lagging:
@@ -60,13 +87,11 @@ class Subscription:
         listener: Listener,
         *,
         reader: EventLogReader,
-        idle_check: float,
         detach: Callable[[str, Listener], Awaitable[None]],
     ) -> None:
         self._task_id = task_id
         self._listener = listener
         self._reader = reader
-        self._idle_check = idle_check
         self._detach = detach
         self._closed = False
 
@@ -85,44 +110,43 @@ class Subscription:
     async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
         """The same events, in batches of what is available at once: a relay writes each batch
         to its client in one send, however many events a fast stream queued meanwhile."""
-        reader, listener = self._reader, self._listener
+        reader, listener, task_id = self._reader, self._listener, self._task_id
         cursor = after
-        seen = parse_event_id(after) if after else (-1, -1)
+        listener.seen = parse_event_id(after) if after else (-1, -1)
         try:
             while True:
-                # From the log: on joining, after falling behind, after an idle spell.
+                # From the log: on joining, after falling behind, when the hub found it ahead.
                 listener.lagging = False
                 listener.buffer.clear()
                 while True:
-                    page = await reader.read_after(self._task_id, cursor)
+                    page = await _retrying(
+                        partial(reader.read_after, task_id, cursor), task_id=task_id
+                    )
                     batch = _through_terminal(page)
                     if batch:
                         yield batch
-                        cursor, seen = batch[-1].id, batch[-1].order
+                        cursor, listener.seen = batch[-1].id, batch[-1].order
                         if batch[-1].terminal:
                             return
                     if len(page) < reader.page_size:
                         break
                 if not page and cursor is not None:
-                    last = await reader.last(self._task_id)
-                    if last is not None and last.terminal and last.order <= seen:
+                    last = await _retrying(partial(reader.last, task_id), task_id=task_id)
+                    if last is not None and last.terminal and last.order <= listener.seen:
                         return  # a reconnect after the end: nothing more will come
-                # Live announcements, until idle or lagging sends us back to the log.
+                # Live announcements, until lagging sends us back to the log.
                 while not listener.lagging:
                     if not listener.buffer:
                         listener.wake = anyio.Event()
-                        with anyio.move_on_after(self._idle_check) as idle:
-                            await listener.wake.wait()
-                        if idle.cancelled_caught:
-                            break
+                        await listener.wake.wait()
                         continue
-                    fresh = [e for e in listener.buffer if e.order > seen]
+                    fresh = [e for e in listener.buffer if e.order > listener.seen]
                     listener.buffer.clear()
                     batch = _through_terminal(fresh)
                     if not batch:
                         continue
                     yield batch
-                    cursor, seen = batch[-1].id, batch[-1].order
+                    cursor, listener.seen = batch[-1].id, batch[-1].order
                     if batch[-1].terminal:
                         return
         finally:

@@ -4,6 +4,7 @@ import anyio
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from scripts.embedded_redis import EmbeddedRedis
 from streaming import keys
@@ -230,7 +231,7 @@ async def test_a_stale_subscribe_confirmation_does_not_confirm_a_recreated_chann
     confirmation, arriving before the UNSUBSCRIBE's, says nothing about the second."""
     hub = EventHub(redis)
     name = keys.task_channel(task_id)
-    hub._channels[name] = channel = hub_channel()
+    hub._channels[name] = channel = hub_channel(task_id)
     hub._unsubscribing[name] = 1  # the first subscription's UNSUBSCRIBE is on its way
 
     hub._dispatch({"type": "subscribe", "channel": name.encode(), "data": 1})
@@ -240,3 +241,46 @@ async def test_a_stale_subscribe_confirmation_does_not_confirm_a_recreated_chann
 
     assert channel.confirmed.is_set()
     assert hub._unsubscribing == {}
+
+
+async def test_an_idle_listener_that_missed_an_announcement_gets_the_event(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+    await log.append(task_id, [(EventType.CHUNK, {"text": "seen", "index": 0})])
+
+    async with EventHub(redis, idle_check=0.2) as hub:
+        subscription = await hub.subscribe(task_id)
+        events = subscription.events()
+        assert _texts([await anext(events)]) == ["seen"]
+        # Written to the log without an announcement, as when a PUBLISH is lost.
+        await redis.xadd(keys.task_events(task_id), {"e": "result", "d": '{"content":"x"}'})
+
+        with anyio.fail_after(3):
+            last = await anext(events)
+        await events.aclose()
+
+    assert last.type is EventType.RESULT
+
+
+async def test_a_failed_log_read_is_retried_not_the_end_of_the_stream(
+    redis: Redis, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+    await log.append(task_id, [(EventType.RESULT, {"content": "whole"})])
+    real_read = EventLogReader.read_after
+    failures = [RedisConnectionError("No connection available.")] * 2
+
+    async def flaky(self: EventLogReader, task: str, cursor: str | None) -> list[Event]:
+        if failures:
+            raise failures.pop()
+        return await real_read(self, task, cursor)
+
+    monkeypatch.setattr(EventLogReader, "read_after", flaky)
+
+    async with EventHub(redis) as hub:
+        with anyio.fail_after(5):
+            events = await _collect(hub, task_id)
+
+    assert [e.type for e in events] == [EventType.RESULT]
+    assert failures == []
