@@ -29,6 +29,38 @@ def test_foreign_celery_client_gets_the_result(stack: Stack) -> None:
     assert value["metadata"]["agent_id"] == "echo"
 
 
+def test_foreign_celery_client_sees_progress_while_the_task_runs(
+    stack: Stack, llm: LLMControl
+) -> None:
+    key = "progress for a celery client"
+    llm.script(key, tokens=[f" p{i}" for i in range(40)], delay=0.05)
+    client = Celery("someone-else", broker=stack.redis_url, backend=stack.redis_url)
+    try:
+        result = client.send_task(
+            INVOKE_AGENT_ASYNC,
+            kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "ext"},
+            queue="agent-tasks",
+        )
+        seen: list[tuple[str, object]] = []
+        deadline = time.monotonic() + 20
+        while not result.ready() and time.monotonic() < deadline:
+            seen.append((result.state, result.info))
+            time.sleep(0.05)
+        value = result.get(timeout=5)
+    finally:
+        client.close()
+
+    progress = [info for state, info in seen if state == "PROGRESS"]
+    assert progress, seen
+    assert all(set(info) == {"progress", "stage"} for info in progress)  # type: ignore[arg-type]
+    assert [info["progress"] for info in progress] == sorted(  # type: ignore[index]
+        info["progress"]
+        for info in progress  # type: ignore[index]
+    )
+    assert value["content"] == "".join(f" p{i}" for i in range(40))
+    assert result.state == "SUCCESS"
+
+
 def test_foreign_client_with_bad_kwargs_gets_a_clear_failure(stack: Stack) -> None:
     client = Celery("someone-else", broker=stack.redis_url, backend=stack.redis_url)
     client.conf.update(task_serializer="json", accept_content=["json"])

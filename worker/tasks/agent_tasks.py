@@ -44,6 +44,7 @@ from worker.runtime import LoopResources, get_runtime
 from worker.session_memory import load_history, remember_exchange
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
 from worker.stream_events import error_payload, publish_from_hook, publish_stored_outcome
+from worker.task_state import CeleryStateWriter, RedisBackendStateWriter, StateWriter
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
@@ -121,12 +122,12 @@ def _run(
         ) as publisher:
             publishers.append(publisher)
 
+            state = _state_writer(task, task_id, loop)
+
             async def report_progress(progress: int, stage: str) -> None:
                 meta = {"progress": progress, "stage": stage}
                 await publisher.publish(EventType.PROGRESS, meta)
-                await loop.offload(
-                    partial(task.update_state, task_id=task_id, state="PROGRESS", meta=meta)
-                )
+                await state.progress(meta)
 
             scope = anyio.CancelScope()
             with cancel_on_request(settings, task_id, scope):
@@ -178,6 +179,17 @@ def _run(
         )
         # Past max_retries Celery re-raises ``exc`` itself: the task fails with the last error.
         raise task.retry(exc=exc, countdown=countdown) from exc
+
+
+def _state_writer(task: Task, task_id: str, loop: LoopResources) -> StateWriter:  # type: ignore[type-arg]
+    """Write PROGRESS on the loop's Redis client when that is the result backend."""
+    settings = get_settings()
+    if (
+        settings.result_backend_url == settings.redis_url_normalised
+        and type(task.backend).__name__ == "RedisBackend"
+    ):
+        return RedisBackendStateWriter(loop.redis, task_id, expires=settings.celery_result_expires)
+    return CeleryStateWriter(partial(task.update_state, task_id=task_id), loop.offload)
 
 
 def _skip_if_already_ended(task: Task, task_id: str) -> None:  # type: ignore[type-arg]
