@@ -65,6 +65,9 @@ def create_celery_app(settings: WorkerSettings) -> Celery:
         worker_max_tasks_per_child=settings.celery_worker_max_tasks_per_child,
         worker_concurrency=settings.worker_concurrency,
         result_expires=settings.celery_result_expires,
+        # Every pool thread may talk to the result backend at once; redis-py's default pool
+        # refuses the 101st connection.
+        redis_max_connections=max(200, 2 * settings.worker_concurrency),
         broker_transport_options={"visibility_timeout": settings.celery_broker_visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,

@@ -35,7 +35,7 @@ import anyio
 import anyio.to_thread
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from storage.database import LazyDatabase
 from worker.errors import AgentTimeoutError
@@ -45,6 +45,8 @@ from worker.settings import WorkerSettings
 
 T = TypeVar("T")
 CLIENT_NAME = "agent-service:worker"
+#: Seconds a command may wait for a free connection of the loop's pool.
+POOL_WAIT_SECONDS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +89,16 @@ async def open_loop_resources(
     settings: WorkerSettings, *, shared: bool
 ) -> AsyncIterator[LoopResources]:
     """Open the clients of one loop; closed when the loop's work is done."""
-    redis = Redis.from_url(
-        settings.redis_url_normalised, client_name=CLIENT_NAME, socket_connect_timeout=5
+    # A blocking pool sized for every task of the loop at once: redis-py's default pool (100
+    # connections) fails the 101st concurrent command instead of letting it wait.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url_normalised,
+        max_connections=settings.worker_concurrency + 16 if shared else 8,
+        timeout=POOL_WAIT_SECONDS,
+        client_name=CLIENT_NAME,
+        socket_connect_timeout=5,
     )
+    redis = Redis(connection_pool=pool)
     database = LazyDatabase(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
         async with open_http_client(settings, shared=shared) as http:

@@ -31,11 +31,16 @@ def _process_log(settings: WorkerSettings) -> BlockingEventLog:
     if _blocking_log is None:
         with _blocking_log_lock:
             if _blocking_log is None:
-                client = redis.Redis.from_url(
+                # Shared by every pool thread's hooks; a blocking pool lets the 101st wait
+                # instead of failing (redis-py's default pool stops at 100 connections).
+                pool = redis.BlockingConnectionPool.from_url(
                     settings.redis_url_normalised,
+                    max_connections=settings.worker_concurrency + 16,
+                    timeout=20,
                     client_name=CLIENT_NAME,
                     socket_connect_timeout=5,
                 )
+                client = redis.Redis(connection_pool=pool)
                 _blocking_log = BlockingEventLog(
                     client, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl
                 )

@@ -3,9 +3,11 @@ and a task that blocks the loop is named in the worker's log. The test agents co
 ``AGENT_MODULES`` (``tests.support.agents``), as a user's own would."""
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from celery import Celery
 
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
@@ -13,9 +15,10 @@ from tests.support.agents import BLOCK_SECONDS
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import TERMINAL, poll_until_done, submit
 from tests.support.processes import wait_for
-from tests.support.stack import headers_for, redis_db_url
+from tests.support.stack import headers_for, redis_db_url, start_worker
 
-SHARED_DB = 9
+SHARED_DB, CROWD_DB = 9, 10
+STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
 SOFT_LIMIT = 3
 AGENT_MODULES = "tests.support.agents"
 
@@ -120,3 +123,38 @@ def test_agents_of_agent_modules_are_listed_and_run(shared_stack: Stack) -> None
 
     assert {"id": "shouting_agent", "description": "Answers in capitals."} in listed
     assert poll_until_done(client, task_id)["result"]["content"] == "QUIET PLEASE"
+
+
+def test_more_tasks_at_once_than_a_default_redis_pool_holds_all_complete(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """300 calls streaming at once on one loop: redis-py's default pool stops at 100
+    connections and failed the rest with MaxConnectionsError; ours lets a command wait."""
+    key = "three hundred at once"
+    tokens = [f" c{i}" for i in range(20)]
+    llm.script(key, tokens=tokens, delay=0.02)
+    url = redis_db_url(redis_server.url, CROWD_DB)
+    worker = start_worker(
+        url, env={**_llm_worker_env(llm_server), "AGENT_EVENT_LOOP": "shared"}, concurrency=300
+    )
+    producer = Celery(broker=url, backend=url)
+    try:
+        results = [
+            producer.send_task(
+                STREAMING,
+                kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "u"},
+                queue="agent-tasks",
+            )
+            for _ in range(300)
+        ]
+        wait_for(lambda: all(r.ready() for r in results), timeout=90, interval=0.5)
+        states = Counter(
+            r.state if r.state == "SUCCESS" else f"{r.state}:{r.result!r}" for r in results
+        )
+        contents = {r.result["content"] for r in results if r.state == "SUCCESS"}
+    finally:
+        producer.close()
+        worker.stop()
+
+    assert states == {"SUCCESS": 300}
+    assert contents == {"".join(tokens)}
