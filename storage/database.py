@@ -8,7 +8,7 @@ WAL (readers never wait for the writer), a busy timeout (writers queue instead o
 """
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -34,6 +34,12 @@ def _prepare_sqlite(engine: AsyncEngine, database: str | None) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+class SessionSource(Protocol):
+    """Anything that opens ORM sessions: a ``Database``, or a ``LazyDatabase``."""
+
+    def session(self) -> AsyncSession: ...
 
 
 class Database:
@@ -74,6 +80,9 @@ class LazyDatabase:
         if self._database is None:
             self._database = Database(self._url, pool_size=self._pool_size)
         return self._database
+
+    def session(self) -> AsyncSession:
+        return self.get().session()
 
     async def aclose(self) -> None:
         database, self._database = self._database, None

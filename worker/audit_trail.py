@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.audit import AuditAction, AuditLog, AuditOutcome
+from storage.audit import AuditAction, AuditOutcome
 from worker.errors import AgentTimeoutError
 from worker.logs import log_event
 from worker.runtime import LoopResources, get_runtime
@@ -37,7 +37,7 @@ def record_task_outcome(
     row_details = {"agent_id": agent_id if isinstance(agent_id, str) else None, **(details or {})}
 
     async def write(loop: LoopResources) -> None:
-        await AuditLog(loop.database.get()).record(
+        await loop.audit.record(
             action,
             user_id=user_id if isinstance(user_id, str) else None,
             resource_type="task",

@@ -37,6 +37,7 @@ import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from storage.audit import AuditLog
 from storage.database import LazyDatabase
 from worker.errors import AgentTimeoutError
 from worker.http_client import open_http_client
@@ -47,6 +48,8 @@ T = TypeVar("T")
 CLIENT_NAME = "agent-service:worker"
 #: Seconds a command may wait for a free connection of the loop's pool.
 POOL_WAIT_SECONDS = 20
+#: Seconds the shared loop gathers audit rows into one transaction.
+AUDIT_BATCH_WINDOW = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class LoopResources:
     redis: "Redis"
     offload: Callable[[Callable[[], object]], Awaitable[object]]
     database: LazyDatabase
+    audit: AuditLog
 
 
 TaskCall = Callable[[LoopResources], Awaitable[T]]
@@ -107,6 +111,8 @@ async def open_loop_resources(
                 redis=redis,
                 offload=_in_thread if shared else _direct,
                 database=database,
+                # On the shared loop, the outcome rows of tasks ending together share a commit.
+                audit=AuditLog(database, batch_window=AUDIT_BATCH_WINDOW if shared else 0.0),
             )
     finally:
         with anyio.CancelScope(shield=True):
