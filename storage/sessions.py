@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from storage.database import Database
+from storage.database import SessionSource
 from storage.models import ConversationSession, SessionMessage, utcnow
 
 
@@ -43,7 +43,7 @@ class ExpiredSessions:
 
 
 class SessionStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SessionSource) -> None:
         self._db = database
 
     async def create(self, *, user_id: str) -> SessionView:

@@ -16,7 +16,7 @@ from typing import Literal, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from storage.database import Database
+from storage.database import SessionSource
 from storage.sessions import SessionNotFoundError, SessionStore
 from worker.agents.base import AgentRequest, ChatMessage
 from worker.errors import SessionStorageError, StorageUnavailableError, UnknownSessionError
@@ -46,7 +46,7 @@ async def _translated(session_id: str, call: Awaitable[T]) -> T:
 
 
 async def load_history(
-    database: Database, request: AgentRequest, *, task_id: str, limit: int
+    database: SessionSource, request: AgentRequest, *, task_id: str, limit: int
 ) -> list[ChatMessage]:
     """The session's last ``limit`` turns, oldest first (none without a session), leaving out
     this task's own exchange (a delivery after the append committed must not see itself)."""
@@ -66,7 +66,7 @@ async def load_history(
 
 
 async def remember_exchange(
-    database: Database, request: AgentRequest, *, task_id: str, answer: str
+    database: SessionSource, request: AgentRequest, *, task_id: str, answer: str
 ) -> None:
     """Append the task's question and answer to its session (no-op without one)."""
     if request.session_id is None:

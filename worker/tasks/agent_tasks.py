@@ -138,7 +138,7 @@ def _run(
                 await publisher.publish(EventType.STATUS, {"status": "running", "attempt": attempt})
                 with scope:
                     history = await load_history(
-                        loop.database.get(),
+                        loop.database,  # opened only if the task names a session
                         request,
                         task_id=task_id,
                         limit=settings.session_history_messages,
@@ -155,7 +155,7 @@ def _run(
                 if scope.cancelled_caught:
                     raise TaskCancelledError("cancelled while running")
                 await remember_exchange(
-                    loop.database.get(), request, task_id=task_id, answer=result["content"]
+                    loop.database, request, task_id=task_id, answer=result["content"]
                 )
                 return result
 
