@@ -9,6 +9,7 @@ the caller owns and refuses it everywhere from then on. Both leave an audit row.
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
+from redis.exceptions import RedisError
 
 from app.deps import ApiKeyHeader, CurrentUser, ServicesDep, current_user
 from app.errors import NotFoundError, ServiceUnavailableError
@@ -87,7 +88,7 @@ async def revoke_token(
     if still_valid:
         try:
             await services.tokens.revoke(claims)
-        except Exception as exc:
+        except (RedisError, OSError) as exc:
             raise ServiceUnavailableError("token store unavailable; nothing was revoked") from exc
     await services.audit.record(
         AuditAction.TOKEN_REVOKE,

@@ -5,8 +5,10 @@ from datetime import timedelta
 import pytest
 from celery.schedules import crontab, schedule
 
-from worker.schedule import InvalidScheduleError, beat_schedule, parse_schedule
+from worker.celery_app import celery_app
+from worker.schedule import JOBS, InvalidScheduleError, beat_schedule, parse_schedule
 from worker.settings import WorkerSettings
+from worker.tasks import cleanup_tasks
 
 CLEANUP = "agent_service.workers.tasks.cleanup_tasks."
 
@@ -37,3 +39,15 @@ def test_a_job_can_be_moved_or_switched_off() -> None:
 def test_bad_schedule_values_are_refused_with_the_setting_named(value: str) -> None:
     with pytest.raises(InvalidScheduleError, match="SCHEDULE_X"):
         parse_schedule(value, setting="schedule_x")
+
+
+def test_every_scheduled_job_names_a_registered_maintenance_task() -> None:
+    scheduled = {task for task, _ in JOBS.values()}
+
+    assert scheduled == {
+        cleanup_tasks.CLEANUP_EXPIRED_SESSIONS,
+        cleanup_tasks.ARCHIVE_OLD_AUDIT_LOGS,
+        cleanup_tasks.CLEANUP_TOKEN_BLACKLIST,
+        cleanup_tasks.CLEANUP_TEMP_FILES,
+    }
+    assert scheduled <= set(celery_app.tasks)
