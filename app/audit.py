@@ -1,8 +1,9 @@
 """Writing the web side's audit rows: submits, cancels, token issues and revocations.
 
-The row is written after the action, with its outcome. A database that does not answer (within
-``AUDIT_WRITE_TIMEOUT``) is logged and does not fail the user's request: the action already
-happened, and refusing to report it would only hide it.
+The row is written after the action, with its outcome (rows of requests within a few ms of each
+other share a transaction: ``storage.audit.AuditLog``'s batch window). A database that does not
+answer (within ``AUDIT_WRITE_TIMEOUT``) is logged and does not fail the user's request: the
+action already happened, and refusing to report it would only hide it.
 """
 
 import logging

@@ -20,14 +20,20 @@ class SubmissionError(RuntimeError):
     """The broker did not take the task; nothing was queued."""
 
 
-def create_producer(*, broker_url: str, result_backend_url: str) -> Celery:
-    """A Celery app that only sends: JSON, no task modules, no worker configuration."""
-    producer = Celery("agent_service_web", broker=broker_url, backend=result_backend_url)
+def create_producer(*, broker_url: str) -> Celery:
+    """A Celery app that only sends: JSON, no task modules, no worker configuration, and no
+    result backend: the web reads results itself (``app.task_status``), and Celery's Redis
+    backend would subscribe to, then unsubscribe from, every submitted task's result channel
+    (two of a submit's five round trips to Redis)."""
+    producer = Celery("agent_service_web", broker=broker_url, backend=None)
     producer.conf.update(
         task_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
         broker_connection_retry_on_startup=False,
+        # One pooled broker connection per thread that may publish at once (anyio's default
+        # thread limit is 40): a smaller pool opens and closes connections under load.
+        broker_pool_limit=64,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
     )
     return producer
