@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
 
 from scripts.embedded_redis import EmbeddedRedis, is_reachable
 from storage.migrate import upgrade
@@ -66,7 +67,8 @@ def main() -> int:
             env[name] = redis.url
 
     database_url = _setting("DATABASE_URL", dotenv) or DEFAULT_DATABASE_URL
-    print(f"dev: migrating the database at {database_url}", flush=True)
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    print(f"dev: migrating the database at {shown}", flush=True)
     upgrade(database_url)
 
     print(f"dev: API on http://127.0.0.1:{env['PORT']} (Ctrl-C stops everything)", flush=True)
