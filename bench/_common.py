@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import redis
 
 from scripts.embedded_redis import EmbeddedRedis
+from storage.migrate import upgrade
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.processes import PROJECT_ROOT
 
@@ -62,12 +64,40 @@ def raise_open_file_limit(wanted: int) -> int:
 
 
 @contextlib.contextmanager
+def private_database() -> Iterator[str]:
+    """A migrated SQLite database in a temporary directory, named in the environment every
+    process the benchmark starts inherits (``DATABASE_URL``, with ``TEMP_DIR`` and
+    ``AUDIT_ARCHIVE_URL`` beside it): never the project's ``./var`` (unmigrated there, every
+    audit write would fail, and the figures would measure the error path)."""
+    with tempfile.TemporaryDirectory(prefix="agent-service-bench-") as root:
+        url = f"sqlite+aiosqlite:///{root}/bench.db"
+        upgrade(url)
+        values = {
+            "DATABASE_URL": url,
+            "TEMP_DIR": f"{root}/temp",
+            "AUDIT_ARCHIVE_URL": f"{root}/archive",
+        }
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield url
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@contextlib.contextmanager
 def embedded_redis() -> Iterator[EmbeddedRedis]:
-    """A private Redis on a free loopback port (never the machine's 6379)."""
+    """A private Redis on a free loopback port (never the machine's 6379), and a private
+    database (``private_database``) for the processes the benchmark starts."""
     server = EmbeddedRedis()
     server.start()
     try:
-        yield server
+        with private_database():
+            yield server
     finally:
         server.stop()
 

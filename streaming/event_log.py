@@ -99,7 +99,7 @@ class BlockingEventLog:
     """The same, for synchronous code (Celery's task hooks run outside any event loop)."""
 
     def __init__(self, redis: "SyncRedis", *, maxlen: int, ttl: int) -> None:
-        self._redis = redis
+        self.redis = redis
         self._script = redis.register_script(_APPEND_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
@@ -116,7 +116,7 @@ class BlockingEventLog:
 
     def content(self, task_id: str) -> str:
         """The answer so far, as the log keeps it for late readers."""
-        raw = self._redis.get(keys.task_content(task_id))
+        raw = self.redis.get(keys.task_content(task_id))
         return raw.decode() if isinstance(raw, bytes) else ""
 
 

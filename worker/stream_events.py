@@ -11,8 +11,10 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import redis
 
+from streaming import keys
 from streaming.event_log import BlockingEventLog, NewEvent
 from streaming.events import EventType
 from worker.errors import AgentError
@@ -108,3 +110,16 @@ def publish_stored_outcome(
             error=repr(exc),
         )
         return False
+
+
+def stored_state(settings: WorkerSettings, task_id: str) -> tuple[str, Any] | None:
+    """The task's state and result as Celery's Redis result backend stores them, read with the
+    hooks' shared client (one GET): None when the result backend is another server (the caller
+    asks Celery then) or nothing is stored."""
+    if settings.result_backend_url != settings.redis_url_normalised:
+        return None
+    raw = _process_log(settings).redis.get(keys.celery_task_meta(task_id))
+    if not raw:
+        return ("PENDING", None)
+    meta = orjson.loads(raw)
+    return (str(meta.get("status")), meta.get("result"))

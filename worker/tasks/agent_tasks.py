@@ -43,7 +43,12 @@ from worker.retry_policy import retry_countdown
 from worker.runtime import LoopResources, get_runtime
 from worker.session_memory import load_history, remember_exchange
 from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, get_settings
-from worker.stream_events import error_payload, publish_from_hook, publish_stored_outcome
+from worker.stream_events import (
+    error_payload,
+    publish_from_hook,
+    publish_stored_outcome,
+    stored_state,
+)
 from worker.task_state import CeleryStateWriter, RedisBackendStateWriter, StateWriter
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
@@ -197,16 +202,18 @@ def _skip_if_already_ended(task: Task, task_id: str) -> None:  # type: ignore[ty
     connection, or a worker that died right after storing it), making sure its stream got the
     terminal event. The event log's own check (``claim_run``) misses the second case."""
     try:
-        meta = task.backend.get_task_meta(task_id)
+        stored = stored_state(get_settings(), task_id)
+        if stored is None:  # a result backend of its own: ask Celery
+            meta = task.backend.get_task_meta(task_id)
+            stored = (str(meta.get("status")), meta.get("result"))
     except Exception as exc:  # the result backend's trouble: claim_run still guards the run
         log_event(
             logger, logging.WARNING, "stored_outcome_unknown", task_id=task_id, error=repr(exc)
         )
         return
-    state = meta.get("status")
+    state, result = stored
     if state not in states.READY_STATES:
         return
-    result = meta.get("result")
     if state == states.FAILURE and isinstance(result, dict):
         result = task.backend.exception_to_python(result)
     published = publish_stored_outcome(get_settings(), task_id, state=state, result=result)
