@@ -27,7 +27,7 @@ import redis
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
 from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import PROJECT_ROOT
+from tests.support.processes import PROJECT_ROOT, environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WEB_CLIENT_PREFIX = "agent-service:web"
@@ -77,16 +77,8 @@ def private_database() -> Iterator[str]:
             "TEMP_DIR": f"{root}/temp",
             "AUDIT_ARCHIVE_URL": f"{root}/archive",
         }
-        saved = {name: os.environ.get(name) for name in values}
-        os.environ.update(values)
-        try:
+        with environment(values):
             yield url
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from tests.support.databases import (
     migrated_sqlite,
 )
 from tests.support.llm_server import LLMControl, LLMServerProcess
+from tests.support.processes import environment as environment_variables
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 
@@ -73,16 +74,8 @@ def service_environment(
         "TEMP_DIR": str(environment.temp_dir),
         "AUDIT_ARCHIVE_URL": str(environment.archive_dir),
     }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with environment_variables(values):
         yield environment
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(

@@ -86,6 +86,18 @@ def test_cleanup_expired_sessions_deletes_exactly_the_idle_ones(
     assert _run(producer, "cleanup_expired_sessions").result["deleted_sessions"] == 0
 
 
+def _audit_row(resource_id: str, *, days_old: float) -> AuditLogEntry:
+    return AuditLogEntry(
+        occurred_at=utcnow() - timedelta(days=days_old),
+        user_id="alice",
+        action="task.submit",
+        resource_type="task",
+        resource_id=resource_id,
+        outcome="success",
+        details={},
+    )
+
+
 def test_archive_old_audit_logs_moves_exactly_the_old_rows(
     stack: Stack,
     cleanup_worker: ManagedProcess,
@@ -95,29 +107,8 @@ def test_archive_old_audit_logs_moves_exactly_the_old_rows(
     marker = uuid.uuid4().hex
     old = [f"{marker}-old-{i}" for i in range(5)]
     recent = f"{marker}-recent"
-    rows = [
-        AuditLogEntry(
-            occurred_at=utcnow() - timedelta(days=91),
-            user_id="alice",
-            action="task.submit",
-            resource_type="task",
-            resource_id=resource,
-            outcome="success",
-            details={},
-        )
-        for resource in old
-    ]
-    rows.append(
-        AuditLogEntry(
-            occurred_at=utcnow() - timedelta(days=89),
-            user_id="alice",
-            action="task.submit",
-            resource_type="task",
-            resource_id=recent,
-            outcome="success",
-            details={},
-        )
-    )
+    rows = [_audit_row(resource, days_old=91) for resource in old]
+    rows.append(_audit_row(recent, days_old=89))
     run_sql(service_environment.database_url, rows)
 
     result = _run(producer, "archive_old_audit_logs")
@@ -271,17 +262,7 @@ def test_archive_runs_one_at_a_time(
     marker = f"{uuid.uuid4().hex}-waiting"
     run_sql(
         service_environment.database_url,
-        [
-            AuditLogEntry(
-                occurred_at=utcnow() - timedelta(days=91),
-                user_id="alice",
-                action="task.submit",
-                resource_type="task",
-                resource_id=marker,
-                outcome="success",
-                details={},
-            )
-        ],
+        [_audit_row(marker, days_old=91)],
     )
     store = redis.Redis.from_url(stack.redis_url)
     try:
