@@ -3,7 +3,9 @@
 - ``redis``: owner records, the ``queued`` event, polling, readiness (at most
   ``REQUEST_CONNECTIONS`` connections, requests beyond wait for one);
 - ``backend``: Celery's result backend (the same client when both URLs agree);
-- ``hub``: the stream relay, on a client of its own whose pool is capped, so however many SSE
+- ``relay``: the open SSE responses and the sweep that sends their heartbeats and drops stalled
+  clients;
+- ``hub``: the stream fan-out, on a client of its own whose pool is capped, so however many SSE
   clients are open the process holds at most ``STREAM_CONNECTIONS`` Redis connections for them
   (one pub/sub connection, the rest for reading logs);
 - the producer-only Celery app behind ``submitter``;
@@ -24,6 +26,7 @@ from app.audit import AuditTrail
 from app.auth import ApiKeyAuthenticator
 from app.idempotency import IdempotencyStore
 from app.settings import WebSettings
+from app.sse import StreamRelay
 from app.submission import TaskSubmitter, create_producer
 from app.task_records import TaskRecordStore
 from app.tokens import TokenService
@@ -54,6 +57,7 @@ class Services:
     idempotency: IdempotencyStore
     events: EventLog
     hub: EventHub
+    relay: StreamRelay
     submitter: TaskSubmitter
     database: Database
     sessions: SessionStore
@@ -93,7 +97,12 @@ async def open_services(
     producer = create_producer(broker_url=settings.broker_url)
     database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
-        async with EventHub(stream_redis, release_after=settings.stream_release_after) as hub:
+        async with (
+            EventHub(stream_redis, release_after=settings.stream_release_after) as hub,
+            StreamRelay(
+                heartbeat=settings.sse_heartbeat_seconds, send_timeout=settings.sse_send_timeout
+            ) as relay,
+        ):
             yield Services(
                 settings=settings,
                 catalog=catalog,
@@ -107,6 +116,7 @@ async def open_services(
                     redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl
                 ),
                 hub=hub,
+                relay=relay,
                 submitter=TaskSubmitter(producer),
                 database=database,
                 sessions=SessionStore(database),

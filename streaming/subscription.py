@@ -43,11 +43,12 @@ class Listener:
     """One listener's bounded buffer of announced events, and the flag that sends it back to
     the log when the buffer overflowed (or announcements may have been lost)."""
 
-    __slots__ = ("buffer", "lagging", "seen", "seen_at_check", "wake")
+    __slots__ = ("buffer", "lagging", "poked", "seen", "seen_at_check", "wake")
 
     def __init__(self, size: int) -> None:
         self.buffer: deque[Event] = deque(maxlen=size)
         self.lagging = False
+        self.poked = False
         self.wake = anyio.Event()
         #: The order of the last event its subscriber yielded: the hub's idle check compares it
         #: with the log's newest entry.
@@ -62,6 +63,12 @@ class Listener:
             self.buffer.clear()
         else:
             self.buffer.append(event)
+        self.wake.set()
+
+    def poke(self) -> None:
+        """Wake the subscriber with nothing new: it yields an empty batch, so that whoever
+        iterates gets control back (a heartbeat is due, its client left, the server stops)."""
+        self.poked = True
         self.wake.set()
 
     def fall_behind(self) -> None:
@@ -95,6 +102,10 @@ class Subscription:
         self._detach = detach
         self._closed = False
 
+    @property
+    def listener(self) -> Listener:
+        return self._listener
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -109,7 +120,8 @@ class Subscription:
 
     async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
         """The same events, in batches of what is available at once: a relay writes each batch
-        to its client in one send, however many events a fast stream queued meanwhile."""
+        to its client in one send, however many events a fast stream queued meanwhile. A batch
+        is empty when the listener was poked while nothing was queued."""
         reader, listener, task_id = self._reader, self._listener, self._task_id
         cursor = after
         listener.seen = parse_event_id(after) if after else (-1, -1)
@@ -137,11 +149,16 @@ class Subscription:
                 # Live announcements, until lagging sends us back to the log.
                 while not listener.lagging:
                     if not listener.buffer:
+                        if listener.poked:
+                            listener.poked = False
+                            yield []
+                            continue
                         listener.wake = anyio.Event()
                         await listener.wake.wait()
                         continue
                     fresh = [e for e in listener.buffer if e.order > listener.seen]
                     listener.buffer.clear()
+                    listener.poked = False  # any batch gives the iterating code control back
                     batch = _through_terminal(fresh)
                     if not batch:
                         continue

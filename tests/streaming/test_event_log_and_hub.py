@@ -167,6 +167,28 @@ async def test_slow_listener_catches_up_from_the_log_with_bounded_buffer(
     assert hub.listener_count == 0
 
 
+async def test_a_poked_idle_listener_yields_an_empty_batch_then_goes_on(
+    redis: Redis, task_id: str
+) -> None:
+    log = EventLog(redis, maxlen=1000, ttl=60)
+    await log.append(task_id, [(EventType.STATUS, {"status": "running"})])
+
+    async with EventHub(redis) as hub:
+        subscription = await hub.subscribe(task_id)
+        batches = subscription.batches()
+        with anyio.fail_after(5):
+            replayed = await batches.__anext__()
+            subscription.listener.poke()
+            poked = await batches.__anext__()
+            await log.append(task_id, [(EventType.RESULT, {"content": "done"})])
+            rest = [batch async for batch in batches]
+
+    assert [e.type for e in replayed] == [EventType.STATUS]
+    assert poked == []
+    assert [[e.type for e in batch] for batch in rest] == [[EventType.RESULT]]
+    assert hub.listener_count == 0
+
+
 async def test_listener_resumes_exactly_after_its_cursor(redis: Redis, task_id: str) -> None:
     log = EventLog(redis, maxlen=10_000, ttl=60)
     ids = await log.append(

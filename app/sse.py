@@ -1,0 +1,235 @@
+"""Server-Sent Events responses for task streams, and the one sweep per process that tends them.
+
+Each open stream is one coroutine (write what the subscription yields, in one send per batch)
+and one task waiting on ``receive()`` for the client to leave. Everything time-driven is done by
+a single ``StreamRelay`` sweep, every second at most, over all open streams:
+
+- a stream that wrote nothing for a heartbeat interval is woken to write a ``: ping`` comment;
+- a stream whose send has been blocked (the client stopped reading and the socket's buffers are
+  full) for ``send_timeout`` is cancelled and its connection closed;
+- when uvicorn is shutting down, every stream is ended cleanly, so that clients reconnect (to
+  another process) with ``Last-Event-ID`` instead of holding this one up.
+
+Why not sse-starlette's ``EventSourceResponse``: it runs each response as a task group of four
+tasks (stream, ping, disconnect listener, shutdown watcher) and arms a timeout scope around every
+send. With a thousand clients the timers were a quarter of the relay's CPU and the task groups
+about half of each client's memory (bench/README.md, "Where the time goes"). The lifecycle is the
+same: the first of "stream ended", "client left", "send stalled", "server stopping" ends it.
+
+::
+
+    subscription ─batch─▶ stream coroutine ─one send─▶ client
+         ▲                       ▲
+         │ poke (ping, stop)     │ cancel (send stalled)
+         ├──────── sweep ────────┘
+         └─ poke (left) ◀─ receive() task ◀─http.disconnect─ client
+
+A client that leaves only pokes its stream: cancelling could interrupt the stream where it
+detaches from the hub, and leave its listener behind.
+"""
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing, suppress
+from types import TracebackType
+from typing import Self
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from streaming.events import Event
+from streaming.subscription import Listener, Subscription
+
+logger = logging.getLogger("agent_service.sse")
+
+#: The sweep runs at least this often; more often for heartbeats shorter than twice this.
+MAX_SWEEP_INTERVAL = 1.0
+
+
+HEARTBEAT = b": ping\n\n"
+
+
+def _uvicorn_is_exiting() -> bool:
+    """True once uvicorn has been asked to stop (SIGTERM/SIGINT). uvicorn installs its bound
+    ``handle_exit`` as the signal handler and sets ``should_exit``; it then waits for open
+    responses to finish before the lifespan ends, so an endless stream must notice by itself."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+class _OpenStream:
+    """What the sweep needs to know of one open stream."""
+
+    __slots__ = (
+        "closing",
+        "done",
+        "listener",
+        "sending_since",
+        "stalled",
+        "task",
+        "written_at",
+    )
+
+    def __init__(self, listener: Listener, task: "asyncio.Task[object]", now: float) -> None:
+        self.listener = listener
+        self.task = task
+        self.written_at = now
+        #: Loop time at which the pending send started; None while not sending.
+        self.sending_since: float | None = None
+        self.closing = False  # the client left or the server is stopping: end after this batch
+        self.stalled = False  # cancelled by the sweep: the client read nothing for too long
+        self.done = False
+
+    def close(self) -> None:
+        self.closing = True
+        self.listener.poke()
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.task.cancel()
+
+
+class StreamRelay:
+    """The process's open SSE streams; use as an async context manager (a lifespan) to run the
+    sweep. ``response`` builds the response that streams one subscription."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat: float,
+        send_timeout: float,
+        is_exiting: Callable[[], bool] = _uvicorn_is_exiting,
+    ) -> None:
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.sweep_interval = min(MAX_SWEEP_INTERVAL, heartbeat / 2)
+        self._streams: set[_OpenStream] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._is_exiting = is_exiting
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    async def __aenter__(self) -> Self:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._sweeper is not None
+        self._sweeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._sweeper
+        for stream in list(self._streams):
+            stream.close()
+
+    def response(
+        self, subscription: Subscription, *, after: str | None, headers: Mapping[str, str]
+    ) -> "SubscriptionResponse":
+        return SubscriptionResponse(self, subscription, after=after, headers=headers)
+
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep(loop.time())
+
+    def sweep(self, now: float) -> None:
+        """One pass over every open stream (see the module docstring)."""
+        exiting = self._is_exiting()
+        # Woken this much early, a stream still writes within ``heartbeat`` of its last write.
+        ping_after = self.heartbeat - self.sweep_interval
+        for stream in self._streams:
+            sending_since = stream.sending_since
+            if sending_since is not None:
+                if now - sending_since > self.send_timeout and not stream.stalled:
+                    stream.stalled = True
+                    stream.cancel()
+            elif exiting:
+                if not stream.closing:
+                    stream.close()
+            elif now - stream.written_at >= ping_after:
+                stream.written_at = now  # one poke per interval, even if the write is slow
+                stream.listener.poke()
+
+    def _opened(self, stream: _OpenStream) -> None:
+        self._streams.add(stream)
+
+    def _closed(self, stream: _OpenStream) -> None:
+        self._streams.discard(stream)
+
+
+class SubscriptionResponse(Response):
+    """One subscription's events as ``text/event-stream``; the subscription is closed however
+    the response ends, even when the client is gone before the first write."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        relay: StreamRelay,
+        subscription: Subscription,
+        *,
+        after: str | None,
+        headers: Mapping[str, str],
+    ) -> None:
+        # Like Starlette's StreamingResponse: no ``body``, hence no Content-Length.
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", **headers, "Connection": "keep-alive"})
+        self._relay = relay
+        self._subscription = subscription
+        self._after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stream = _OpenStream(self._subscription.listener, task, loop.time())
+        watcher = loop.create_task(_close_when_client_leaves(receive, stream))
+        self._relay._opened(stream)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._relay_batches(send, stream, loop)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # The sweep's is swallowed; anyone else's (a forced server shutdown) goes on.
+            if not stream.stalled or task.uncancel() > 0:
+                raise
+            # Returning with the response incomplete makes uvicorn close the connection.
+            logger.warning(
+                "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
+            )
+        finally:
+            stream.done = True
+            self._relay._closed(stream)
+            watcher.cancel()
+            await self._subscription.close()
+
+    async def _relay_batches(
+        self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Write every batch in one send, until the terminal event or the server stopping."""
+        batches: AsyncIterator[list[Event]] = self._subscription.batches(after=self._after)
+        async with aclosing(batches):  # type: ignore[type-var]
+            async for batch in batches:
+                if stream.closing:
+                    return
+                body = b"".join([event.sse for event in batch]) if batch else HEARTBEAT
+                stream.sending_since = loop.time()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                stream.sending_since = None
+                stream.written_at = loop.time()
+
+
+async def _close_when_client_leaves(receive: Receive, stream: _OpenStream) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    stream.close()
