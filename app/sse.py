@@ -44,6 +44,9 @@ from streaming.subscription import Listener, Subscription
 
 logger = logging.getLogger("agent_service.sse")
 
+#: The scope key under which the application keeps the server's own ``send`` (see
+#: ``SubscriptionResponse.__call__``).
+SERVER_SEND = "agent_service.server_send"
 #: The sweep runs at least this often; more often for heartbeats shorter than twice this.
 MAX_SWEEP_INTERVAL = 1.0
 
@@ -62,33 +65,25 @@ def _uvicorn_is_exiting() -> bool:
 class _OpenStream:
     """What the sweep needs to know of one open stream."""
 
-    __slots__ = (
-        "closing",
-        "done",
-        "listener",
-        "sending_since",
-        "stalled",
-        "task",
-        "written_at",
-    )
+    __slots__ = ("closing", "listener", "sending_since", "stalled", "task", "written_at")
 
-    def __init__(self, listener: Listener, task: "asyncio.Task[object]", now: float) -> None:
+    def __init__(self, listener: Listener, now: float) -> None:
         self.listener = listener
-        self.task = task
+        #: The task that writes the stream (see ``SubscriptionResponse``).
+        self.task: asyncio.Task[None] | None = None
         self.written_at = now
         #: Loop time at which the pending send started; None while not sending.
         self.sending_since: float | None = None
         self.closing = False  # the client left or the server is stopping: end after this batch
         self.stalled = False  # cancelled by the sweep: the client read nothing for too long
-        self.done = False
 
     def close(self) -> None:
         self.closing = True
         self.listener.poke()
 
     def cancel(self) -> None:
-        if not self.done:
-            self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()  # a task that is done ignores it
 
 
 class StreamRelay:
@@ -189,29 +184,42 @@ class SubscriptionResponse(Response):
         self._after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Start the response through the middleware, then write the body from a task of its
+        own with the server's ``send`` (``SERVER_SEND``, when the app put it in the scope).
+
+        Every wake-up of a coroutine resumes every frame that awaits it: a stream written from
+        here would resume the whole middleware chain (a dozen frames) for each batch, and each
+        send would pass through three wrappers. They only need to see the response start."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        stream = _OpenStream(self._subscription.listener, task, loop.time())
+        stream = _OpenStream(self._subscription.listener, loop.time())
+        writer: asyncio.Task[None] | None = None
         watcher = loop.create_task(_close_when_client_leaves(receive, stream))
         self._relay._opened(stream)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            body_send: Send = scope.get(SERVER_SEND, send)
+            writer = stream.task = loop.create_task(self._write(body_send, stream, loop))
+            await writer
+        finally:
+            self._relay._closed(stream)
+            watcher.cancel()
+            if writer is not None:
+                writer.cancel()  # when we are cancelled (a forced shutdown); else a no-op
+            await self._subscription.close()
+
+    async def _write(
+        self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        try:
             await self._relay_batches(send, stream, loop)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            # The sweep's is swallowed; anyone else's (a forced server shutdown) goes on.
-            if not stream.stalled or task.uncancel() > 0:
+            if not stream.stalled:
                 raise
             # Returning with the response incomplete makes uvicorn close the connection.
             logger.warning(
                 "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
             )
-        finally:
-            stream.done = True
-            self._relay._closed(stream)
-            watcher.cancel()
-            await self._subscription.close()
 
     async def _relay_batches(
         self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop

@@ -9,6 +9,7 @@ is retried with a growing pause, never ending the stream early. It knows the hub
 ``detach`` callable it is given, which it calls exactly once, however it ends.
 """
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,13 +44,15 @@ class Listener:
     """One listener's bounded buffer of announced events, and the flag that sends it back to
     the log when the buffer overflowed (or announcements may have been lost)."""
 
-    __slots__ = ("buffer", "lagging", "poked", "seen", "seen_at_check", "wake")
+    __slots__ = ("_waiter", "buffer", "lagging", "poked", "seen", "seen_at_check")
 
     def __init__(self, size: int) -> None:
         self.buffer: deque[Event] = deque(maxlen=size)
         self.lagging = False
         self.poked = False
-        self.wake = anyio.Event()
+        #: The future its subscriber awaits while idle: a bare future, not an ``Event``, because
+        #: every announcement wakes every listener (the relay's most repeated step).
+        self._waiter: asyncio.Future[None] | None = None
         #: The order of the last event its subscriber yielded: the hub's idle check compares it
         #: with the log's newest entry.
         self.seen: tuple[int, int] = (-1, -1)
@@ -63,18 +66,33 @@ class Listener:
             self.buffer.clear()
         else:
             self.buffer.append(event)
-        self.wake.set()
+        self._wake()
 
     def poke(self) -> None:
         """Wake the subscriber with nothing new: it yields an empty batch, so that whoever
         iterates gets control back (a heartbeat is due, its client left, the server stops)."""
         self.poked = True
-        self.wake.set()
+        self._wake()
 
     def fall_behind(self) -> None:
         self.lagging = True
         self.buffer.clear()
-        self.wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the next offer, poke or fall-behind (the caller checked there is none yet)."""
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
 
 def _through_terminal(events: list[Event]) -> list[Event]:
@@ -153,8 +171,7 @@ class Subscription:
                             listener.poked = False
                             yield []
                             continue
-                        listener.wake = anyio.Event()
-                        await listener.wake.wait()
+                        await listener.wait()
                         continue
                     fresh = [e for e in listener.buffer if e.order > listener.seen]
                     listener.buffer.clear()

@@ -100,9 +100,10 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
         chunk_indexes = [e.data["index"] for e in events if e.event == "chunk"]
         assert chunk_indexes == list(range(5000))
         assert events[-1] == fast[-1]
-    # Three clients fell megabytes behind (more than the kernel's socket buffers hold): a relay
-    # that queued for them without bound would grow by that much; ours keeps 256 events each.
-    assert peak[0] - rss_before < 8 * 1024 * 1024, f"web RSS grew {peak[0] - rss_before} B"
+    # Three clients fell ~9 MB behind each (more than the kernel's socket buffers hold): a relay
+    # that queued for them without bound would grow by ~27 MB; ours keeps 256 events each and
+    # measured 5-6 MB of growth (8.5 MB at worst: the 10 MB result event is read meanwhile).
+    assert peak[0] - rss_before < 12 * 1024 * 1024, f"web RSS grew {peak[0] - rss_before} B"
 
 
 def test_heartbeat_comments_arrive_on_an_idle_stream(raw_stack: Stack, llm: LLMControl) -> None:
