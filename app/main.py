@@ -19,19 +19,31 @@ from app.log_redaction import install_token_redaction
 from app.routes import agents, auth, events, health, sessions, tasks
 from app.services import open_services
 from app.settings import WebSettings, get_settings
-from app.sse import SERVER_SEND
+from app.sse import DEFERRED_STREAM, SubscriptionResponse
 from app.tokens import TokenService
 from worker.agents.plugins import agent_catalog
 
 
 class AgentServiceApp(FastAPI):
-    """FastAPI that keeps the server's ``send`` in each HTTP request's scope, so that an event
-    stream writes its body past the middleware's send wrappers (``app.sse``)."""
+    """FastAPI that serves an event stream after its request handling has returned: the
+    middleware, routing and dependencies decide (auth, ownership, the cursor), then let go of
+    the request, and the stream runs here with the server's own ``send`` (``app.sse``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[SERVER_SEND] = send
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[DEFERRED_STREAM] = None
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException:
+            left: SubscriptionResponse | None = scope.pop(DEFERRED_STREAM, None)
+            if left is not None:
+                await left.discard()
+            raise
+        stream: SubscriptionResponse | None = scope.pop(DEFERRED_STREAM, None)
+        if stream is not None:
+            await stream.serve(receive, send)
 
 
 #: Allocations between two young-generation collections (Python's default: 700).

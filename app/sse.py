@@ -34,7 +34,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing, suppress
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -44,9 +44,10 @@ from streaming.subscription import Listener, Subscription
 
 logger = logging.getLogger("agent_service.sse")
 
-#: The scope key under which the application keeps the server's own ``send`` (see
-#: ``SubscriptionResponse.__call__``).
-SERVER_SEND = "agent_service.server_send"
+#: The scope key where an application that serves streams after its request handling has
+#: returned puts None, and where ``SubscriptionResponse`` then leaves itself (see its
+#: ``__call__``).
+DEFERRED_STREAM = "agent_service.deferred_stream"
 #: The sweep runs at least this often; more often for heartbeats shorter than twice this.
 MAX_SWEEP_INTERVAL = 1.0
 
@@ -67,10 +68,9 @@ class _OpenStream:
 
     __slots__ = ("closing", "listener", "sending_since", "stalled", "task", "written_at")
 
-    def __init__(self, listener: Listener, now: float) -> None:
+    def __init__(self, listener: Listener, task: "asyncio.Task[Any]", now: float) -> None:
         self.listener = listener
-        #: The task that writes the stream (see ``SubscriptionResponse``).
-        self.task: asyncio.Task[None] | None = None
+        self.task = task
         self.written_at = now
         #: Loop time at which the pending send started; None while not sending.
         self.sending_since: float | None = None
@@ -82,8 +82,7 @@ class _OpenStream:
         self.listener.poke()
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()  # a task that is done ignores it
+        self.task.cancel()
 
 
 class StreamRelay:
@@ -184,42 +183,44 @@ class SubscriptionResponse(Response):
         self._after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Start the response through the middleware, then write the body from a task of its
-        own with the server's ``send`` (``SERVER_SEND``, when the app put it in the scope).
+        """Leave the stream in the scope for the application's outermost layer to serve once
+        FastAPI's request handling has returned (``DEFERRED_STREAM``); serve it here when
+        there is no such layer.
 
-        Every wake-up of a coroutine resumes every frame that awaits it: a stream written from
-        here would resume the whole middleware chain (a dozen frames) for each batch, and each
-        send would pass through three wrappers. They only need to see the response start."""
+        A stream served here would keep every frame of the middleware and routing chain alive
+        for as long as it is open (~11 KB per client) and resume all of them at each write."""
+        if DEFERRED_STREAM in scope and scope[DEFERRED_STREAM] is None:
+            scope[DEFERRED_STREAM] = self
+        else:
+            await self.serve(receive, send)
+
+    async def discard(self) -> None:
+        """Give the subscription up without serving it (the request failed after all)."""
+        await self._subscription.close()
+
+    async def serve(self, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        stream = _OpenStream(self._subscription.listener, loop.time())
-        writer: asyncio.Task[None] | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        stream = _OpenStream(self._subscription.listener, task, loop.time())
         watcher = loop.create_task(_close_when_client_leaves(receive, stream))
         self._relay._opened(stream)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            body_send: Send = scope.get(SERVER_SEND, send)
-            writer = stream.task = loop.create_task(self._write(body_send, stream, loop))
-            await writer
-        finally:
-            self._relay._closed(stream)
-            watcher.cancel()
-            if writer is not None:
-                writer.cancel()  # when we are cancelled (a forced shutdown); else a no-op
-            await self._subscription.close()
-
-    async def _write(
-        self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        try:
             await self._relay_batches(send, stream, loop)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not stream.stalled:
+            # The sweep's is swallowed; anyone else's (a forced server shutdown) goes on.
+            if not stream.stalled or task.uncancel() > 0:
                 raise
             # Returning with the response incomplete makes uvicorn close the connection.
             logger.warning(
                 "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
             )
+        finally:
+            self._relay._closed(stream)
+            watcher.cancel()
+            await self._subscription.close()
 
     async def _relay_batches(
         self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop

@@ -21,8 +21,7 @@ def _relay(*, exiting: bool = False) -> StreamRelay:
 
 def _open(relay: StreamRelay, *, written_at: float = 0.0) -> tuple[_OpenStream, _Task]:
     task = _Task()
-    stream = _OpenStream(Listener(8), written_at)
-    stream.task = cast(Any, task)
+    stream = _OpenStream(Listener(8), cast(Any, task), written_at)
     relay._opened(stream)
     return stream, task
 
