@@ -203,6 +203,12 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def command_counts(client: redis.Redis) -> Counter[str]:
+    """Commands Redis has run since it started, by name (``INFO commandstats``)."""
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
 def connections_accepted(client: redis.Redis) -> int:
     """Connections Redis has accepted since it started (``total_connections_received``)."""
     return int(client.info("stats")["total_connections_received"])

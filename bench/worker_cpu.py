@@ -35,6 +35,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ import redis
 from bench._common import (
     WORKER_CLIENT,
     busy_percent,
+    command_counts,
     command_line,
     connections_accepted,
     connections_by_name,
@@ -94,6 +96,7 @@ class Row:
     worker_conns: int
     redis_cpu: float
     new_conns: int  # connections Redis accepted during the run (all clients)
+    commands: Counter[str]  # Redis commands run during the run, by every process, by name
 
     @property
     def cpu_per_token_us(self) -> float:
@@ -202,6 +205,7 @@ def measure(
             idle_rate = idle_cpu_rate(worker, args.idle_seconds)
             redis_before = redis_cpu_seconds(client)
             accepted_before = connections_accepted(client)
+            commands_before = command_counts(client)
             cpu_before, started = cpu_split(worker.pid), time.monotonic()
             machine_before = machine_ticks()
             with py_spy(
@@ -216,6 +220,7 @@ def measure(
                 machine_busy = busy_percent(machine_before, machine_ticks())
                 redis_cpu = redis_cpu_seconds(client) - redis_before
                 new_conns = connections_accepted(client) - accepted_before
+                commands = command_counts(client) - commands_before
         finally:
             web.stop()
     finally:
@@ -240,6 +245,7 @@ def measure(
         worker_conns=worker_conns,
         redis_cpu=redis_cpu,
         new_conns=new_conns,
+        commands=commands,
     )
 
 
@@ -286,6 +292,22 @@ def _diagnostics(rows: list[Row]) -> str:
             row.new_conns,
             row.redis_cpu,
             row.machine_busy,
+        ]
+        for row in rows
+    ]
+    return table(headers, body)
+
+
+def _commands(rows: list[Row], *, top: int = 12) -> str:
+    """Redis commands per call, the most frequent first (the web's submits included)."""
+    names = [name for name, _ in sum((row.commands for row in rows), Counter()).most_common(top)]
+    headers = ["loop", "coalesce s", "all/call", *names]
+    body = [
+        [
+            row.config.mode,
+            f"{row.config.window:g}",
+            row.commands.total() / row.calls,
+            *(row.commands[name] / row.calls for name in names),
         ]
         for row in rows
     ]
@@ -367,6 +389,8 @@ def main() -> None:
     print(_report(rows))
     print("# diagnostics (all over the measured run; machine busy: % of all CPUs):")
     print(_diagnostics(rows))
+    print("# Redis commands per call (every process: the web's submits too), the most run first:")
+    print(_commands(rows))
 
 
 if __name__ == "__main__":

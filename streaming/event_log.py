@@ -20,7 +20,7 @@ from streaming.events import Event, EventType, encode_payload, parse_event_id
 
 # KEYS: events, content, attempt. ARGV: channel, maxlen, ttl, unless_ended ('1': append nothing
 # if the log already ends with a terminal event), then (type, data, text, attempt)*.
-_APPEND_SCRIPT = """
+APPEND_SCRIPT = """
 local channel, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
 local ids = {}
 if ARGV[4] == '1' then
@@ -57,7 +57,7 @@ return ids
 NewEvent = tuple[EventType, Any]
 
 
-def _script_call(
+def script_call(
     task_id: str, events: Sequence[NewEvent], *, maxlen: int, ttl: int, unless_ended: bool = False
 ) -> tuple[list[str], list[bytes | str | int]]:
     args: list[bytes | str | int] = [
@@ -85,13 +85,13 @@ class EventLog:
     """Appends events to task logs, from async code (the worker's loop, the web process)."""
 
     def __init__(self, redis: "Redis", *, maxlen: int, ttl: int) -> None:
-        self._script = redis.register_script(_APPEND_SCRIPT)
+        self._script = redis.register_script(APPEND_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
 
     async def append(self, task_id: str, events: Sequence[NewEvent]) -> list[str]:
         """Append ``events`` in order; their entry ids."""
-        task_keys, args = _script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
+        task_keys, args = script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
         return _ids(await self._script(keys=task_keys, args=args))
 
 
@@ -100,7 +100,7 @@ class BlockingEventLog:
 
     def __init__(self, redis: "SyncRedis", *, maxlen: int, ttl: int) -> None:
         self.redis = redis
-        self._script = redis.register_script(_APPEND_SCRIPT)
+        self._script = redis.register_script(APPEND_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
 
@@ -109,7 +109,7 @@ class BlockingEventLog:
     ) -> list[str]:
         """Append ``events``; with ``unless_ended``, nothing if the log already ends with a
         terminal event (returns no ids then)."""
-        task_keys, args = _script_call(
+        task_keys, args = script_call(
             task_id, events, maxlen=self._maxlen, ttl=self._ttl, unless_ended=unless_ended
         )
         return _ids(self._script(keys=task_keys, args=args))

@@ -39,6 +39,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from storage.audit import AuditLog
 from storage.database import LazyDatabase
+from streaming.event_writer import EventWriter
 from worker.errors import AgentTimeoutError
 from worker.http_client import open_http_client
 from worker.loop_monitor import LoopLagMonitor
@@ -62,6 +63,8 @@ class LoopResources:
     offload: Callable[[Callable[[], object]], Awaitable[object]]
     database: LazyDatabase
     audit: AuditLog
+    #: Appends the events of every task on the loop, one round trip per coalescing window.
+    events: EventWriter
 
 
 TaskCall = Callable[[LoopResources], Awaitable[T]]
@@ -105,7 +108,15 @@ async def open_loop_resources(
     redis = Redis(connection_pool=pool)
     database = LazyDatabase(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
-        async with open_http_client(settings, shared=shared) as http:
+        async with (
+            open_http_client(settings, shared=shared) as http,
+            EventWriter(
+                redis,
+                maxlen=settings.event_log_maxlen,
+                ttl=settings.task_data_ttl,
+                window=settings.stream_coalesce_window,
+            ) as events,
+        ):
             yield LoopResources(
                 http=http,
                 redis=redis,
@@ -113,6 +124,7 @@ async def open_loop_resources(
                 database=database,
                 # On the shared loop, the outcome rows of tasks ending together share a commit.
                 audit=AuditLog(database, batch_window=AUDIT_BATCH_WINDOW if shared else 0.0),
+                events=events,
             )
     finally:
         with anyio.CancelScope(shield=True):

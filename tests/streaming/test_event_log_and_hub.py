@@ -1,14 +1,19 @@
 """The event log, the publisher and the hub against a real Redis server."""
 
+import uuid
+from typing import Any
+
 import anyio
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from scripts.embedded_redis import EmbeddedRedis
 from streaming import keys
 from streaming.event_log import BlockingEventLog, EventLog, EventLogReader
+from streaming.event_writer import EventWriter
 from streaming.events import Event, EventType
 from streaming.hub import EventHub
 from streaming.hub import _Channel as hub_channel
@@ -88,9 +93,10 @@ async def test_trimmed_log_ending_in_a_terminal_event_delivers_it_after_the_rese
 
 
 async def test_publisher_coalesces_chunks_within_the_window(redis: Redis, task_id: str) -> None:
-    log = EventLog(redis, maxlen=1000, ttl=60)
-
-    async with TaskEventPublisher(log, task_id, coalesce_window=0.05) as publisher:
+    async with (
+        EventWriter(redis, maxlen=1000, ttl=60, window=0.05) as writer,
+        TaskEventPublisher(writer, task_id) as publisher,
+    ):
         for word in ["a", "b", "c"]:
             await publisher.chunk(word)
         await publisher.publish(EventType.PROGRESS, {"progress": 50, "stage": "generating"})
@@ -105,16 +111,82 @@ async def test_publisher_coalesces_chunks_within_the_window(redis: Redis, task_i
 
 
 async def test_publisher_flushes_a_lone_chunk_after_the_window(redis: Redis, task_id: str) -> None:
-    log = EventLog(redis, maxlen=1000, ttl=60)
     reader = EventLogReader(redis)
 
-    async with TaskEventPublisher(log, task_id, coalesce_window=0.01) as publisher:
+    async with (
+        EventWriter(redis, maxlen=1000, ttl=60, window=0.01) as writer,
+        TaskEventPublisher(writer, task_id) as publisher,
+    ):
         await publisher.chunk("alone")
         with anyio.fail_after(5):
             while not await reader.read_after(task_id, None):
                 await anyio.sleep(0.005)
 
     assert _texts(await reader.read_after(task_id, None)) == ["alone"]
+
+
+async def test_one_writer_sends_every_task_of_its_loop_in_order_in_few_round_trips(
+    redis: Redis,
+) -> None:
+    task_ids = [f"writer-{uuid.uuid4().hex}" for _ in range(50)]
+    before = await _commands_run(redis)
+    round_trips = 0
+
+    class CountingWriter(EventWriter):
+        async def _pipeline(self, packed: Any) -> list[object]:
+            nonlocal round_trips
+            round_trips += 1
+            return await super()._pipeline(packed)
+
+    async def one_task(writer: EventWriter, task_id: str) -> None:
+        async with TaskEventPublisher(writer, task_id) as publisher:
+            await publisher.publish(EventType.STATUS, {"status": "running"})
+            for i in range(20):
+                await publisher.chunk(f"{i},")
+                await anyio.sleep(0.001)
+            await publisher.publish(EventType.RESULT, {"content": "done"})
+
+    async with (
+        CountingWriter(redis, maxlen=1000, ttl=60, window=0.005) as writer,
+        anyio.create_task_group() as tg,
+    ):
+        for task_id in task_ids:
+            tg.start_soon(one_task, writer, task_id)
+
+    reader = EventLogReader(redis)
+    for task_id in task_ids:
+        events = await reader.read_after(task_id, None)
+        assert events[0].type is EventType.STATUS
+        assert events[-1].type is EventType.RESULT
+        assert "".join(_texts(events)) == "".join(f"{i}," for i in range(20))
+        chunks = [e.payload()["index"] for e in events if e.type is EventType.CHUNK]
+        assert chunks == list(range(len(chunks)))
+    script_calls = await _commands_run(redis) - before
+    # The window merged each task's chunks into a few events, and the 50 tasks' script calls
+    # shared round trips: each carried ten or more.
+    assert script_calls < 50 * 12, script_calls
+    assert round_trips * 10 < script_calls, (round_trips, script_calls)
+
+
+async def test_a_failed_write_is_raised_in_the_task_that_published_not_its_batch_mates(
+    redis: Redis, task_id: str
+) -> None:
+    await redis.lpush(keys.task_events("broken"), "not a stream")  # its XADD will fail
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=60.0) as writer:
+        healthy = TaskEventPublisher(writer, task_id)
+        broken = TaskEventPublisher(writer, "broken")
+        await broken.chunk("lost")
+        await healthy.chunk("kept")
+        await healthy.flush()  # one batch carries both
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await broken.chunk("next")
+
+    assert _texts(await EventLogReader(redis).read_after(task_id, None)) == ["kept"]
+
+
+async def _commands_run(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 async def test_listener_gets_replay_then_live_events_without_gap_or_duplicate(

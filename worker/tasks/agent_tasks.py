@@ -28,7 +28,6 @@ from celery.exceptions import Ignore
 
 from storage.audit import AuditAction, AuditOutcome
 from streaming.cancellation import cancel_requested
-from streaming.event_log import EventLog
 from streaming.events import EventType
 from streaming.publisher import TaskEventPublisher
 from worker.audit_trail import record_task_outcome
@@ -121,10 +120,7 @@ def _run(
                 await release_run(loop.redis, task_id, worker_name=worker_name)
 
     async def run(loop: LoopResources, attempt: int) -> dict[str, Any]:
-        log = EventLog(loop.redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl)
-        async with TaskEventPublisher(
-            log, task_id, coalesce_window=settings.stream_coalesce_window
-        ) as publisher:
+        async with TaskEventPublisher(loop.events, task_id) as publisher:
             publishers.append(publisher)
 
             state = _state_writer(task, task_id, loop)
