@@ -72,8 +72,12 @@ class EventWriter:
         self._ttl = ttl
         #: How long a chunk may wait for others (``STREAM_COALESCE_WINDOW``); 0: never.
         self.window = window
-        #: Publishers with events to send, and when each first had them (insertion-ordered).
-        self._pending: dict[PendingEvents, float] = {}
+        #: Publishers with events to send (an insertion-ordered set).
+        self._pending: dict[PendingEvents, None] = {}
+        #: Plain ``SET key value EX seconds`` to send with the next batch.
+        self._sets: list[tuple[str, bytes, int]] = []
+        #: When the oldest of what waits was queued.
+        self._oldest = 0.0
         self._next = Batch()
         self._wanted = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -94,7 +98,7 @@ class EventWriter:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
-        if self._pending:  # publishers still open when the loop closes: write what they have
+        if self._pending or self._sets:  # left when the loop closes: write it
             with anyio.CancelScope(shield=True):
                 await self._write_batch()
         return None
@@ -102,9 +106,20 @@ class EventWriter:
     def mark(self, publisher: PendingEvents) -> Batch:
         """``publisher`` has events to send within the window; the batch that will carry them."""
         if publisher not in self._pending:
-            self._pending[publisher] = asyncio.get_running_loop().time()
-            self._wanted.set()
+            self._queued()
+            self._pending[publisher] = None
         return self._next
+
+    def set_with_next(self, key: str, value: bytes, *, expires: int) -> None:
+        """Send ``SET key value EX expires`` with the next batch (a task's Celery state: its
+        round trip is shared with the events it goes with)."""
+        self._queued()
+        self._sets.append((key, value, expires))
+
+    def _queued(self) -> None:
+        if not self._wanted.is_set():
+            self._oldest = asyncio.get_running_loop().time()
+            self._wanted.set()
 
     async def flush(self, publisher: PendingEvents) -> None:
         """Send ``publisher``'s events now (with whatever else is pending) and wait for it."""
@@ -117,7 +132,7 @@ class EventWriter:
         while True:
             await self._wanted.wait()
             if not self._urgent.is_set():
-                delay = next(iter(self._pending.values())) + self.window - loop.time()
+                delay = self._oldest + self.window - loop.time()
                 if delay > 0:
                     with anyio.move_on_after(delay):
                         await self._urgent.wait()
@@ -128,13 +143,14 @@ class EventWriter:
         only the due ones made more round trips and saved few events (measured: 305 against
         280 us of worker CPU per token)."""
         publishers, self._pending = list(self._pending), {}
+        sets, self._sets = self._sets, []
         batch, self._next = self._next, Batch()
         self._wanted.clear()
         self._urgent.clear()
         calls = [(p, p.take_events()) for p in publishers]
         calls = [(p, events) for p, events in calls if events]
         try:
-            results = await self._append(calls)
+            results = await self._append(calls, sets)
         except Exception as exc:  # Redis unreachable: every task of the batch learns of it
             results = [exc] * len(calls)
         except BaseException:  # cancelled with the loop: nobody may wait on this batch forever
@@ -147,17 +163,21 @@ class EventWriter:
                 publisher.write_failed(result)
         batch.finish()
 
-    async def _append(self, calls: Sequence[tuple[PendingEvents, list[NewEvent]]]) -> list[object]:
+    async def _append(
+        self,
+        calls: Sequence[tuple[PendingEvents, list[NewEvent]]],
+        sets: Sequence[tuple[str, bytes, int]] = (),
+    ) -> list[object]:
         """One pipelined ``EVALSHA`` per task; each task's outcome (its ids or its error). A
         script Redis lost (a restart) is loaded again and the refused calls sent once more:
         refused, they did nothing."""
-        if not calls:
+        if not calls and not sets:
             return []
         packed = [
             script_call(p.task_id, events, maxlen=self._maxlen, ttl=self._ttl)
             for p, events in calls
         ]
-        results = await self._pipeline(packed)
+        results = await self._pipeline(packed, sets)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self._redis.script_load(APPEND_SCRIPT)
@@ -167,11 +187,19 @@ class EventWriter:
         return results
 
     async def _pipeline(
-        self, packed: Sequence[tuple[list[str], list[bytes | str | int]]]
+        self,
+        packed: Sequence[tuple[list[str], list[bytes | str | int]]],
+        sets: Sequence[tuple[str, bytes, int]] = (),
     ) -> list[object]:
+        """The script calls' outcomes; a failed ``SET`` is logged (nobody waits for it)."""
         sha = self._script.sha
         async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, expires in sets:
+                pipe.set(key, value, ex=expires)
             for task_keys, args in packed:
                 pipe.execute_command("EVALSHA", sha, len(task_keys), *task_keys, *args)
             results: list[object] = await pipe.execute(raise_on_error=False)
-        return results
+        for (key, _, _), outcome in zip(sets, results, strict=False):
+            if isinstance(outcome, Exception):
+                logger.warning("SET %s failed (%r)", key, outcome)
+        return results[len(sets) :]

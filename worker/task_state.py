@@ -4,8 +4,10 @@
 three round trips to Redis (Celery reads the current state first, then writes and publishes it)
 and a good share of the worker's CPU per streamed answer. When the result backend is the same
 Redis the loop already talks to, the state is written the way Celery's Redis backend stores it
-(``celery-task-meta-<id>``, JSON, expiring with ``CELERY_RESULT_EXPIRES``) in one ``SET`` on the
-loop's own client; any other backend gets ``update_state`` in a thread. Readers (polling,
+(``celery-task-meta-<id>``, JSON, expiring with ``CELERY_RESULT_EXPIRES``) in one ``SET`` that
+the loop's event writer sends with the ``progress`` event that follows it (one round trip for
+both, shared with the other tasks of the loop); any other backend gets ``update_state`` in a
+thread. Readers (polling,
 ``AsyncResult``) cannot tell the difference.
 """
 
@@ -13,22 +15,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 
 from streaming import keys
+from streaming.event_writer import EventWriter
 
 PROGRESS = "PROGRESS"
 
 
 class StateWriter(Protocol):
-    async def progress(self, meta: dict[str, Any]) -> None: ...
+    async def progress(self, meta: dict[str, Any]) -> None:
+        """Store ``PROGRESS`` with ``meta``, at the latest with the task's next event."""
+        ...
 
 
 class RedisBackendStateWriter:
     """``PROGRESS`` stored directly in the Redis result backend the loop's client reaches."""
 
-    def __init__(self, redis: "Redis", task_id: str, *, expires: int) -> None:
-        self._redis = redis
+    def __init__(self, writer: EventWriter, task_id: str, *, expires: int) -> None:
+        self._writer = writer
         self._task_id = task_id
         self._key = keys.celery_task_meta(task_id)
         self._expires = expires
@@ -42,7 +46,7 @@ class RedisBackendStateWriter:
             "date_done": None,
             "task_id": self._task_id,
         }
-        await self._redis.set(self._key, orjson.dumps(record), ex=self._expires)
+        self._writer.set_with_next(self._key, orjson.dumps(record), expires=self._expires)
 
 
 class CeleryStateWriter:

@@ -133,10 +133,10 @@ async def test_one_writer_sends_every_task_of_its_loop_in_order_in_few_round_tri
     round_trips = 0
 
     class CountingWriter(EventWriter):
-        async def _pipeline(self, packed: Any) -> list[object]:
+        async def _pipeline(self, packed: Any, sets: Any = ()) -> list[object]:
             nonlocal round_trips
             round_trips += 1
-            return await super()._pipeline(packed)
+            return await super()._pipeline(packed, sets)
 
     async def one_task(writer: EventWriter, task_id: str) -> None:
         async with TaskEventPublisher(writer, task_id) as publisher:
@@ -182,6 +182,22 @@ async def test_a_failed_write_is_raised_in_the_task_that_published_not_its_batch
             await broken.chunk("next")
 
     assert _texts(await EventLogReader(redis).read_after(task_id, None)) == ["kept"]
+
+
+async def test_a_set_goes_with_the_next_batch_or_alone_after_the_window(
+    redis: Redis, task_id: str
+) -> None:
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=0.05) as writer:
+        publisher = TaskEventPublisher(writer, task_id)
+        writer.set_with_next(f"state-{task_id}", b"PROGRESS", expires=60)
+        await publisher.publish(EventType.PROGRESS, {"progress": 10, "stage": "starting"})
+        assert await redis.get(f"state-{task_id}") == b"PROGRESS"
+
+        writer.set_with_next(f"alone-{task_id}", b"1", expires=60)
+        with anyio.fail_after(5):
+            while await redis.get(f"alone-{task_id}") is None:
+                await anyio.sleep(0.01)
+    assert 0 < await redis.ttl(f"alone-{task_id}") <= 60
 
 
 async def _commands_run(redis: Redis) -> int:

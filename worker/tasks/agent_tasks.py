@@ -127,8 +127,8 @@ def _run(
 
             async def report_progress(progress: int, stage: str) -> None:
                 meta = {"progress": progress, "stage": stage}
+                await state.progress(meta)  # written with the event, in the same round trip
                 await publisher.publish(EventType.PROGRESS, meta)
-                await state.progress(meta)
 
             scope = anyio.CancelScope()
             with cancel_on_request(settings, task_id, scope):
@@ -189,7 +189,7 @@ def _state_writer(task: Task, task_id: str, loop: LoopResources) -> StateWriter:
         settings.result_backend_url == settings.redis_url_normalised
         and type(task.backend).__name__ == "RedisBackend"
     ):
-        return RedisBackendStateWriter(loop.redis, task_id, expires=settings.celery_result_expires)
+        return RedisBackendStateWriter(loop.events, task_id, expires=settings.celery_result_expires)
     return CeleryStateWriter(partial(task.update_state, task_id=task_id), loop.offload)
 
 
