@@ -8,7 +8,12 @@ a single ``StreamRelay`` sweep, every second at most, over all open streams:
 - a stream whose send has been blocked (the client stopped reading and the socket's buffers are
   full) for ``send_timeout`` is cancelled and its connection closed;
 - when uvicorn is shutting down, every stream is ended cleanly, so that clients reconnect (to
-  another process) with ``Last-Event-ID`` instead of holding this one up.
+  another process) with ``Last-Event-ID`` instead of holding this one up; one still open a
+  sweep later (waiting on Redis) is cancelled.
+
+A client that leaves cancels its stream from the ``receive()`` task, wherever it waits.
+Cancellation cannot leave a listener behind: a subscription whose close was interrupted closes
+when asked again, in the stream's ``finally``.
 
 Why not sse-starlette's ``EventSourceResponse``: it runs each response as a task group of four
 tasks (stream, ping, disconnect listener, shutdown watcher) and arms a timeout scope around every
@@ -19,13 +24,9 @@ same: the first of "stream ended", "client left", "send stalled", "server stoppi
 ::
 
     subscription ─batch─▶ stream coroutine ─one send─▶ client
-         ▲                       ▲
-         │ poke (ping, stop)     │ cancel (send stalled)
-         ├──────── sweep ────────┘
-         └─ poke (left) ◀─ receive() task ◀─http.disconnect─ client
-
-A client that leaves only pokes its stream: cancelling could interrupt the stream where it
-detaches from the hub, and leave its listener behind.
+         ▲                       ▲  ▲
+         │ poke (ping, stop)     │  └─ cancel (left) ◀─ receive() task ◀─http.disconnect─ client
+         └──────── sweep ────────┘ cancel (send stalled; still open a sweep after stop)
 """
 
 import asyncio
@@ -37,7 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from streaming.events import Event
 from streaming.subscription import Listener, Subscription
@@ -66,7 +67,7 @@ def _uvicorn_is_exiting() -> bool:
 class _OpenStream:
     """What the sweep needs to know of one open stream."""
 
-    __slots__ = ("closing", "listener", "sending_since", "stalled", "task", "written_at")
+    __slots__ = ("closing_since", "cut", "listener", "sending_since", "task", "written_at")
 
     def __init__(self, listener: Listener, task: "asyncio.Task[Any]", now: float) -> None:
         self.listener = listener
@@ -74,15 +75,19 @@ class _OpenStream:
         self.written_at = now
         #: Loop time at which the pending send started; None while not sending.
         self.sending_since: float | None = None
-        self.closing = False  # the client left or the server is stopping: end after this batch
-        self.stalled = False  # cancelled by the sweep: the client read nothing for too long
+        #: Since when the server is stopping (the stream ends after its current batch).
+        self.closing_since: float | None = None
+        #: Why the relay cancelled the stream ("stalled", "left", "stopping"), if it did.
+        self.cut: str | None = None
 
-    def close(self) -> None:
-        self.closing = True
+    def close(self, now: float) -> None:
+        self.closing_since = now
         self.listener.poke()
 
-    def cancel(self) -> None:
-        self.task.cancel()
+    def cancel(self, reason: str) -> None:
+        if self.cut is None:
+            self.cut = reason
+            self.task.cancel()
 
 
 class StreamRelay:
@@ -121,8 +126,9 @@ class StreamRelay:
         self._sweeper.cancel()
         with suppress(asyncio.CancelledError):
             await self._sweeper
+        now = asyncio.get_running_loop().time()
         for stream in list(self._streams):
-            stream.close()
+            stream.close(now)
 
     def response(
         self, subscription: Subscription, *, after: str | None, headers: Mapping[str, str]
@@ -143,12 +149,15 @@ class StreamRelay:
         for stream in self._streams:
             sending_since = stream.sending_since
             if sending_since is not None:
-                if now - sending_since > self.send_timeout and not stream.stalled:
-                    stream.stalled = True
-                    stream.cancel()
+                if now - sending_since > self.send_timeout:
+                    stream.cancel("stalled")
             elif exiting:
-                if not stream.closing:
-                    stream.close()
+                if stream.closing_since is None:
+                    stream.close(now)
+                elif now - stream.closing_since >= self.sweep_interval:
+                    # Still open a sweep later: waiting on something that does not end (a log
+                    # read retried while Redis is down). The shutdown must not wait for it.
+                    stream.cancel("stopping")
             elif now - stream.written_at >= ping_after:
                 stream.written_at = now  # one poke per interval, even if the write is slow
                 stream.listener.poke()
@@ -203,20 +212,23 @@ class SubscriptionResponse(Response):
         task = asyncio.current_task()
         assert task is not None
         stream = _OpenStream(self._subscription.listener, task, loop.time())
-        watcher = loop.create_task(_close_when_client_leaves(receive, stream))
+        watcher = loop.create_task(_cancel_when_client_leaves(receive, stream))
         self._relay._opened(stream)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await _timed_send(send, start, stream, loop)
             await self._relay_batches(send, stream, loop)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            end = {"type": "http.response.body", "body": b"", "more_body": False}
+            await _timed_send(send, end, stream, loop)
         except asyncio.CancelledError:
-            # The sweep's is swallowed; anyone else's (a forced server shutdown) goes on.
-            if not stream.stalled or task.uncancel() > 0:
-                raise
+            # The relay's own cancel is swallowed; anyone else's (a forced shutdown) goes on.
             # Returning with the response incomplete makes uvicorn close the connection.
-            logger.warning(
-                "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
-            )
+            if stream.cut is None or task.uncancel() > 0:
+                raise
+            if stream.cut == "stalled":
+                logger.warning(
+                    "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
+                )
         finally:
             self._relay._closed(stream)
             watcher.cancel()
@@ -229,16 +241,26 @@ class SubscriptionResponse(Response):
         batches: AsyncIterator[list[Event]] = self._subscription.batches(after=self._after)
         async with aclosing(batches):  # type: ignore[type-var]
             async for batch in batches:
-                if stream.closing:
+                if stream.closing_since is not None:
                     return
                 body = b"".join([event.sse for event in batch]) if batch else HEARTBEAT
-                stream.sending_since = loop.time()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                stream.sending_since = None
-                stream.written_at = loop.time()
+                message = {"type": "http.response.body", "body": body, "more_body": True}
+                await _timed_send(send, message, stream, loop)
 
 
-async def _close_when_client_leaves(receive: Receive, stream: _OpenStream) -> None:
+async def _timed_send(
+    send: Send, message: Message, stream: _OpenStream, loop: asyncio.AbstractEventLoop
+) -> None:
+    """``send``, watched by the sweep: one that waits ``send_timeout`` is cut."""
+    stream.sending_since = loop.time()
+    await send(message)
+    stream.sending_since = None
+    stream.written_at = loop.time()
+
+
+async def _cancel_when_client_leaves(receive: Receive, stream: _OpenStream) -> None:
+    """Cancel the stream as soon as its client is gone, wherever it waits (a log read retried
+    while Redis is down would otherwise hold it); its subscription is closed all the same."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    stream.close()
+    stream.cancel("left")

@@ -32,17 +32,21 @@ from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
 logger = logging.getLogger("agent_service.streaming.event_writer")
 
 
+#: ``SET key value EX seconds``: a write that goes with a task's events (its Celery state).
+SetCommand = tuple[str, bytes, int]
+
+
 class PendingEvents(Protocol):
     """What the writer asks of a publisher."""
 
     task_id: str
 
-    def take_events(self) -> list[NewEvent]:
+    def take_writes(self) -> tuple[list[NewEvent], list[SetCommand]]:
         """Everything queued since the last call, in order (the writer sends it now)."""
         ...
 
     def write_failed(self, error: Exception) -> None:
-        """The events last taken were not written (raised again in the task's own frame)."""
+        """The writes last taken failed (raised again in the task's own frame)."""
         ...
 
 
@@ -72,13 +76,13 @@ class EventWriter:
         self._ttl = ttl
         #: How long a chunk may wait for others (``STREAM_COALESCE_WINDOW``); 0: never.
         self.window = window
-        #: Publishers with events to send (an insertion-ordered set).
+        #: Publishers with writes to send (an insertion-ordered set).
         self._pending: dict[PendingEvents, None] = {}
-        #: Plain ``SET key value EX seconds`` to send with the next batch.
-        self._sets: list[tuple[str, bytes, int]] = []
         #: When the oldest of what waits was queued.
         self._oldest = 0.0
         self._next = Batch()
+        #: The batch being written (the one ``take_writes`` is called for).
+        self.sending = self._next
         self._wanted = asyncio.Event()
         self._urgent = asyncio.Event()
         self._task_group: TaskGroup | None = None
@@ -98,34 +102,30 @@ class EventWriter:
         assert self._task_group is not None
         self._task_group.cancel_scope.cancel()
         await self._task_group.__aexit__(None, None, None)
-        if self._pending or self._sets:  # left when the loop closes: write it
+        if self._pending:  # left when the loop closes: write it
             with anyio.CancelScope(shield=True):
                 await self._write_batch()
         return None
 
     def mark(self, publisher: PendingEvents) -> Batch:
-        """``publisher`` has events to send within the window; the batch that will carry them."""
+        """``publisher`` has writes to send within the window; the batch that will carry them."""
         if publisher not in self._pending:
-            self._queued()
+            if not self._wanted.is_set():
+                self._oldest = asyncio.get_running_loop().time()
+                self._wanted.set()
             self._pending[publisher] = None
         return self._next
 
-    def set_with_next(self, key: str, value: bytes, *, expires: int) -> None:
-        """Send ``SET key value EX expires`` with the next batch (a task's Celery state: its
-        round trip is shared with the events it goes with)."""
-        self._queued()
-        self._sets.append((key, value, expires))
+    def forget(self, publisher: PendingEvents) -> None:
+        """Drop ``publisher`` from the next batch (its task failed: its writes are void)."""
+        self._pending.pop(publisher, None)
 
-    def _queued(self) -> None:
-        if not self._wanted.is_set():
-            self._oldest = asyncio.get_running_loop().time()
-            self._wanted.set()
-
-    async def flush(self, publisher: PendingEvents) -> None:
-        """Send ``publisher``'s events now (with whatever else is pending) and wait for it."""
+    async def flush(self, publisher: PendingEvents) -> Batch:
+        """Send ``publisher``'s writes now (with whatever else is pending); the batch, sent."""
         batch = self.mark(publisher)
         self._urgent.set()
         await batch.written()
+        return batch
 
     async def _write_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,67 +139,77 @@ class EventWriter:
             await self._write_batch()
 
     async def _write_batch(self) -> None:
-        """Send every pending publisher's events, those whose window is not over too: sending
+        """Send every pending publisher's writes, those whose window is not over too: sending
         only the due ones made more round trips and saved few events (measured: 305 against
         280 us of worker CPU per token)."""
         publishers, self._pending = list(self._pending), {}
-        sets, self._sets = self._sets, []
         batch, self._next = self._next, Batch()
+        self.sending = batch
         self._wanted.clear()
         self._urgent.clear()
-        calls = [(p, p.take_events()) for p in publishers]
-        calls = [(p, events) for p, events in calls if events]
+        taken = [(p, *p.take_writes()) for p in publishers]
+        taken = [(p, events, sets) for p, events, sets in taken if events or sets]
         try:
-            results = await self._append(calls, sets)
+            outcomes = await self._send(taken)
         except Exception as exc:  # Redis unreachable: every task of the batch learns of it
-            results = [exc] * len(calls)
+            outcomes = [exc] * len(taken)
         except BaseException:  # cancelled with the loop: nobody may wait on this batch forever
-            for publisher, _ in calls:
+            for publisher, _, _ in taken:
                 publisher.write_failed(RuntimeError("the event writer stopped"))
             batch.finish()
             raise
-        for (publisher, _), result in zip(calls, results, strict=True):
-            if isinstance(result, Exception):
-                publisher.write_failed(result)
+        for (publisher, _, _), outcome in zip(taken, outcomes, strict=True):
+            if outcome is not None:
+                publisher.write_failed(outcome)
         batch.finish()
 
-    async def _append(
-        self,
-        calls: Sequence[tuple[PendingEvents, list[NewEvent]]],
-        sets: Sequence[tuple[str, bytes, int]] = (),
-    ) -> list[object]:
-        """One pipelined ``EVALSHA`` per task; each task's outcome (its ids or its error). A
-        script Redis lost (a restart) is loaded again and the refused calls sent once more:
-        refused, they did nothing."""
-        if not calls and not sets:
-            return []
-        packed = [
-            script_call(p.task_id, events, maxlen=self._maxlen, ttl=self._ttl)
-            for p, events in calls
-        ]
-        results = await self._pipeline(packed, sets)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            await self._redis.script_load(APPEND_SCRIPT)
-            again = await self._pipeline([packed[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _pipeline(
-        self,
-        packed: Sequence[tuple[list[str], list[bytes | str | int]]],
-        sets: Sequence[tuple[str, bytes, int]] = (),
-    ) -> list[object]:
-        """The script calls' outcomes; a failed ``SET`` is logged (nobody waits for it)."""
+    async def _send(
+        self, taken: Sequence[tuple[PendingEvents, list[NewEvent], list[SetCommand]]]
+    ) -> list[Exception | None]:
+        """One pipeline: per task its ``SET``s, then one ``EVALSHA`` for its events. Each
+        task's outcome: None, or its own error (a payload that is not JSON fails its task, not
+        the batch). A script Redis lost (a restart) is loaded again and the calls it refused
+        sent once more: refused, they did nothing."""
+        outcomes: list[Exception | None] = [None] * len(taken)
+        scripts: dict[int, tuple[list[str], list[bytes | str | int]]] = {}
+        for i, (publisher, events, _) in enumerate(taken):
+            if events:
+                try:
+                    scripts[i] = script_call(
+                        publisher.task_id, events, maxlen=self._maxlen, ttl=self._ttl
+                    )
+                except (TypeError, ValueError) as exc:  # not JSON-serialisable
+                    outcomes[i] = exc
+        if not taken:
+            return outcomes
         sha = self._script.sha
+        owners: list[int] = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key, value, expires in sets:
-                pipe.set(key, value, ex=expires)
-            for task_keys, args in packed:
-                pipe.execute_command("EVALSHA", sha, len(task_keys), *task_keys, *args)
+            for i, (_, _, sets) in enumerate(taken):
+                if outcomes[i] is not None:
+                    continue
+                for key, value, expires in sets:
+                    pipe.set(key, value, ex=expires)
+                    owners.append(i)
+                if i in scripts:
+                    task_keys, args = scripts[i]
+                    pipe.execute_command("EVALSHA", sha, len(task_keys), *task_keys, *args)
+                    owners.append(i)
             results: list[object] = await pipe.execute(raise_on_error=False)
-        for (key, _, _), outcome in zip(sets, results, strict=False):
-            if isinstance(outcome, Exception):
-                logger.warning("SET %s failed (%r)", key, outcome)
-        return results[len(sets) :]
+        refused = []
+        for i, result in zip(owners, results, strict=True):
+            if isinstance(result, NoScriptError):
+                refused.append(i)
+            elif isinstance(result, Exception) and outcomes[i] is None:
+                outcomes[i] = result
+        if refused:
+            await self._redis.script_load(APPEND_SCRIPT)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in refused:
+                    task_keys, args = scripts[i]
+                    pipe.execute_command("EVALSHA", sha, len(task_keys), *task_keys, *args)
+                again: list[object] = await pipe.execute(raise_on_error=False)
+            for i, result in zip(refused, again, strict=True):
+                if isinstance(result, Exception):
+                    outcomes[i] = result
+        return outcomes

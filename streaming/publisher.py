@@ -13,9 +13,14 @@ inside the task's event loop; leaving it flushes.
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
+
 from streaming.event_log import NewEvent
-from streaming.event_writer import EventWriter
+from streaming.event_writer import Batch, EventWriter, SetCommand
 from streaming.events import EventType
+
+#: How long a publisher that ends with an error waits for its writes already on their way.
+IN_FLIGHT_WAIT = 5.0
 
 
 class TaskEventPublisher:
@@ -24,9 +29,13 @@ class TaskEventPublisher:
         self.task_id = task_id
         self._pending: list[str] = []  # chunk texts not yet sealed into an event
         self._queued: list[NewEvent] = []
+        self._sets: list[SetCommand] = []
         self._content: list[str] = []
         self._next_index = 0
         self._failure: Exception | None = None
+        self._failed = False  # a write failed: nothing more is written (no gap in the log)
+        self._last_batch: Batch | None = None  # the batch that carries the latest writes
+        self._taken_by: Batch | None = None  # the latest batch that took writes of ours
 
     @property
     def content(self) -> str:
@@ -42,9 +51,22 @@ class TaskEventPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        """On success, everything is written before the task goes on (to store its result).
+        On an error, what is not sent yet is dropped, and what is on its way is waited for:
+        none of it may land after the outcome the task's hooks publish next."""
         if exc is None:
             await self.flush()
+            if self._last_batch is not None:
+                await self._last_batch.written()
             self._raise_failure()
+            return None
+        self._writer.forget(self)
+        self._pending.clear()
+        self._queued.clear()
+        self._sets.clear()
+        if self._taken_by is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(IN_FLIGHT_WAIT):
+                await self._taken_by.written()
         return None
 
     async def publish(self, kind: EventType, payload: Any) -> None:
@@ -54,7 +76,7 @@ class TaskEventPublisher:
         self._queued.append((kind, payload))
         if kind is EventType.RESET:
             self._content = [payload["content"]]
-        await self._writer.flush(self)
+        self._last_batch = await self._writer.flush(self)
         self._raise_failure()
 
     async def chunk(self, text: str) -> None:
@@ -65,21 +87,32 @@ class TaskEventPublisher:
         self._pending.append(text)
         self._content.append(text)
         if self._writer.window <= 0:
-            await self._writer.flush(self)
+            self._last_batch = await self._writer.flush(self)
             self._raise_failure()
         else:
-            self._writer.mark(self)
+            self._last_batch = self._writer.mark(self)
+
+    def set_with_next(self, key: str, value: bytes, *, expires: int) -> None:
+        """``SET key value EX expires`` with the task's next events (in their round trip);
+        dropped with them if the task fails first."""
+        self._sets.append((key, value, expires))
+        self._last_batch = self._writer.mark(self)
 
     async def flush(self) -> None:
-        if self._pending or self._queued:
-            await self._writer.flush(self)
+        if self._pending or self._queued or self._sets:
+            self._last_batch = await self._writer.flush(self)
 
-    def take_events(self) -> list[NewEvent]:
+    def take_writes(self) -> tuple[list[NewEvent], list[SetCommand]]:
+        if self._failed:
+            return [], []
+        self._taken_by = self._writer.sending
         self._seal_chunk()
         events, self._queued = self._queued, []
-        return events
+        sets, self._sets = self._sets, []
+        return events, sets
 
     def write_failed(self, error: Exception) -> None:
+        self._failed = True
         self._failure = self._failure or error
 
     def _seal_chunk(self) -> None:

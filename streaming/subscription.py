@@ -125,10 +125,12 @@ class Subscription:
         return self._listener
 
     async def close(self) -> None:
+        """Detach from the hub; a close interrupted by a native cancellation (which anyio's
+        shield does not stop) has not happened, and the next call does it again."""
         if not self._closed:
-            self._closed = True
             with anyio.CancelScope(shield=True):
                 await self._detach(self._task_id, self._listener)
+            self._closed = True
 
     async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
         """Events after ``after`` (None: from the start) until and including a terminal one."""
@@ -175,10 +177,10 @@ class Subscription:
                         continue
                     fresh = [e for e in listener.buffer if e.order > listener.seen]
                     listener.buffer.clear()
-                    listener.poked = False  # any batch gives the iterating code control back
                     batch = _through_terminal(fresh)
                     if not batch:
-                        continue
+                        continue  # only repeats: a poke meanwhile still yields its empty batch
+                    listener.poked = False  # any batch gives the iterating code control back
                     yield batch
                     cursor, listener.seen = batch[-1].id, batch[-1].order
                     if batch[-1].terminal:

@@ -5,9 +5,9 @@ three round trips to Redis (Celery reads the current state first, then writes an
 and a good share of the worker's CPU per streamed answer. When the result backend is the same
 Redis the loop already talks to, the state is written the way Celery's Redis backend stores it
 (``celery-task-meta-<id>``, JSON, expiring with ``CELERY_RESULT_EXPIRES``) in one ``SET`` that
-the loop's event writer sends with the ``progress`` event that follows it (one round trip for
-both, shared with the other tasks of the loop); any other backend gets ``update_state`` in a
-thread. Readers (polling,
+the task's publisher sends with the ``progress`` event that follows it (one round trip for both,
+shared with the other tasks of the loop, and dropped with the event if the task fails first);
+any other backend gets ``update_state`` in a thread. Readers (polling,
 ``AsyncResult``) cannot tell the difference.
 """
 
@@ -17,22 +17,23 @@ from typing import Any, Protocol
 import orjson
 
 from streaming import keys
-from streaming.event_writer import EventWriter
+from streaming.publisher import TaskEventPublisher
 
 PROGRESS = "PROGRESS"
 
 
 class StateWriter(Protocol):
     async def progress(self, meta: dict[str, Any]) -> None:
-        """Store ``PROGRESS`` with ``meta``, at the latest with the task's next event."""
+        """Store ``PROGRESS`` with ``meta``, at the latest with the task's next event (not at
+        all if the task fails before that event is written)."""
         ...
 
 
 class RedisBackendStateWriter:
     """``PROGRESS`` stored directly in the Redis result backend the loop's client reaches."""
 
-    def __init__(self, writer: EventWriter, task_id: str, *, expires: int) -> None:
-        self._writer = writer
+    def __init__(self, publisher: TaskEventPublisher, task_id: str, *, expires: int) -> None:
+        self._publisher = publisher
         self._task_id = task_id
         self._key = keys.celery_task_meta(task_id)
         self._expires = expires
@@ -46,7 +47,7 @@ class RedisBackendStateWriter:
             "date_done": None,
             "task_id": self._task_id,
         }
-        self._writer.set_with_next(self._key, orjson.dumps(record), expires=self._expires)
+        self._publisher.set_with_next(self._key, orjson.dumps(record), expires=self._expires)
 
 
 class CeleryStateWriter:

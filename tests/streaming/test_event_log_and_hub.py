@@ -189,15 +189,82 @@ async def test_a_set_goes_with_the_next_batch_or_alone_after_the_window(
 ) -> None:
     async with EventWriter(redis, maxlen=1000, ttl=60, window=0.05) as writer:
         publisher = TaskEventPublisher(writer, task_id)
-        writer.set_with_next(f"state-{task_id}", b"PROGRESS", expires=60)
+        publisher.set_with_next(f"state-{task_id}", b"PROGRESS", expires=60)
         await publisher.publish(EventType.PROGRESS, {"progress": 10, "stage": "starting"})
         assert await redis.get(f"state-{task_id}") == b"PROGRESS"
 
-        writer.set_with_next(f"alone-{task_id}", b"1", expires=60)
+        publisher.set_with_next(f"alone-{task_id}", b"1", expires=60)
         with anyio.fail_after(5):
             while await redis.get(f"alone-{task_id}") is None:
                 await anyio.sleep(0.01)
     assert 0 < await redis.ttl(f"alone-{task_id}") <= 60
+
+
+async def test_a_payload_that_is_not_json_fails_its_own_task_not_the_batch(
+    redis: Redis, task_id: str
+) -> None:
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=60.0) as writer:
+        healthy = TaskEventPublisher(writer, task_id)
+        careless = TaskEventPublisher(writer, f"careless-{task_id}")
+        await healthy.chunk("kept")
+        with pytest.raises(TypeError):
+            await careless.publish(EventType.PROGRESS, {"stage": object()})
+
+    assert _texts(await EventLogReader(redis).read_after(task_id, None)) == ["kept"]
+
+
+async def test_after_a_failed_write_a_publisher_writes_nothing_more(
+    redis: Redis, task_id: str
+) -> None:
+    await redis.lpush(keys.task_events(task_id), "not a stream")
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=0.0) as writer:
+        publisher = TaskEventPublisher(writer, task_id)
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await publisher.chunk("lost")
+        await redis.delete(keys.task_events(task_id))
+        await publisher.chunk("after the gap")
+
+    assert await EventLogReader(redis).read_after(task_id, None) == []
+
+
+async def test_a_publisher_leaving_without_error_waits_for_its_writes_on_their_way(
+    redis: Redis, task_id: str
+) -> None:
+    await redis.lpush(keys.task_events(task_id), "not a stream")
+
+    class SlowWriter(EventWriter):  # a round trip that takes 50 ms
+        async def _send(self, taken: Any) -> list[Exception | None]:
+            await anyio.sleep(0.05)
+            return await super()._send(taken)
+
+    async def one_task(writer: EventWriter) -> None:
+        async with TaskEventPublisher(writer, task_id) as publisher:
+            await publisher.chunk("taken by the writer at once")
+            await anyio.sleep(0.01)  # taken, not written yet: nothing is left to flush
+
+    async with SlowWriter(redis, maxlen=1000, ttl=60, window=0.001) as writer:
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await one_task(writer)
+
+
+async def test_a_publisher_leaving_with_an_error_drops_what_it_has_not_sent(
+    redis: Redis, task_id: str
+) -> None:
+
+    async def one_task(writer: EventWriter) -> None:
+        async with TaskEventPublisher(writer, task_id) as publisher:
+            await publisher.publish(EventType.STATUS, {"status": "running"})
+            await publisher.chunk("never sent")
+            publisher.set_with_next(f"state-{task_id}", b"PROGRESS", expires=60)
+            raise RuntimeError("the agent failed")
+
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=60.0) as writer:
+        with pytest.raises(RuntimeError, match="the agent failed"):
+            await one_task(writer)
+
+    events = await EventLogReader(redis).read_after(task_id, None)
+    assert [e.type for e in events] == [EventType.STATUS]
+    assert await redis.get(f"state-{task_id}") is None
 
 
 async def _commands_run(redis: Redis) -> int:

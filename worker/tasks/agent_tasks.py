@@ -123,7 +123,7 @@ def _run(
         async with TaskEventPublisher(loop.events, task_id) as publisher:
             publishers.append(publisher)
 
-            state = _state_writer(task, task_id, loop)
+            state = _state_writer(task, task_id, loop, publisher)
 
             async def report_progress(progress: int, stage: str) -> None:
                 meta = {"progress": progress, "stage": stage}
@@ -182,14 +182,19 @@ def _run(
         raise task.retry(exc=exc, countdown=countdown) from exc
 
 
-def _state_writer(task: Task, task_id: str, loop: LoopResources) -> StateWriter:  # type: ignore[type-arg]
+def _state_writer(
+    task: Task,  # type: ignore[type-arg]
+    task_id: str,
+    loop: LoopResources,
+    publisher: TaskEventPublisher,
+) -> StateWriter:
     """Write PROGRESS on the loop's Redis client when that is the result backend."""
     settings = get_settings()
     if (
         settings.result_backend_url == settings.redis_url_normalised
         and type(task.backend).__name__ == "RedisBackend"
     ):
-        return RedisBackendStateWriter(loop.events, task_id, expires=settings.celery_result_expires)
+        return RedisBackendStateWriter(publisher, task_id, expires=settings.celery_result_expires)
     return CeleryStateWriter(partial(task.update_state, task_id=task_id), loop.offload)
 
 
