@@ -39,12 +39,16 @@ class AuditLog:
     Batching is for a process that records many rows at once (a worker finishing a hundred tasks
     on one event loop): the first caller waits ``batch_window`` seconds for others, then writes
     them all; every caller still returns only once its row is committed (or raises its error).
+    One batch is written at a time: a batch waiting for the previous commit keeps gathering rows.
+    Two batches committing at once made SQLite's busy handler (which sleeps and polls) the queue:
+    200 concurrent submitters saw a p99 of ~3 s for a median of 0.06-0.2 s.
     """
 
     def __init__(self, database: SessionSource, *, batch_window: float = 0.0) -> None:
         self._db = database
         self._window = batch_window
         self._batch: _Batch | None = None
+        self._writing = anyio.Lock()
 
     async def record(
         self,
@@ -78,15 +82,17 @@ class AuditLog:
         try:
             await anyio.sleep(self._window)
         finally:
-            self._batch = None
-            try:
-                with anyio.CancelScope(shield=True):  # the joiners' rows are ours to write
-                    await self._write(batch.rows)
-            except Exception as exc:
-                batch.error = exc
-                raise
-            finally:
-                batch.done.set()
+            with anyio.CancelScope(shield=True):  # the joiners' rows are ours to write
+                async with self._writing:
+                    self._batch = None  # closed once it can be written: late rows joined it
+                    try:
+                        await self._write(batch.rows)
+                    except Exception as exc:
+                        batch.error = exc
+                    finally:
+                        batch.done.set()
+        if batch.error is not None:
+            raise batch.error
 
     async def _write(self, rows: list[AuditLogEntry]) -> None:
         async with self._db.session() as db, db.begin():
