@@ -27,7 +27,10 @@ from worker.agents.plugins import agent_catalog
 class AgentServiceApp(FastAPI):
     """FastAPI that serves an event stream after its request handling has returned: the
     middleware, routing and dependencies decide (auth, ownership, the cursor), then let go of
-    the request, and the stream runs here with the server's own ``send`` (``app.sse``)."""
+    the request, and the stream runs here with the server's own ``send`` (``app.sse``).
+
+    So a middleware sees a stream's request and no part of its response: one that must change
+    responses (headers, compression) has to wrap this application, not be added to it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -82,15 +82,21 @@ class AuditLog:
         try:
             await anyio.sleep(self._window)
         finally:
-            with anyio.CancelScope(shield=True):  # the joiners' rows are ours to write
-                async with self._writing:
-                    self._batch = None  # closed once it can be written: late rows joined it
-                    try:
+            try:
+                with anyio.CancelScope(shield=True):  # the joiners' rows are ours to write
+                    async with self._writing:
+                        if self._batch is batch:
+                            self._batch = None  # closed once it can be written
                         await self._write(batch.rows)
-                    except Exception as exc:
-                        batch.error = exc
-                    finally:
-                        batch.done.set()
+            except Exception as exc:
+                batch.error = exc
+            except BaseException:  # a native cancellation (the shield does not stop those)
+                batch.error = RuntimeError("the audit write was interrupted")
+                raise
+            finally:
+                if self._batch is batch:
+                    self._batch = None
+                batch.done.set()
         if batch.error is not None:
             raise batch.error
 

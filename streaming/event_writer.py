@@ -54,10 +54,12 @@ class Batch:
     """One round trip's worth of events. ``written`` waits until it was sent; a publisher whose
     events failed has been told (``write_failed``), the others are not concerned."""
 
-    __slots__ = ("_done",)
+    __slots__ = ("_done", "number")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int = 0) -> None:
         self._done = asyncio.Event()
+        #: Batches are written one at a time, in this order.
+        self.number = number
 
     async def written(self) -> None:
         await self._done.wait()
@@ -143,7 +145,7 @@ class EventWriter:
         only the due ones made more round trips and saved few events (measured: 305 against
         280 us of worker CPU per token)."""
         publishers, self._pending = list(self._pending), {}
-        batch, self._next = self._next, Batch()
+        batch, self._next = self._next, Batch(self._next.number + 1)
         self.sending = batch
         self._wanted.clear()
         self._urgent.clear()
@@ -175,8 +177,14 @@ class EventWriter:
         for i, (publisher, events, _) in enumerate(taken):
             if events:
                 try:
+                    # unless_ended: a write that arrives after the task's outcome (a batch held
+                    # up past the publisher's wait) must not land after it.
                     scripts[i] = script_call(
-                        publisher.task_id, events, maxlen=self._maxlen, ttl=self._ttl
+                        publisher.task_id,
+                        events,
+                        maxlen=self._maxlen,
+                        ttl=self._ttl,
+                        unless_ended=True,
                     )
                 except (TypeError, ValueError) as exc:  # not JSON-serialisable
                     outcomes[i] = exc

@@ -167,6 +167,9 @@ class EventHub:
             except (RedisError, OSError):
                 logger.warning("unsubscribe failed channel=%s", channel_name)
                 self._forget_unsubscribe(channel_name)
+            except BaseException:  # cancelled mid-send: no confirmation may come for it
+                self._forget_unsubscribe(channel_name)
+                raise
 
     async def _check_idle_forever(self) -> None:
         """Every ``idle_check`` seconds, one read per task with listeners: its log's newest id.

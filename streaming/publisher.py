@@ -32,9 +32,11 @@ class TaskEventPublisher:
         self._sets: list[SetCommand] = []
         self._content: list[str] = []
         self._next_index = 0
-        self._failure: Exception | None = None
-        self._failed = False  # a write failed: nothing more is written (no gap in the log)
-        self._last_batch: Batch | None = None  # the batch that carries the latest writes
+        self._failure: Exception | None = None  # a failed write's error, not raised yet
+        #: The first failed write's error: once set, nothing more is written (no gap in the
+        #: log), and leaving without error raises it, even if the task caught it once.
+        self._error: Exception | None = None
+        self._last_batch: Batch | None = None  # the newest batch that carries writes of ours
         self._taken_by: Batch | None = None  # the latest batch that took writes of ours
 
     @property
@@ -57,8 +59,10 @@ class TaskEventPublisher:
         if exc is None:
             await self.flush()
             if self._last_batch is not None:
-                await self._last_batch.written()
-            self._raise_failure()
+                await self._last_batch.written()  # batches go out in order: all ours are out
+            if self._error is not None:
+                self._failure = None
+                raise self._error
             return None
         self._writer.forget(self)
         self._pending.clear()
@@ -76,7 +80,7 @@ class TaskEventPublisher:
         self._queued.append((kind, payload))
         if kind is EventType.RESET:
             self._content = [payload["content"]]
-        self._last_batch = await self._writer.flush(self)
+        self._note(await self._writer.flush(self))
         self._raise_failure()
 
     async def chunk(self, text: str) -> None:
@@ -87,23 +91,29 @@ class TaskEventPublisher:
         self._pending.append(text)
         self._content.append(text)
         if self._writer.window <= 0:
-            self._last_batch = await self._writer.flush(self)
+            self._note(await self._writer.flush(self))
             self._raise_failure()
         else:
-            self._last_batch = self._writer.mark(self)
+            self._note(self._writer.mark(self))
 
     def set_with_next(self, key: str, value: bytes, *, expires: int) -> None:
         """``SET key value EX expires`` with the task's next events (in their round trip);
         dropped with them if the task fails first."""
         self._sets.append((key, value, expires))
-        self._last_batch = self._writer.mark(self)
+        self._note(self._writer.mark(self))
 
     async def flush(self) -> None:
         if self._pending or self._queued or self._sets:
-            self._last_batch = await self._writer.flush(self)
+            self._note(await self._writer.flush(self))
+
+    def _note(self, batch: Batch) -> None:
+        """Keep the newest batch: two coroutines of one task publishing at once may return
+        from their flushes out of order."""
+        if self._last_batch is None or batch.number > self._last_batch.number:
+            self._last_batch = batch
 
     def take_writes(self) -> tuple[list[NewEvent], list[SetCommand]]:
-        if self._failed:
+        if self._error is not None:
             return [], []
         self._taken_by = self._writer.sending
         self._seal_chunk()
@@ -112,8 +122,8 @@ class TaskEventPublisher:
         return events, sets
 
     def write_failed(self, error: Exception) -> None:
-        self._failed = True
-        self._failure = self._failure or error
+        if self._error is None:
+            self._error = self._failure = error
 
     def _seal_chunk(self) -> None:
         if self._pending:

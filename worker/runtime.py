@@ -26,7 +26,6 @@ through ``LoopResources.offload``: a direct call on a per-task loop, a worker th
 one, whose every stall would hold up all the tasks of the process.
 """
 
-import importlib.util
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
@@ -81,10 +80,18 @@ class AgentRuntime(Protocol):
     def stop(self) -> None: ...
 
 
+def _uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # not on Windows or PyPy, or a broken build
+        return False
+    return True
+
+
 def _backend_options(settings: WorkerSettings) -> dict[str, object]:
     """asyncio's options: uvloop's event loop when ``AGENT_UVLOOP`` asks for it (the default)
-    and it is installed (not on Windows or PyPy)."""
-    return {"use_uvloop": settings.agent_uvloop and importlib.util.find_spec("uvloop") is not None}
+    and it imports."""
+    return {"use_uvloop": settings.agent_uvloop and _uvloop_available()}
 
 
 async def _direct(fn: Callable[[], object]) -> object:

@@ -217,14 +217,34 @@ async def test_after_a_failed_write_a_publisher_writes_nothing_more(
     redis: Redis, task_id: str
 ) -> None:
     await redis.lpush(keys.task_events(task_id), "not a stream")
+
+    async def careless_agent(writer: EventWriter) -> None:
+        async with TaskEventPublisher(writer, task_id) as publisher:
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await publisher.chunk("lost")
+            await redis.delete(keys.task_events(task_id))
+            await publisher.chunk("after the gap")  # the agent carries on regardless
+
     async with EventWriter(redis, maxlen=1000, ttl=60, window=0.0) as writer:
-        publisher = TaskEventPublisher(writer, task_id)
-        with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await publisher.chunk("lost")
-        await redis.delete(keys.task_events(task_id))
-        await publisher.chunk("after the gap")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):  # its end raises it again
+            await careless_agent(writer)
 
     assert await EventLogReader(redis).read_after(task_id, None) == []
+
+
+async def test_nothing_is_appended_after_the_outcome(redis: Redis, task_id: str) -> None:
+    await EventLog(redis, maxlen=1000, ttl=60).append(
+        task_id, [(EventType.RESULT, {"content": "done"})]
+    )
+    async with (
+        EventWriter(redis, maxlen=1000, ttl=60, window=0.0) as writer,
+        TaskEventPublisher(writer, task_id) as publisher,
+    ):
+        await publisher.chunk("too late")
+
+    events = await EventLogReader(redis).read_after(task_id, None)
+    assert [e.type for e in events] == [EventType.RESULT]
+    assert await redis.get(keys.task_content(task_id)) is None
 
 
 async def test_a_publisher_leaving_without_error_waits_for_its_writes_on_their_way(
