@@ -17,7 +17,6 @@ task's events keep their order: a writer sends one batch at a time.
 """
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
@@ -28,9 +27,6 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
-
-logger = logging.getLogger("agent_service.streaming.event_writer")
-
 
 #: ``SET key value EX seconds``: a write that goes with a task's events (its Celery state).
 SetCommand = tuple[str, bytes, int]
