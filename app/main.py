@@ -21,7 +21,6 @@ from app.services import open_services
 from app.settings import WebSettings, get_settings
 from app.sse import DEFERRED_STREAM, SubscriptionResponse
 from app.tokens import TokenService
-from worker.agents.plugins import agent_catalog
 
 
 class AgentServiceApp(FastAPI):
@@ -73,15 +72,12 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     authenticator = ApiKeyAuthenticator.from_setting(settings.api_keys.get_secret_value())
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     tokens = TokenService(secret)
-    catalog = agent_catalog(settings.agent_modules)  # a bad AGENT_MODULES stops us here
     logging.getLogger("agent_service").setLevel(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_token_redaction("uvicorn.access", "uvicorn.error")
-        async with open_services(
-            settings, catalog=catalog, authenticator=authenticator, tokens=tokens
-        ) as services:
+        async with open_services(settings, authenticator=authenticator, tokens=tokens) as services:
             app.state.services = services
             tune_garbage_collector()
             yield

@@ -56,11 +56,6 @@ class WebSettings(RedisSettings, DatabaseSettings):
         description="Seconds without any stream open after which the relay closes its Redis "
         "connections.",
     )
-    agent_modules: str = Field(
-        default="",
-        description="Comma-separated modules whose AGENTS list adds agents (set it on the "
-        "workers too).",
-    )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
 

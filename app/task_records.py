@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.errors import NotFoundError, ServiceUnavailableError
-from streaming import keys
+from contract import keys
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 import anyio
+from sqlalchemy import select
 
 from storage.database import SessionSource
 from storage.models import AuditLogEntry
@@ -59,7 +60,10 @@ class AuditLog:
         resource_id: str | None,
         outcome: AuditOutcome = AuditOutcome.SUCCESS,
         details: dict[str, Any] | None = None,
+        once: bool = False,
     ) -> None:
+        """Write one row; with ``once``, only if no row has this action on this resource yet
+        (a second delivery of a task making sure its outcome was recorded)."""
         row = AuditLogEntry(
             user_id=user_id,
             action=action.value,
@@ -68,6 +72,9 @@ class AuditLog:
             outcome=outcome.value,
             details=details or {},
         )
+        if once:
+            await self._write_once(row)
+            return
         if self._window <= 0:
             await self._write([row])
             return
@@ -103,6 +110,20 @@ class AuditLog:
     async def _write(self, rows: list[AuditLogEntry]) -> None:
         async with self._db.session() as db, db.begin():
             db.add_all(rows)
+
+    async def _write_once(self, row: AuditLogEntry) -> None:
+        async with self._db.session() as db, db.begin():
+            found = await db.scalar(
+                select(AuditLogEntry.id)
+                .where(
+                    AuditLogEntry.action == row.action,
+                    AuditLogEntry.resource_type == row.resource_type,
+                    AuditLogEntry.resource_id == row.resource_id,
+                )
+                .limit(1)
+            )
+            if found is None:
+                db.add(row)
 
 
 @dataclass

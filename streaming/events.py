@@ -8,24 +8,12 @@ built once per event, however many clients receive it.
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 import orjson
 
-
-class EventType(StrEnum):
-    STATUS = "status"
-    PROGRESS = "progress"
-    CHUNK = "chunk"
-    RESET = "reset"
-    RESULT = "result"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_TYPES = frozenset({EventType.RESULT, EventType.ERROR, EventType.CANCELLED})
+from contract.events import TERMINAL_TYPES, EventType
 
 _EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 _MAX_PART = 2**64 - 1  # Redis Stream ids are two unsigned 64-bit numbers

@@ -34,10 +34,11 @@ from app.idempotency import (
 )
 from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
 from app.services import Services
-from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, SubmissionError
+from app.submission import SubmissionError
 from app.task_records import new_record
+from contract.events import EventType
+from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, agent_task_kwargs
 from storage.audit import AuditAction, AuditOutcome
-from streaming.events import EventType
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -52,7 +53,7 @@ async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
     return AgentList(
         agents=[
             AgentInfo(id=spec.id, description=spec.description)
-            for spec in services.catalog.values()
+            for spec in await services.catalog.all()
         ]
     )
 
@@ -72,7 +73,7 @@ async def invoke_async(
         ),
     ] = None,
 ) -> TaskAccepted:
-    if agent_id not in services.catalog:
+    if await services.catalog.get(agent_id) is None:
         raise NotFoundError(f"unknown agent {agent_id!r}; GET /api/v1/agents lists them")
     settings = services.settings
     if len(body.message.encode()) > settings.max_message_bytes:
@@ -156,13 +157,13 @@ async def _create_and_queue(
 ) -> None:
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
     record = new_record(task_id=task_id, owner=user_id, agent_id=agent_id, task_name=task_name)
-    kwargs = {
-        "agent_id": agent_id,
-        "message": body.message,
-        "user_id": user_id,
-        "session_id": body.session_id,
-        "metadata": body.metadata,
-    }
+    kwargs = agent_task_kwargs(
+        agent_id=agent_id,
+        message=body.message,
+        user_id=user_id,
+        session_id=body.session_id,
+        metadata=body.metadata,
+    )
     try:
         await services.records.create(record)
         await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])

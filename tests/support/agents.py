@@ -3,8 +3,8 @@
 import time
 from typing import Any
 
+from contract.agents import AgentSpec
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
-from worker.agents.catalog import AgentSpec
 from worker.agents.plugins import AgentPlugin
 
 #: How long ``blocking_agent`` holds the event loop.

@@ -1,16 +1,16 @@
 """Builds the agent for an id, bound to the resources of the event loop that will run it.
 
-The ids are those of ``catalog.AGENT_CATALOG``, and of the modules named by ``AGENT_MODULES``
-(``plugins``); an agent that needs an LLM refuses to be built without one (a clear configuration
-error, never a made-up answer).
+The ids are those of ``contract.agents.BUILTIN_AGENTS``, and of the modules named by
+``AGENT_MODULES`` (``plugins``); an agent that needs an LLM refuses to be built without one (a
+clear configuration error, never a made-up answer).
 """
 
 from collections.abc import Callable
 
 import httpx
 
+from contract.agents import BUILTIN_AGENTS
 from worker.agents.base import Agent
-from worker.agents.catalog import AGENT_CATALOG
 from worker.agents.echo import EchoAgent
 from worker.agents.openai_client import OpenAICompatibleClient
 from worker.agents.plugins import load_agent_modules, module_names
@@ -46,7 +46,7 @@ AGENT_FACTORIES: dict[str, AgentFactory] = {
 
 def build_agent(agent_id: str, *, settings: WorkerSettings, http: httpx.AsyncClient) -> Agent:
     """The agent registered under ``agent_id``, ready to run in the current loop."""
-    factory = AGENT_FACTORIES.get(agent_id) if agent_id in AGENT_CATALOG else None
+    factory = AGENT_FACTORIES.get(agent_id) if agent_id in BUILTIN_AGENTS else None
     if factory is None:
         plugin = load_agent_modules(module_names(settings.agent_modules)).get(agent_id)
         factory = plugin.factory if plugin is not None else None

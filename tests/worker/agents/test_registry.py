@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from worker.agents.catalog import AGENT_CATALOG
+from contract.agents import BUILTIN_AGENTS as AGENT_CATALOG
 from worker.agents.echo import EchoAgent
 from worker.agents.registry import AGENT_FACTORIES, build_agent
 from worker.agents.simple_llm import SimpleLLMAgent

@@ -1,0 +1,69 @@
+"""Progress of one invocation as a number from 0 to 100 and a stage name.
+
+An LLM does not say how long its answer will be, so progress while generating follows the chunk
+count along a curve that rises fast, then slows and never reaches 100 before the end. Reports are
+throttled (a new stage, or at least ``min_step`` points and ``min_interval`` seconds since the last
+report) because each one is a write to the result backend: a client polling a few times a second
+gains nothing from more.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+
+ProgressReport = Callable[[int, str], Awaitable[None]]
+
+STARTING = 5
+GENERATING = 10
+#: Chunks after which the generating stage is half-way between GENERATING and 95.
+_HALF_WAY_CHUNKS = 20
+
+
+def progress_for_chunks(chunks: int) -> int:
+    """Progress after ``chunks`` chunks: from GENERATING towards (never reaching) 95."""
+    return GENERATING + (85 * chunks) // (chunks + _HALF_WAY_CHUNKS)
+
+
+class ProgressTracker:
+    def __init__(
+        self,
+        report: ProgressReport,
+        *,
+        min_step: int = 5,
+        min_interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        stage: str = "",
+        progress: int = -1,
+    ) -> None:
+        """``stage`` and ``progress``: where the run is already (reported by someone else)."""
+        self._report = report
+        self._min_step = min_step
+        self._min_interval = min_interval
+        self._clock = clock
+        self._progress = progress
+        self._stage = stage
+        self._reported_at = clock() if stage else float("-inf")
+
+    @property
+    def progress(self) -> int:
+        return max(self._progress, 0)
+
+    async def stage(self, stage: str, progress: int) -> None:
+        """Enter ``stage`` at ``progress``; always reported."""
+        self._stage = stage
+        self._progress = max(self._progress, progress)
+        self._reported_at = self._clock()
+        await self._report(self._progress, stage)
+
+    async def chunks(self, count: int) -> None:
+        """``count`` chunks have arrived; reported when progress moved at least ``min_step``
+        and ``min_interval`` has passed since the last report."""
+        if count == 1:
+            await self.stage("generating", GENERATING)
+        value = progress_for_chunks(count)
+        if value - self._progress < self._min_step:
+            return
+        now = self._clock()
+        if now - self._reported_at >= self._min_interval:
+            self._progress = value
+            self._reported_at = now
+            await self._report(value, self._stage)

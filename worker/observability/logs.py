@@ -1,0 +1,50 @@
+"""Structured log lines: an event name followed by ``key=value`` pairs.
+
+One line per event, greppable and parseable by any log pipeline, with the task id on every line
+about a task. Never log a user's message or an LLM's answer: only their sizes.
+"""
+
+import logging
+
+from contract.tasks import AGENT_TASK_PREFIX
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def _format_value(value: object) -> str:
+    """The value as one token: quoted and escaped (newlines too) when it has to be."""
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=' for c in text):
+        return '"' + text.translate(_ESCAPES) + '"'
+    return text
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
+    """Log ``event key=value ...``; ``None`` values are left out."""
+    if not logger.isEnabledFor(level):
+        return
+    pairs = [f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None]
+    logger.log(level, "%s", " ".join([event, *pairs]))
+
+
+class AnswerRedactionFilter(logging.Filter):
+    """Replaces the return value in Celery's "Task … succeeded" line of agent tasks with its size
+    (installed on ``celery.app.trace`` when the worker starts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, dict)
+            and "return_value" in args
+            and str(args.get("name", "")).startswith(AGENT_TASK_PREFIX)
+        ):
+            size = len(str(args["return_value"]))
+            record.args = {**args, "return_value": f"<answer not logged: {size} characters>"}
+        return True
+
+
+ANSWER_REDACTION = AnswerRedactionFilter()
+
+
+def install_answer_redaction() -> None:
+    logging.getLogger("celery.app.trace").addFilter(ANSWER_REDACTION)
