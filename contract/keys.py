@@ -18,8 +18,14 @@ CELERY_TASK_META_PREFIX = "celery-task-meta-"
 
 
 def task_record(task_id: str) -> str:
-    """Hash written by the web process on submit: who owns the task, which agent, when."""
+    """Hash written by the web process on submit: who owns the task, which agent, when, and
+    what was sent (``contract.task_record``)."""
     return f"{PREFIX}:task:{task_id}"
+
+
+#: Tasks accepted and sent, not yet ended: a sorted set of task ids scored by when they were
+#: sent. Workers look there for tasks whose message was lost, and drop a task when it ends.
+OPEN_TASKS = f"{PREFIX}:open-tasks"
 
 
 def celery_task_meta(task_id: str) -> str:

@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 from streaming.cancellation import request_cancel_blocking
 from worker.agents.plugins import load_agent_modules, module_names
 from worker.config import celery_config
-from worker.observability.logs import install_answer_redaction
+from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
 from worker.observability.sentry import init_sentry
 from worker.process import WorkerProcess
 from worker.settings import WorkerSettings, get_settings
@@ -56,6 +56,8 @@ def _open_worker_process(sender: Any = None, **_: Any) -> None:
     before it takes a task."""
     settings = get_settings()
     install_answer_redaction()
+    if not settings.celery_task_log_lines:
+        quiet_celery_task_lines()
     load_agent_modules(module_names(settings.agent_modules))
     pool = getattr(sender, "pool_cls", "")
     pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))

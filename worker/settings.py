@@ -57,6 +57,11 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         description="Send task events (what Flower shows) from the start; Flower turns them on "
         "by itself when it starts.",
     )
+    celery_task_log_lines: bool = Field(
+        default=False,
+        description="Keep Celery's own INFO lines for each task received and succeeded (ours: "
+        "one structured line per outcome).",
+    )
     worker_concurrency: int = Field(default=100, ge=1, le=2000)
     redis_outage_limit: float = Field(
         default=30.0,

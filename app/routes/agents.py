@@ -37,7 +37,12 @@ from app.services import Services
 from app.submission import SubmissionError
 from app.task_records import new_record
 from contract.events import EventType
-from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, agent_task_kwargs
+from contract.tasks import (
+    AGENT_QUEUE,
+    INVOKE_AGENT_ASYNC,
+    INVOKE_AGENT_WITH_STREAMING,
+    agent_task_kwargs,
+)
 from storage.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
@@ -156,13 +161,20 @@ async def _create_and_queue(
     services: Services, *, user_id: str, agent_id: str, body: InvokeRequest, task_id: str
 ) -> None:
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
-    record = new_record(task_id=task_id, owner=user_id, agent_id=agent_id, task_name=task_name)
     kwargs = agent_task_kwargs(
         agent_id=agent_id,
         message=body.message,
         user_id=user_id,
         session_id=body.session_id,
         metadata=body.metadata,
+    )
+    record = new_record(
+        task_id=task_id,
+        owner=user_id,
+        agent_id=agent_id,
+        task_name=task_name,
+        queue=AGENT_QUEUE,
+        kwargs=kwargs,
     )
     try:
         await services.records.create(record)
@@ -175,6 +187,8 @@ async def _create_and_queue(
         with suppress(RedisError, OSError):  # the record expires anyway
             await services.records.delete(task_id)
         raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
+    with suppress(RedisError, OSError):  # queued: a task not marked sent is only not watched
+        await services.records.mark_sent(task_id)
 
 
 def _accepted(

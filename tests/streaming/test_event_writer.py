@@ -21,6 +21,9 @@ from streaming.publisher import TaskEventPublisher
 
 pytestmark = pytest.mark.anyio
 
+#: A database of the session's Redis that plays Celery's result backend of another database.
+BACKEND_DB = 15
+
 
 def _texts(events: list[Event]) -> list[str]:
     return [e.payload()["text"] for e in events if e.type is EventType.CHUNK]
@@ -141,7 +144,7 @@ async def test_a_state_goes_with_the_next_batch_or_alone_after_the_window(
 async def test_a_state_on_another_database_is_written_there(
     redis: Redis, redis_server: EmbeddedRedis, task_id: str
 ) -> None:
-    backend = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/8")
+    backend = Redis.from_url(f"{redis_server.url.rsplit('/', 1)[0]}/{BACKEND_DB}")
     try:
         async with EventWriter(
             redis, maxlen=1000, ttl=60, window=0.0, state_expires=60, backend=backend

@@ -50,9 +50,11 @@ def start_worker(
     concurrency: int = 100,
     pool: str = "threads",
     queues: str = "agent-tasks,agent-service",
+    name: str | None = None,
 ) -> ManagedProcess:
-    """A Celery worker process, waited on until it is consuming."""
-    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    """A Celery worker process (named ``name``, else a name of its own), waited on until it is
+    consuming."""
+    name = name or f"test-{uuid.uuid4().hex[:8]}@%h"
     argv = python_module(
         "celery",
         "-A",

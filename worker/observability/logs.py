@@ -48,3 +48,15 @@ ANSWER_REDACTION = AnswerRedactionFilter()
 
 def install_answer_redaction() -> None:
     logging.getLogger("celery.app.trace").addFilter(ANSWER_REDACTION)
+
+
+#: Celery's loggers that write a line for every task received and every task that succeeded.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_celery_task_lines() -> None:
+    """Leave per-task lines to ours (one structured line per outcome): Celery's "received" and
+    "succeeded" lines cost a formatted, locked write each for every task. Its warnings and
+    errors (a retry, a failure) still show."""
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -12,15 +12,14 @@ longest time limit. So every worker process keeps a lease, in a daemon thread:
   process, not to its node name: a replacement started under the same name (a container or unit
   restarted in place) does not keep a dead process's deliveries alive;
 - at the same pace, one worker at a time (a short Redis lock that outlives a dead scanner by at
-  most two renewal periods), it scans the deliveries older than the lease and puts back on their
-  queue, with kombu's own restore, those whose holder key has lapsed: a live worker runs them
-  within about twice the lease (10 s by default: well inside 30 s).
+  most two renewal periods), it puts back on their queue the deliveries whose holder key has
+  lapsed, so that a live worker runs them within about twice the lease (10 s by default: well
+  inside 30 s), and sends again the tasks whose message was lost (``worker.recovery.redelivery``).
 
 The new run announces itself on the stream with ``reset``. A delivery whose task has ended, or is
 still being run by a live worker, does not run it again (``worker.recovery.claim``).
 """
 
-import json
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from redis.exceptions import LockError
 
 from contract import keys
 from worker.observability.logs import log_event
+from worker.recovery.redelivery import DeliveryRecovery
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger("agent_service.worker.recovery")
@@ -67,6 +67,9 @@ class WorkerLease:
         #: The specs of the agents this worker adds (``contract.agents``), published for the web.
         self._catalog: dict[str, bytes] = {}
         self._renewals = 0
+        self._recovery = DeliveryRecovery(
+            app, self._client, lease_seconds=settings.worker_lease_seconds
+        )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-lease", daemon=True)
 
@@ -151,57 +154,18 @@ class WorkerLease:
             except Exception:  # never let a bad entry stop the renewals: we would look dead
                 logger.exception("recovering dead workers' tasks failed")
 
-    def recover(self) -> int:
-        """Put back on their queues the deliveries whose holder's lease lapsed; how many."""
+    def recover(self) -> tuple[int, int]:
+        """One recovery pass (``worker.recovery.redelivery``), if no other worker is making
+        one: (deliveries restored, lost messages sent again)."""
         # A lock with an owner token, expiring two renewal periods after it was taken: a
         # scanner that dies holds up the others that long at most.
         lock = self._client.lock(
             keys.RECOVERY_LOCK, timeout=max(2.0, 2 * self._period), blocking=False
         )
         if not lock.acquire():
-            return 0
-        recovered = 0
+            return 0, 0
         try:
-            with self._app.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1)
-                channel: Any = connection.default_channel
-                broker = channel.client  # the broker's Redis, which may not be REDIS_URL's
-                for tag, task_id in self._lapsed_deliveries(channel, broker):
-                    channel.qos.restore_by_tag(tag, client=broker)
-                    recovered += 1
-                    log_event(
-                        logger,
-                        logging.WARNING,
-                        "task_recovered",
-                        task_id=task_id,
-                        reason="its worker's lease lapsed",
-                    )
+            return self._recovery.run()
         finally:
             with suppress(LockError):  # expired meanwhile
                 lock.release()
-        return recovered
-
-    def _lapsed_deliveries(self, channel: Any, broker: Any) -> list[tuple[str, str]]:
-        """(delivery tag, task id) of deliveries older than the lease with no live holder."""
-        ceiling = time.time() - self._lease_ms / 1000
-        tags = [t.decode() for t in broker.zrangebyscore(channel.unacked_index_key, 0, ceiling)]
-        if not tags:
-            return []
-        payloads = broker.hmget(channel.unacked_key, tags)
-        candidates: list[tuple[str, str]] = []
-        for tag, raw in zip(tags, payloads, strict=True):
-            if raw is None:
-                continue
-            try:
-                task_id = json.loads(raw)[0]["headers"]["id"]
-            except (ValueError, IndexError, KeyError, TypeError):
-                continue  # not a task message of ours: left to the visibility timeout
-            if isinstance(task_id, str) and task_id:
-                candidates.append((tag, task_id))
-        if not candidates:
-            return []
-        with self._client.pipeline(transaction=False) as pipe:
-            for _, task_id in candidates:
-                pipe.exists(keys.task_holder(task_id))
-            held = pipe.execute()
-        return [c for c, alive in zip(candidates, held, strict=True) if not alive]

@@ -23,9 +23,11 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from contract import celery_meta, keys
 from contract.events import EventType, lua_log_has_ended
+from contract.task_record import KWARGS
 from streaming.event_log import APPEND_FUNCTION, NewEvent, event_args, log_keys
 from streaming.outage import OutageTooLongError, ride_out
 from worker.errors import AgentError
@@ -175,10 +177,41 @@ class OutcomeWriter:
         else:
             args += ["", 0]
         args += event_args(write.events)
-        written = bool(await self._ride_out(lambda: self._script(keys=task_keys, args=args)))
+        written = bool(
+            await self._ride_out(
+                lambda: self._end(task_id, task_keys, args, terminal=write.terminal)
+            )
+        )
         if written and not in_script:
             await self._ride_out(lambda: self._store_state(task_id, record))
         return written
+
+    async def _end(
+        self,
+        task_id: str,
+        task_keys: list[str],
+        args: list[bytes | str | int],
+        *,
+        terminal: bool,
+    ) -> object:
+        """One round trip: the script, and for a task that ends, its leaving the open tasks
+        (and its record letting go of the kwargs it kept for a resend). Those two are not in
+        the script: they are not in the task's hash slot, and a worker that dies between the
+        two leaves the open entry to the recovery, which finds the log ended."""
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
+                if terminal:
+                    pipe.zrem(keys.OPEN_TASKS, task_id)
+                    pipe.hdel(keys.task_record(task_id), KWARGS)
+                replies: list[object] = await pipe.execute(raise_on_error=False)
+            if not isinstance(replies[0], NoScriptError):
+                break
+            await self._redis.script_load(_END_SCRIPT)  # Redis restarted: its scripts are gone
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0]
 
     async def restore_state(self, task_id: str, kind: str, *, content: str = "") -> bool:
         """Make Celery's record agree with a log that ended with ``kind`` (a worker died
