@@ -91,6 +91,7 @@ def _start_lease(**_: Any) -> None:
     process = WorkerProcess.current()
     process.lease  # noqa: B018 (started on first use)
     process.publish_agents()
+    process.check_database()
 
 
 @signals.task_received.connect

@@ -11,6 +11,8 @@ Each part is started when first needed (a cleanup worker never starts a cancel w
 one lock, and closed in reverse order.
 """
 
+import asyncio
+import logging
 import os
 import ssl
 import threading
@@ -20,13 +22,18 @@ from typing import Any, ClassVar
 from celery import Celery
 
 from contract.agents import encode_specs
+from storage.database import Database
+from storage.schema import SchemaStatus, schema_status
 from streaming.cancellation import CancelWatcher
 from worker.agents.plugins import plugin_specs
+from worker.observability.logs import log_event
 from worker.recovery.lease import WorkerLease
 from worker.runtime.cancellation import start_cancel_watcher
 from worker.runtime.http_client import create_tls_context
 from worker.runtime.loop import AgentRuntime, create_runtime
 from worker.settings import WorkerSettings, get_settings
+
+logger = logging.getLogger("agent_service.worker")
 
 
 class WorkerProcess:
@@ -111,6 +118,26 @@ class WorkerProcess:
                     lease.start()
                     self._lease = lease
         return self._lease
+
+    def check_database(self) -> SchemaStatus | None:
+        """Say once, at start, if the database's schema is behind the code (every audit row and
+        session write would fail) or the database does not answer; the status, if known."""
+        database = Database(self.settings.database_url_async, pool_size=1)
+
+        async def check() -> SchemaStatus:
+            try:
+                return await schema_status(database.engine)
+            finally:
+                await database.aclose()
+
+        try:
+            status = asyncio.run(check())
+        except Exception as exc:
+            log_event(logger, logging.WARNING, "database_unreachable", error=repr(exc)[:300])
+            return None
+        if not status.up_to_date:
+            log_event(logger, logging.ERROR, "database_schema_behind", detail=status.describe())
+        return status
 
     def publish_agents(self) -> None:
         """Tell the web which agents this worker adds (``AGENT_MODULES``): their specs go to

@@ -5,6 +5,8 @@ about a task. Never log a user's message or an LLM's answer: only their sizes.
 """
 
 import logging
+import threading
+import time
 
 from contract.tasks import AGENT_TASK_PREFIX
 
@@ -60,3 +62,25 @@ def quiet_celery_task_lines() -> None:
     errors (a retry, a failure) still show."""
     for name in CELERY_TASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class ThrottledLog:
+    """Logs an event at most once per ``interval`` seconds per key, with how many were left
+    out since: a cause that fails every task (a database not migrated, a Redis outage) is
+    said once a minute, not once per task."""
+
+    def __init__(self, logger: logging.Logger, *, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, event: str, *, key: str, **fields: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            logged_at, left_out = self._last.get(key, (float("-inf"), 0))
+            if now - logged_at < self._interval:
+                self._last[key] = (logged_at, left_out + 1)
+                return
+            self._last[key] = (now, 0)
+        log_event(self._logger, level, event, **fields, left_out=left_out or None)

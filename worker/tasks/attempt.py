@@ -43,7 +43,7 @@ from worker.errors import (
     TaskCancelledError,
     TransientAgentError,
 )
-from worker.observability.logs import log_event
+from worker.observability.logs import ThrottledLog, log_event
 from worker.recovery.claim import CancelRequested, Claimed, Ended, Held, RunClaims
 from worker.recovery.lease import WorkerLease
 from worker.runtime.cancellation import cancel_on_request
@@ -63,6 +63,8 @@ from worker.tasks.outcome import (
 from worker.tasks.retry_policy import retry_countdown
 
 logger = logging.getLogger("agent_service.tasks")
+#: A database that refuses every audit row (unreachable, not migrated) is said once a minute.
+AUDIT_FAILURES = ThrottledLog(logger)
 
 #: Seconds between two looks at a run another delivery holds.
 HELD_POLL_SECONDS = 0.5
@@ -310,13 +312,13 @@ class AgentAttempt:
                     once=once,
                 )
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            log_event(
-                logger,
+            AUDIT_FAILURES.log(
                 logging.ERROR,
                 "audit_write_failed",
+                key=type(exc).__name__,
                 task_id=self.delivery.task_id,
                 action=action.value,
-                error=repr(exc),
+                error=repr(exc)[:300],
             )
 
 
