@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint pytest format clean bench
+.PHONY: install dev test test-fast lint pytest format clean bench
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ test: lint pytest
 
 pytest: install
 	$(BIN)/pytest
+
+## Lint, then the tests that start no process (seconds; the e2e suite is left out).
+test-fast: lint
+	$(BIN)/pytest -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check .
