@@ -42,6 +42,7 @@ from redis.exceptions import NoScriptError
 
 from contract import keys
 from contract.events import lua_log_has_ended
+from streaming import lean_pipeline
 from streaming.event_log import APPEND_FUNCTION, NewEvent, event_args, log_keys
 from streaming.outage import OUTAGE_ERRORS, pause
 
@@ -357,10 +358,11 @@ class EventWriter:
     ) -> dict[int, object]:
         """One round trip: the calls' replies, or their errors, by index."""
         sha = self._script.sha
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for task_keys, args in calls.values():
-                pipe.execute_command("EVALSHA", sha, len(task_keys), *task_keys, *args)
-            replies: list[object] = await pipe.execute(raise_on_error=False)
+        commands = [
+            ("EVALSHA", sha, len(task_keys), *task_keys, *args)
+            for task_keys, args in calls.values()
+        ]
+        replies = await lean_pipeline.execute(self._redis, commands)
         return dict(zip(calls, replies, strict=True))
 
     async def _store_states(

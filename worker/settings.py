@@ -95,8 +95,8 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     )
     agent_uvloop: bool = Field(
         default=True,
-        description="Run the agent tasks' event loops on uvloop (where it is installed): "
-        "~8% less worker CPU per streamed token than asyncio's own loop.",
+        description="Run the agent tasks' event loops on uvloop (where it is installed): less "
+        "worker CPU per streamed token than asyncio's own loop (bench/README.md).",
     )
 
     agent_task_rate_limit: str | None = Field(

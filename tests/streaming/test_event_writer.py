@@ -263,65 +263,40 @@ async def _commands_run(redis: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-class FlakyRedis:
-    """Stands between the writer and Redis: while ``down``, every pipeline fails as a lost
-    connection does; ``replies_lost`` makes the next one reach Redis but lose its replies."""
+class FlakyWriter(EventWriter):
+    """A writer whose round trips fail as a lost connection does while ``down``; with
+    ``replies_lost``, the next one reaches Redis but its replies are lost."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self.down = False
-        self.replies_lost = 0
+    down = False
+    replies_lost = 0
 
-    def register_script(self, script: str) -> Any:
-        return self._redis.register_script(script)
-
-    async def script_load(self, script: str) -> Any:
-        return await self._redis.script_load(script)
-
-    def pipeline(self, *, transaction: bool) -> Any:
-        flaky = self
-
-        class Pipeline:
-            def __init__(self) -> None:
-                self._pipe = flaky._redis.pipeline(transaction=transaction)
-
-            async def __aenter__(self) -> "Pipeline":
-                await self._pipe.__aenter__()
-                return self
-
-            async def __aexit__(self, *exc: object) -> None:
-                await self._pipe.__aexit__(None, None, None)
-
-            def execute_command(self, *args: Any) -> None:
-                self._pipe.execute_command(*args)
-
-            async def execute(self, *, raise_on_error: bool = True) -> list[object]:
-                if flaky.down:
-                    raise RedisConnectionError("Connection refused")
-                replies = await self._pipe.execute(raise_on_error=raise_on_error)
-                if flaky.replies_lost:
-                    flaky.replies_lost -= 1
-                    raise RedisConnectionError("Connection reset by peer")
-                return list(replies)
-
-        return Pipeline()
+    @override
+    async def _pipeline(
+        self, calls: dict[int, tuple[list[str], list[bytes | str | int]]]
+    ) -> dict[int, object]:
+        if self.down:
+            raise RedisConnectionError("Connection refused")
+        replies = await super()._pipeline(calls)
+        if self.replies_lost:
+            self.replies_lost -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        return replies
 
 
 async def test_an_outage_shorter_than_the_limit_loses_and_repeats_nothing(
     redis: Redis, task_id: str
 ) -> None:
-    flaky: Any = FlakyRedis(redis)
     async with (
-        EventWriter(flaky, maxlen=1000, ttl=60, window=0.0, outage_limit=30) as writer,
+        FlakyWriter(redis, maxlen=1000, ttl=60, window=0.0, outage_limit=30) as writer,
         TaskEventPublisher(writer, task_id) as publisher,
     ):
         await publisher.chunk("before ")
-        flaky.down = True
+        writer.down = True
         async with anyio.create_task_group() as tg:
             tg.start_soon(publisher.chunk, "during ")
             await anyio.sleep(0.3)  # a few refused attempts
-            flaky.down = False
-        flaky.replies_lost = 1  # applied, but the worker never hears it was
+            writer.down = False
+        writer.replies_lost = 1  # applied, but the worker never hears it was
         await publisher.chunk("lost reply ")
         await publisher.chunk("after")
 
@@ -331,9 +306,8 @@ async def test_an_outage_shorter_than_the_limit_loses_and_repeats_nothing(
 
 
 async def test_an_outage_past_the_limit_fails_the_publisher(redis: Redis, task_id: str) -> None:
-    flaky: Any = FlakyRedis(redis)
-    flaky.down = True
-    async with EventWriter(flaky, maxlen=1000, ttl=60, window=0.0, outage_limit=0.2) as writer:
+    async with FlakyWriter(redis, maxlen=1000, ttl=60, window=0.0, outage_limit=0.2) as writer:
+        writer.down = True
         publisher = TaskEventPublisher(writer, task_id)
         with pytest.raises(EventLogUnavailableError, match="did not take"):
             await publisher.chunk("never written")

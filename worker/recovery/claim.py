@@ -21,9 +21,11 @@ Every key the script touches carries the task's hash tag, except Celery's own st
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from contract import celery_meta, keys
 from contract.events import lua_log_has_ended
+from streaming import lean_pipeline
 from streaming.event_log import APPEND_FUNCTION, log_keys
 from worker.agents.progress import STARTING as STARTING_PROGRESS
 
@@ -118,6 +120,7 @@ class RunClaims:
         state_expires: int,
         state_in_script: bool,
     ) -> None:
+        self._redis = redis
         self._script = redis.register_script(_CLAIM_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
@@ -139,7 +142,14 @@ class RunClaims:
             state = starting_state(task_id)
         args: list[bytes | str | int] = [keys.task_channel(task_id), self._maxlen, self._ttl]
         args += [run, self._lease_ms, state, self._state_expires]
-        reply = await self._script(keys=task_keys, args=args)
+        command = ("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
+        (reply,) = await lean_pipeline.execute(self._redis, [command])
+        if isinstance(reply, NoScriptError):  # Redis restarted: its scripts are gone
+            await self._redis.script_load(_CLAIM_SCRIPT)
+            (reply,) = await lean_pipeline.execute(self._redis, [command])
+        if isinstance(reply, Exception):
+            raise reply
+        assert isinstance(reply, list)
         verdict = _text(reply[0])
         if verdict == "claimed":
             return Claimed(attempt=int(reply[1]))

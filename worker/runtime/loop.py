@@ -12,12 +12,12 @@
   shared by every task of the process. This is the fast mode for the threads pool: with a loop per
   task, each token wakes its own thread and a hundred threads fight for the GIL; one loop wakes
   once for many ready sockets. A monitor logs every stall of that loop longer than
-  ``LOOP_LAG_WARNING_MS``, with the tasks running then (``worker.loop_monitor``).
+  ``LOOP_LAG_WARNING_MS``, with the tasks running then (``worker.runtime.loop_monitor``).
 - ``auto`` (default): ``shared`` in the threads pool, ``per-task`` otherwise.
 
-Either kind of loop runs on uvloop where it is installed (``AGENT_UVLOOP``, on by default:
-~8% less worker CPU per streamed token, bench/README.md); ``AGENT_UVLOOP=false`` keeps asyncio's
-own loop.
+Either kind of loop runs on uvloop where it is installed (``AGENT_UVLOOP``, on by default: less
+worker CPU per streamed token, measured in bench/README.md); ``AGENT_UVLOOP=false`` keeps
+asyncio's own loop.
 
 In both, the time limit is a cancel scope inside the loop (the threads pool ignores Celery's
 signal-based limits): when it runs out, the call is cancelled (its HTTP stream closed) and

@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError
 from contract import celery_meta, keys
 from contract.events import EventType, lua_log_has_ended
 from contract.task_record import KWARGS
+from streaming import lean_pipeline
 from streaming.event_log import APPEND_FUNCTION, NewEvent, event_args, log_keys
 from streaming.outage import OutageTooLongError, ride_out
 from worker.errors import AgentError
@@ -198,13 +199,14 @@ class OutcomeWriter:
         (and its record letting go of the kwargs it kept for a resend). Those two are not in
         the script: they are not in the task's hash slot, and a worker that dies between the
         two leaves the open entry to the recovery, which finds the log ended."""
+        commands: list[lean_pipeline.Command] = [
+            ("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
+        ]
+        if terminal:
+            commands.append(("ZREM", keys.OPEN_TASKS, task_id))
+            commands.append(("HDEL", keys.task_record(task_id), KWARGS))
         for _ in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.execute_command("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
-                if terminal:
-                    pipe.zrem(keys.OPEN_TASKS, task_id)
-                    pipe.hdel(keys.task_record(task_id), KWARGS)
-                replies: list[object] = await pipe.execute(raise_on_error=False)
+            replies = await lean_pipeline.execute(self._redis, commands)
             if not isinstance(replies[0], NoScriptError):
                 break
             await self._redis.script_load(_END_SCRIPT)  # Redis restarted: its scripts are gone
