@@ -26,6 +26,7 @@ export class TaskView {
     this.answer = byId("answer");
     this.outcome = byId("task-outcome");
     this.ended = true;
+    this.percent = 0;
   }
 
   // A fresh panel for `taskId`, whose events are about to arrive.
@@ -43,6 +44,7 @@ export class TaskView {
 
   setProgress(value, stage) {
     const percent = Math.max(0, Math.min(100, Math.round(value)));
+    this.percent = percent;
     this.progress.value = percent;
     this.progress.textContent = `${percent}%`;
     this.stage.textContent = stage ? `${stage} · ${percent}%` : `${percent}%`;
@@ -84,6 +86,7 @@ export class TaskView {
   finish(status) {
     this.ended = true;
     this.status.textContent = status;
+    this.setProgress(status === "completed" ? 100 : this.percent, status);
     this.cancel.disabled = true;
     this.answer.setAttribute("aria-busy", "false");
   }
@@ -93,7 +96,6 @@ export class TaskView {
     if (typeof result.content === "string" && this.answer.textContent !== result.content) {
       this.replaceText(result.content);
     }
-    this.setProgress(100, "completed");
     this.finish("completed");
     this.setOutcome(describeUsage(result.usage), false);
   }

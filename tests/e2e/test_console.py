@@ -124,6 +124,19 @@ def _tokens(count: int, *, word: str = "word") -> list[str]:
     return [f"{word}{i:02d} " for i in range(count)]
 
 
+#: An answer that reads like one, for the tests whose screenshots the README shows.
+PROSE = (
+    "Server-Sent Events keep one HTTP response open and let the server write an event down it "
+    "whenever it has one: a line naming the event, a line of data, a blank line. The browser's "
+    "EventSource reads them as they come, and when the connection drops it reconnects by "
+    "itself, sending the id of the last event it saw, so the server can carry on from there. "
+)
+
+
+def _prose_tokens(repeat: int = 1) -> list[str]:
+    return [word + " " for word in (PROSE * repeat).split()]
+
+
 def test_console_streams_an_answer_in_order_keyboard_only_on_a_phone_screen(
     console_web: RestartableWeb, context: BrowserContext, llm: LLMControl
 ) -> None:
@@ -180,14 +193,14 @@ def test_console_streams_an_answer_in_order_keyboard_only_on_a_phone_screen(
 def test_console_cancels_mid_stream_and_keeps_the_partial_answer(
     console_web: RestartableWeb, context: BrowserContext, llm: LLMControl
 ) -> None:
-    key = "console: cancel me halfway"
-    tokens = _tokens(200)
+    key = "Tell me everything about Server-Sent Events, at length."
+    tokens = _prose_tokens(repeat=4)
     llm.script(key, tokens=tokens, delay=0.05)
     console = _open_console(context, console_web)
     page = console.page
     _use_key(page)
     _send(page, "simple_llm_agent", key)
-    expect(page.locator("#answer")).to_contain_text("word03", timeout=20_000)
+    expect(page.locator("#answer")).to_contain_text("open and let", timeout=20_000)
 
     page.get_by_role("button", name="Cancel task", exact=True).click()
 
@@ -195,7 +208,7 @@ def test_console_cancels_mid_stream_and_keeps_the_partial_answer(
     expect(page.get_by_role("button", name="Cancel task", exact=True)).to_be_disabled()
     expect(page.locator("#task-outcome")).to_contain_text("Cancelled")
     partial = page.locator("#answer").text_content() or ""
-    assert "word03" in partial
+    assert "open and let" in partial
     full = "".join(tokens)
     assert full.startswith(partial)
     assert len(partial) < len(full)
@@ -209,21 +222,23 @@ def test_console_cancels_mid_stream_and_keeps_the_partial_answer(
 def test_console_completes_without_duplicates_when_the_web_restarts_mid_stream(
     console_web: RestartableWeb, context: BrowserContext, llm: LLMControl
 ) -> None:
-    key = "console: outlive a web restart"
-    tokens = _tokens(40)
-    llm.script(key, tokens=tokens, delay=0.1)
+    key = "Explain Server-Sent Events in a few sentences."
+    tokens = _prose_tokens()
+    llm.script(key, tokens=tokens, delay=0.06)
     console = _open_console(context, console_web)
     page = console.page
     _use_key(page)
     recorder = PageRecorder(page, "answer", "task-connection")
     _send(page, "simple_llm_agent", key)
-    expect(page.locator("#answer")).to_contain_text("word05", timeout=20_000)
+    expect(page.locator("#answer")).to_contain_text("open and let", timeout=20_000)
+    before_kill = page.locator("#answer").text_content() or ""
 
     console_web.restart()
 
     final = "".join(tokens)
     expect(page.locator("#task-status")).to_have_text("completed", timeout=40_000)
     expect(page.locator("#answer")).to_have_text(final)
+    assert len(before_kill) < len(final), "the answer had ended before the kill"
     _assert_grew_in_order(recorder.texts("answer"), final)
     assert "reconnecting…" in recorder.texts("task-connection")
     assert len(llm.calls(key)) == 1
