@@ -219,7 +219,7 @@ def follow_task(
     """Print the task's answer until its terminal event; the exit status its outcome means."""
     err = _stderr()
     printer: Printer
-    if sys.stdout.isatty() and err.is_terminal:
+    if sys.stdout.isatty() and err.is_terminal and not err.is_dumb_terminal:
         printer = TerminalPrinter(sys.stdout, err, task_id=task_id, show_text=show_text)
     else:
         printer = PlainPrinter(sys.stdout, err, show_text=show_text)

@@ -70,6 +70,8 @@ class Console:
 
     page: Page
     errors: list[str] = field(default_factory=list)
+    #: (status, URL) of every response to an event-stream request, oldest first.
+    streams: list[tuple[int, str]] = field(default_factory=list)
 
     def script_errors(self) -> list[str]:
         """Errors other than the browser's own notes of a stream cut by a killed web process
@@ -84,6 +86,14 @@ def _open_console(context: BrowserContext, web: RestartableWeb) -> Console:
     page.on(
         "console",
         lambda message: console.errors.append(message.text) if message.type == "error" else None,
+    )
+    page.on(
+        "response",
+        lambda response: (
+            console.streams.append((response.status, response.url))
+            if "/events?" in response.url
+            else None
+        ),
     )
     page.goto(f"{web.base_url}/console")
     return console
@@ -219,12 +229,16 @@ def test_console_cancels_mid_stream_and_keeps_the_partial_answer(
     _screenshot(page, "console-cancelled.png")
 
 
+@pytest.mark.parametrize("token_secret", ["kept", "changed"])
 def test_console_completes_without_duplicates_when_the_web_restarts_mid_stream(
-    console_web: RestartableWeb, context: BrowserContext, llm: LLMControl
+    console_web: RestartableWeb, context: BrowserContext, llm: LLMControl, token_secret: str
 ) -> None:
-    key = "Explain Server-Sent Events in a few sentences."
+    """With the secret kept (``make dev``, production), the browser's own reconnect resumes
+    the stream; with a new one, the server refuses the old token and the page resumes with a
+    fresh one, after the last event it saw."""
+    key = f"Explain Server-Sent Events in a few sentences ({token_secret} secret)."
     tokens = _prose_tokens()
-    llm.script(key, tokens=tokens, delay=0.06)
+    llm.script(key, tokens=tokens, delay=0.04)
     console = _open_console(context, console_web)
     page = console.page
     _use_key(page)
@@ -233,7 +247,7 @@ def test_console_completes_without_duplicates_when_the_web_restarts_mid_stream(
     expect(page.locator("#answer")).to_contain_text("open and let", timeout=20_000)
     before_kill = page.locator("#answer").text_content() or ""
 
-    console_web.restart()
+    console_web.restart(new_token_secret=token_secret == "changed")
 
     final = "".join(tokens)
     expect(page.locator("#task-status")).to_have_text("completed", timeout=40_000)
@@ -242,8 +256,19 @@ def test_console_completes_without_duplicates_when_the_web_restarts_mid_stream(
     _assert_grew_in_order(recorder.texts("answer"), final)
     assert "reconnecting…" in recorder.texts("task-connection")
     assert len(llm.calls(key)) == 1
-    assert console.script_errors() == []
-    _screenshot(page, "console-completed.png")
+    refused = "the server responded with a status of 401"
+    assert [e for e in console.script_errors() if token_secret == "kept" or refused not in e] == []
+    first_url = console.streams[0][1]
+    if token_secret == "kept":
+        assert {status for status, _ in console.streams} == {200}
+        assert {url for _, url in console.streams} == {first_url}, "the page reconnected itself"
+        _screenshot(page, "console-completed.png")
+    else:
+        assert 401 in [status for status, _ in console.streams]
+        status, resumed = console.streams[-1]
+        assert status == 200
+        assert "token=" in resumed
+        assert "last_event_id=" in resumed
 
 
 def test_console_replaces_the_answer_when_a_retry_resets_it(

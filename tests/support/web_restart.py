@@ -47,8 +47,12 @@ class RestartableWeb:
         web.stop()
         self._web = None
 
-    def restart(self) -> WebServer:
+    def restart(self, *, new_token_secret: bool = False) -> WebServer:
+        """Kill it and start it again; with ``new_token_secret``, as a web process that draws a
+        secret of its own would come back: refusing every token handed out before."""
         self.kill()
+        if new_token_secret:
+            self.env["TOKEN_SECRET"] = secrets.token_urlsafe(48)
         return self.start()
 
     def stop(self) -> None:
