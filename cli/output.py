@@ -61,16 +61,18 @@ class PlainPrinter:
         self.out = out
         self.err = err
         self.show_text = show_text
-        self.printed = ""  # what of the answer is on stdout already
+        self.printed = False  # some of the answer is on stdout
+        self.line_open = False  # and its last line has no newline yet
+        self.retry_note = ""
 
     def update(self, answer: Answer, change: TextChange | None) -> None:
+        self.retry_note = ""
         if change is None or not self.show_text:
             return
         if change.replaced is not None:
             if self.printed:
                 self.note(f"attempt {answer.attempt} starts the answer over")
                 self._write("\n")
-            self.printed = ""
             self._write(change.replaced)
         else:
             self._write(change.appended)
@@ -79,10 +81,13 @@ class PlainPrinter:
         if text:
             self.out.write(text)
             self.out.flush()
-            self.printed += text
+            self.printed = True
+            self.line_open = not text.endswith("\n")
 
     def retrying(self, error: CliError, pause: float) -> None:
-        self.note(f"{error} (trying again)")
+        if str(error) != self.retry_note:  # once per kind of trouble, not at every attempt
+            self.retry_note = str(error)
+            self.note(f"{error} (trying again)")
 
     def note(self, message: str) -> None:
         self.err.print(Text(f"agent-service: {message}"), soft_wrap=True)
@@ -93,7 +98,7 @@ class PlainPrinter:
     def finish(self, answer: Answer) -> None:
         if not self.show_text and answer.text:
             self._write(answer.text)
-        if self.printed and not self.printed.endswith("\n"):
+        if self.line_open:
             self._write("\n")
 
 
@@ -104,8 +109,10 @@ class TerminalPrinter:
         self.task_id = task_id
         self.region = LiveRegion(out, err)
         self.region.note(Text(f"task {task_id}", style="dim"))
+        self.retry_note = ""
 
     def update(self, answer: Answer, change: TextChange | None) -> None:
+        self.retry_note = ""
         if change is not None and self.show_text:
             if change.replaced is not None:
                 self.region.discard_partial()
@@ -119,7 +126,9 @@ class TerminalPrinter:
         self.region.set_progress(answer.progress, _label(answer))
 
     def retrying(self, error: CliError, pause: float) -> None:
-        self.region.note(Text(f"{error} (trying again in {pause:.1f} s)", style="yellow"))
+        if str(error) != self.retry_note:  # once per kind of trouble, not at every attempt
+            self.retry_note = str(error)
+            self.region.note(Text(f"{error} (trying again)", style="yellow"))
 
     def note(self, message: str) -> None:
         self.region.note(Text(message, style="dim"))
