@@ -17,6 +17,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
 from app.log_redaction import install_token_redaction
 from app.routes import agents, auth, events, health, sessions, tasks
+from app.routes import console as console_routes
 from app.services import open_services
 from app.settings import WebSettings, get_settings
 from app.sse import DEFERRED_STREAM, SubscriptionResponse
@@ -96,4 +97,5 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(auth.router)
     app.include_router(sessions.router)
+    app.include_router(console_routes.router)
     return app

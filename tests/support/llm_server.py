@@ -9,7 +9,8 @@ and cancellation paths instead of a mock.
 Behaviour is chosen per call by a *scenario key*: the content of the last
 message with role ``user``. Tests register scenarios through a small control
 API (``PUT /_scenarios/{key}``) to script tokens, per-token delays, failures
-to answer before streaming (status, ``Retry-After``) and whether usage is
+to answer before streaming (status, ``Retry-After``) or in the middle of a stream (after
+some tokens, an OpenAI-style error object, then the stream ends) and whether usage is
 reported. Unscripted keys are echoed back as ``"echo:"`` followed by
 ``" word"`` for each word of the key. Every call is recorded, including
 whether and when (server monotonic clock) the client dropped the stream
@@ -58,11 +59,14 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: 
 
 @dataclass(frozen=True)
 class Failure:
-    """One scripted error answer given instead of a completion."""
+    """One scripted error answer given instead of a completion; with ``after_tokens``, a
+    streamed call sends that many of the scenario's tokens first, then the error in the stream
+    (status 200, an ``{"error": ...}`` chunk, no ``[DONE]``)."""
 
     status: int
     retry_after: str | None = None
     message: str | None = None
+    after_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,16 @@ def _parse_failure(item: object) -> Failure:
     message = item.get("body")
     if message is not None and not isinstance(message, str):
         raise ValueError("failure 'body' must be a string")
+    after_tokens = item.get("after_tokens")
+    if after_tokens is not None and (
+        not isinstance(after_tokens, int) or isinstance(after_tokens, bool) or after_tokens < 0
+    ):
+        raise ValueError("failure 'after_tokens' must be a non-negative integer")
     return Failure(
         status=status,
         retry_after=None if retry_after is None else str(retry_after),
         message=message,
+        after_tokens=after_tokens,
     )
 
 
@@ -267,15 +277,28 @@ class _Completion:
 
 
 async def stream_events(
-    chat: ChatRequest, scenario: Scenario, *, call: _CallRecord
+    chat: ChatRequest,
+    scenario: Scenario,
+    *,
+    call: _CallRecord,
+    failure: Failure | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The SSE frames of one streamed completion, pacing tokens by the delay."""
+    """The SSE frames of one streamed completion, pacing tokens by the delay; with a
+    ``failure``, its first ``after_tokens`` tokens and then the error."""
     completion = _Completion(chat)
-    for index, token in enumerate(scenario.tokens):
+    tokens = scenario.tokens
+    if failure is not None:
+        tokens = tokens[: failure.after_tokens]
+    for index, token in enumerate(tokens):
         if scenario.delay:
             await asyncio.sleep(scenario.delay)
         delta = {"role": "assistant", "content": token} if index == 0 else {"content": token}
         yield _sse(completion.chunk(delta=delta, finish_reason=None))
+    if failure is not None:
+        message = failure.message or f"scripted failure with status {failure.status}"
+        yield _sse({"error": {"message": message, "type": "server_error", "code": failure.status}})
+        call["completed"] = True
+        return
     yield _sse(completion.chunk(delta={}, finish_reason="stop"))
     if chat.include_usage and scenario.usage:
         yield _sse(completion.usage_chunk(usage_of(chat, scenario)))
@@ -366,6 +389,11 @@ async def chat_completions(request: Request) -> Response:
         return error_response(400, str(exc))
     store = _store(request)
     failure = store.take_failure(chat.key)
+    if failure is not None and failure.after_tokens is not None and chat.stream:
+        scenario = store.scenario_for(chat.key)
+        call = store.record(chat.key, _new_call(chat, status=200))
+        frames = stream_events(chat, scenario, call=call, failure=failure)
+        return RecordingEventStream(frames, call=call)
     if failure is not None:
         call = store.record(chat.key, _new_call(chat, status=failure.status))
         call["completed"] = True

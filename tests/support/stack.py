@@ -102,10 +102,15 @@ class WebServer:
 
 
 def start_web(
-    redis_url: str, *, env: Mapping[str, str] | None = None, ready_path: str = "/readyz"
+    redis_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/readyz",
+    port: int | None = None,
 ) -> WebServer:
-    """A uvicorn process serving ``create_app``, waited on until ``ready_path`` answers 200."""
-    port = free_port()
+    """A uvicorn process serving ``create_app``, waited on until ``ready_path`` answers 200;
+    on ``port`` when given (a restart on the same address), on a free port otherwise."""
+    port = port or free_port()
     argv = python_module(
         "uvicorn",
         "app.main:create_app",

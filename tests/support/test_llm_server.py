@@ -116,6 +116,25 @@ def test_stream_answers_after_scripted_failures_when_failures_registered(
     assert _content(chunks) == "abc"
 
 
+def test_stream_fails_midway_then_answers_when_a_failure_has_after_tokens(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script(
+        "cut short",
+        tokens=["a", "b", "c", "d"],
+        failures=[{"status": 503, "after_tokens": 2, "body": "overloaded"}],
+    )
+
+    first = _stream_chunks(client, _body("cut short"))
+    second = _stream_chunks(client, _body("cut short"))
+
+    assert _content(first[:-1]) == "ab"
+    assert first[-1] == {"error": {"message": "overloaded", "type": "server_error", "code": 503}}
+    assert "[DONE]" not in first
+    assert _content(second) == "abcd"
+    assert [call["status"] for call in control.calls("cut short")] == [200, 200]
+
+
 def test_stream_reports_usage_when_include_usage(client: httpx.Client, control: LLMControl) -> None:
     control.script("count me", tokens=["x", "y"])
 
