@@ -237,7 +237,7 @@ def test_two_beats_send_each_job_once_per_period(
 
         def succeeded() -> int:
             return sum(
-                "cleanup_token_blacklist[" in line and "succeeded in" in line
+                "task_succeeded" in line and "cleanup_token_blacklist" in line
                 for line in worker.output(tail=10**7).splitlines()
             )
 
