@@ -1,5 +1,7 @@
 """The event types of a task's stream, and which of them end it.
 
+A client that does not know a type ignores it: new types never break old clients.
+
 ``result``, ``error`` and ``cancelled`` are terminal: a stream ends after one, and a task whose
 log ends with one has finished. Server-side scripts test for them with ``lua_is_terminal``, built
 from the same set, so a new terminal type cannot be known to Python and forgotten in Lua.
@@ -13,6 +15,10 @@ class EventType(StrEnum):
     PROGRESS = "progress"
     CHUNK = "chunk"
     RESET = "reset"
+    #: An agent called a tool (``{id, name, arguments}``), and what came of it
+    #: (``{id, ok, summary}``).
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
     RESULT = "result"
     ERROR = "error"
     CANCELLED = "cancelled"

@@ -99,6 +99,18 @@ class TaskEventPublisher:
         self._note(await self._writer.flush(self))
         self._raise_failure()
 
+    async def queue(self, kind: EventType, payload: Any) -> None:
+        """Publish one event after any pending chunks, with the next batch (coalesced like
+        chunks: an agent's steps, which need not go out the very moment they happen)."""
+        self._raise_failure()
+        self._seal_chunk()
+        self._queued.append((kind, payload))
+        if self._writer.window <= 0:
+            self._note(await self._writer.flush(self))
+            self._raise_failure()
+        else:
+            self._note(self._writer.mark(self))
+
     async def chunk(self, text: str) -> None:
         """Queue ``text`` for the next chunk event (sent at once when there is no window)."""
         if not text:

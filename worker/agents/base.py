@@ -42,5 +42,26 @@ class ChunkSink(Protocol):
     async def __call__(self, text: str, /) -> None: ...
 
 
+class StepReporter(Protocol):
+    """What an agent tells its users besides text: the stage it is at, and the tools it calls.
+
+    Each report becomes an event on the task's stream (``progress`` with the stage, ``tool_call``,
+    ``tool_result``), and a stage's progress is what polling shows from then on. Progress never
+    goes back within an attempt (a lower value keeps the higher one). Tool arguments and results
+    go to the task's own stream, never to a log.
+    """
+
+    async def stage(
+        self, name: str, *, progress: int | None = None, detail: str | None = None
+    ) -> None: ...
+
+    async def tool_call(self, call_id: str, name: str, arguments: object) -> None: ...
+
+    async def tool_result(self, call_id: str, *, ok: bool, summary: str = "") -> None: ...
+
+
 class Agent(Protocol):
+    """An agent. One that also declares a keyword-only ``steps`` parameter in ``run`` gets a
+    ``StepReporter`` there; one that does not runs as it always did."""
+
     async def run(self, request: AgentRequest, *, on_chunk: ChunkSink) -> AgentReply: ...

@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 
+from contract.events import EventType
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
 from worker.agents.progress import STARTING, ProgressReport, ProgressTracker
 from worker.agents.registry import build_agent
+from worker.agents.steps import AgentSteps, QueueEvent, takes_steps
 from worker.errors import PermanentAgentError
 from worker.settings import WorkerSettings
 
@@ -67,8 +69,10 @@ async def invoke_agent(
     attempt: int,
     streamed: bool,
     on_chunk: ChunkSink | None = None,
+    on_step: QueueEvent | None = None,
 ) -> dict[str, Any]:
-    """Run the agent and return the task's result; each chunk also goes to ``on_chunk``.
+    """Run the agent and return the task's result; each chunk also goes to ``on_chunk``, and
+    the tool events of an agent that reports steps to ``on_step``.
 
     The run is at the ``starting`` stage already (its claim reported it)."""
     started = time.monotonic()
@@ -88,7 +92,11 @@ async def invoke_agent(
         await progress.chunks(chunks)
 
     agent = build_agent(request.agent_id, settings=settings, http=http)
-    reply = await agent.run(request, on_chunk=count_chunk)
+    if takes_steps(type(agent).run):
+        steps = AgentSteps(on_step or _ignore_step, progress=progress)
+        reply = await agent.run(request, on_chunk=count_chunk, steps=steps)  # type: ignore[call-arg]
+    else:
+        reply = await agent.run(request, on_chunk=count_chunk)
     return task_result(
         request,
         reply,
@@ -97,6 +105,10 @@ async def invoke_agent(
         streamed=streamed,
         duration_ms=round((time.monotonic() - started) * 1000),
     )
+
+
+async def _ignore_step(kind: EventType, payload: dict[str, Any]) -> None:
+    pass
 
 
 def task_result(

@@ -223,11 +223,13 @@ class AgentAttempt:
         delivery = self.delivery
         request = parse_request(**delivery.kwargs)
 
-        async def report_progress(progress: int, stage: str) -> None:
-            meta = {"progress": progress, "stage": stage}
+        async def report_progress(meta: dict[str, Any], *, urgent: bool = True) -> None:
             record = celery_meta.encode_meta(delivery.task_id, celery_meta.PROGRESS, meta)
             publisher.state_with_next(record)  # written with the event, in one round trip
-            await publisher.publish(EventType.PROGRESS, meta)
+            if urgent:
+                await publisher.publish(EventType.PROGRESS, meta)
+            else:
+                await publisher.queue(EventType.PROGRESS, meta)
 
         session = await load_history(
             loop.database,  # opened only if the task names a session
@@ -249,6 +251,7 @@ class AgentAttempt:
             attempt=attempt,
             streamed=delivery.streamed,
             on_chunk=publisher.chunk,
+            on_step=publisher.queue,
         )
         await remember_exchange(
             loop.database, request, task_id=delivery.task_id, answer=result["content"]

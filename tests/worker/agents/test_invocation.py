@@ -32,8 +32,8 @@ class Reports:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
 
-    async def __call__(self, progress: int, stage: str) -> None:
-        self.calls.append((progress, stage))
+    async def __call__(self, meta: dict[str, Any], *, urgent: bool = True) -> None:
+        self.calls.append((meta["progress"], meta["stage"]))
 
 
 def echo_settings(**values: object) -> WorkerSettings:

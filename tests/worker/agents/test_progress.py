@@ -1,6 +1,7 @@
 """Progress of an invocation: the chunk curve and the throttled tracker."""
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ class Reports:
     def __init__(self) -> None:
         self.calls: list[Report] = []
 
-    async def __call__(self, progress: int, stage: str) -> None:
-        self.calls.append((progress, stage))
+    async def __call__(self, meta: dict[str, Any], *, urgent: bool = True) -> None:
+        self.calls.append((meta["progress"], meta["stage"]))
 
 
 def test_progress_for_chunks_starts_at_generating_when_no_chunk_arrived() -> None:
