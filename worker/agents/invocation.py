@@ -1,6 +1,6 @@
 """One agent invocation, from request to result, without Celery.
 
-This is the task's logic as plain async code: build the agent on the loop's HTTP client, run it,
+This is the task's logic as plain async code: build the agent on the loop's clients, run it,
 count its chunks into progress, and shape the result every client sees
 (``{"content", "metadata", "usage"}``). The Celery task around it adds retries, limits and state;
 tests can drive this directly.
@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
+from worker.agents.llm_session import LazyLLMSession
 from worker.agents.progress import STARTING, ProgressReport, ProgressTracker
 from worker.agents.registry import build_agent
 from worker.errors import PermanentAgentError
@@ -63,6 +64,7 @@ async def invoke_agent(
     *,
     settings: WorkerSettings,
     http: httpx.AsyncClient,
+    llm_session: LazyLLMSession,
     report_progress: ProgressReport,
     attempt: int,
     streamed: bool,
@@ -87,7 +89,7 @@ async def invoke_agent(
             await on_chunk(text)
         await progress.chunks(chunks)
 
-    agent = build_agent(request.agent_id, settings=settings, http=http)
+    agent = build_agent(request.agent_id, settings=settings, http=http, llm_session=llm_session)
     reply = await agent.run(request, on_chunk=count_chunk)
     return task_result(
         request,
