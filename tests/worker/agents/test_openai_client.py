@@ -7,7 +7,7 @@ import email.utils
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from worker.agents.llm_session import open_llm_session
 from worker.agents.openai_client import (
     ChatCompletion,
     OpenAICompatibleClient,
+    _proxy_from_environment,
     parse_retry_after,
 )
 from worker.errors import (
@@ -780,6 +781,44 @@ async def test_stream_chat_fails_when_server_certificate_is_not_trusted_by_given
         await server.close()
 
     assert fake.requests == []
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """The environment's proxy settings, read afresh (the client reads them once per process)."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    _proxy_from_environment.cache_clear()
+    yield monkeypatch
+    _proxy_from_environment.cache_clear()
+
+
+async def test_stream_chat_goes_through_proxy_when_environment_names_one(
+    llm: FakeLLM, session: aiohttp.ClientSession, proxy_environment: pytest.MonkeyPatch
+) -> None:
+    proxy_environment.setenv("HTTP_PROXY", llm.base_url.removesuffix("/v1/"))
+    llm.answer = stream_of(*NORMAL_STREAM)
+    client = client_for(session, "http://llm.invalid/v1")
+
+    completion = await client.stream_chat(MESSAGES, on_chunk=Recorder())
+
+    assert completion == NORMAL_COMPLETION
+    (request,) = llm.requests
+    assert request.headers["host"] == "llm.invalid"
+
+
+async def test_stream_chat_connects_directly_when_no_proxy_exempts_host(
+    llm: FakeLLM, session: aiohttp.ClientSession, proxy_environment: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as placeholder:  # a proxy nobody runs
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    proxy_environment.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    proxy_environment.setenv("NO_PROXY", "127.0.0.1")
+    llm.answer = stream_of(*NORMAL_STREAM)
+
+    assert await run(llm, session) == NORMAL_COMPLETION
 
 
 # --------------------------------------------------------------------------- tool calls
