@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from tests.support.llm_server import LLMControl, LLMServerProcess
 from worker.agents.base import ChatMessage, ToolCall
 from worker.agents.llm_session import open_llm_session
 from worker.agents.openai_client import (
@@ -975,6 +976,43 @@ async def test_stream_chat_raises_protocol_error_when_tool_call_ends_without_nam
         await run(llm, session, tools=[WEATHER_TOOL])
 
     assert "secret" not in str(caught.value), "the model's arguments are never quoted"
+
+
+@pytest.fixture(scope="module")
+def loopback_llm() -> Iterator[LLMServerProcess]:
+    with LLMServerProcess() as server:
+        yield server
+
+
+async def test_stream_chat_completes_tool_conversation_when_loopback_llm_calls_tools(
+    loopback_llm: LLMServerProcess, session: aiohttp.ClientSession
+) -> None:
+    control = LLMControl(loopback_llm.base_url)
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    control.script(
+        "Weather in Paris?",
+        tokens=["Sunny, ", "21 C."],
+        tool_rounds=[[{"name": "get_weather", "arguments": arguments}]],
+        piece_chars=5,
+    )
+    client = client_for(session, loopback_llm.base_url)
+    messages = [ChatMessage(role="user", content="Weather in Paris?")]
+    sink = Recorder()
+
+    asked = await client.stream_chat(messages, on_chunk=sink, tools=[WEATHER_TOOL])
+    messages += [
+        ChatMessage(role="assistant", content=asked.content, tool_calls=tuple(asked.tool_calls)),
+        ChatMessage(role="tool", content="21 C, sunny", tool_call_id=asked.tool_calls[0].id),
+    ]
+    answered = await client.stream_chat(messages, on_chunk=sink, tools=[WEATHER_TOOL])
+    control.close()
+
+    assert asked.finish_reason == "tool_calls"
+    assert asked.tool_calls == [ToolCall(id="call_0_0", name="get_weather", arguments=arguments)]
+    assert asked.usage["completion_tokens"] > 2, "the arguments came in pieces"
+    assert answered.finish_reason == "stop"
+    assert answered.tool_calls == []
+    assert sink.chunks == ["Sunny, ", "21 C."]
 
 
 def test_chat_message_refuses_tool_fields_when_role_does_not_take_them() -> None:
