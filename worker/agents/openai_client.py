@@ -101,8 +101,8 @@ class OpenAICompatibleClient:
         messages: Sequence[ChatMessage],
         *,
         on_chunk: ChunkSink,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> ChatCompletion:
         """Stream one completion, handing each content delta to ``on_chunk`` as it arrives.
 

@@ -272,7 +272,7 @@ async def test_stream_chat_posts_openai_request_when_called(
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-test"
     assert request.headers["accept"] == "text/event-stream"
-    assert request.headers["content-type"] == "application/json"
+    assert request.headers.getall("content-type") == ["application/json"]
     assert "cookie" not in request.headers
     assert orjson.loads(request.body) == {
         "model": "gpt-test",
@@ -737,7 +737,7 @@ def spy_on_ca_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_llm_session_uses_given_tls_context_and_loads_no_ca_bundle(
-    certificate_authority: trustme.CA,
+    certificate_authority: trustme.CA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certificate_authority.issue_cert("127.0.0.1").configure_cert(server_context)
@@ -748,16 +748,14 @@ async def test_llm_session_uses_given_tls_context_and_loads_no_ca_bundle(
     server = RawTestServer(fake.handle)
     await server.start_server(ssl=server_context)
     base_url = str(server.make_url("/v1"))
-    monkeypatch = pytest.MonkeyPatch()
+    loads = spy_on_ca_loads(monkeypatch)
     try:
-        loads = spy_on_ca_loads(monkeypatch)
         for _ in range(2):
             async with open_llm_session(tls=tls, keepalive=15) as session:
                 client = client_for(session, base_url)
                 completion = await client.stream_chat(MESSAGES, on_chunk=Recorder())
                 assert completion == NORMAL_COMPLETION
     finally:
-        monkeypatch.undo()
         await server.close()
 
     assert base_url.startswith("https://")
