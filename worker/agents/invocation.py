@@ -1,6 +1,6 @@
 """One agent invocation, from request to result, without Celery.
 
-This is the task's logic as plain async code: build the agent on the loop's HTTP client, run it,
+This is the task's logic as plain async code: build the agent on the loop's clients, run it,
 count its chunks into progress, and shape the result every client sees
 (``{"content", "metadata", "usage"}``). The Celery task around it adds retries, limits and state;
 tests can drive this directly.
@@ -14,6 +14,7 @@ import httpx
 
 from contract.events import EventType
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
+from worker.agents.llm_session import LazyLLMSession
 from worker.agents.progress import STARTING, ProgressReport, ProgressTracker
 from worker.agents.registry import build_agent
 from worker.agents.steps import AgentSteps, QueueEvent, takes_steps
@@ -65,6 +66,7 @@ async def invoke_agent(
     *,
     settings: WorkerSettings,
     http: httpx.AsyncClient,
+    llm_session: LazyLLMSession,
     report_progress: ProgressReport,
     attempt: int,
     streamed: bool,
@@ -91,7 +93,7 @@ async def invoke_agent(
             await on_chunk(text)
         await progress.chunks(chunks)
 
-    agent = build_agent(request.agent_id, settings=settings, http=http)
+    agent = build_agent(request.agent_id, settings=settings, http=http, llm_session=llm_session)
     if takes_steps(type(agent).run):
         steps = AgentSteps(on_step or _ignore_step, progress=progress)
         reply = await agent.run(request, on_chunk=count_chunk, steps=steps)  # type: ignore[call-arg]

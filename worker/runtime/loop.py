@@ -41,6 +41,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from storage.audit import AuditLog
 from storage.database import LazyDatabase
 from streaming.event_writer import EventWriter
+from worker.agents.llm_session import LazyLLMSession
 from worker.errors import AgentTimeoutError
 from worker.runtime.http_client import open_http_client
 from worker.runtime.loop_monitor import LoopLagMonitor
@@ -60,6 +61,8 @@ class LoopResources:
     engine is opened by the first task that needs it."""
 
     http: httpx.AsyncClient
+    #: The built-in LLM client's aiohttp session, opened by the first agent that calls the LLM.
+    llm_session: LazyLLMSession
     redis: "Redis"
     #: Celery's result backend: ``redis`` itself unless the backend is another database.
     backend: "Redis"
@@ -119,6 +122,7 @@ async def open_loop_resources(
     if settings.result_backend_url != settings.redis_url_normalised:
         backend = _redis(settings.result_backend_url, connections=connections)
     database = LazyDatabase(settings.database_url_async, pool_size=settings.database_pool_size)
+    llm_session = LazyLLMSession(tls=tls)
     try:
         async with (
             open_http_client(settings, shared=shared, tls=tls) as http,
@@ -134,6 +138,7 @@ async def open_loop_resources(
         ):
             yield LoopResources(
                 http=http,
+                llm_session=llm_session,
                 redis=redis,
                 backend=backend,
                 database=database,
@@ -143,6 +148,7 @@ async def open_loop_resources(
             )
     finally:
         with anyio.CancelScope(shield=True):
+            await llm_session.aclose()
             await database.aclose()
             if backend is not redis:
                 await backend.aclose()

@@ -247,6 +247,7 @@ class AgentAttempt:
             replace(request, history=session.history),
             settings=self._settings,
             http=loop.http,
+            llm_session=loop.llm_session,
             report_progress=report_progress,
             attempt=attempt,
             streamed=delivery.streamed,

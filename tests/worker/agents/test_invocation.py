@@ -1,5 +1,6 @@
 """One invocation without Celery: checking a producer's kwargs, and running the echo agent."""
 
+import ssl
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from worker.agents.invocation import (
     invoke_agent,
     parse_request,
 )
+from worker.agents.llm_session import LazyLLMSession
 from worker.errors import AgentConfigurationError, PermanentAgentError, UnknownAgentError
 from worker.settings import WorkerSettings
 
@@ -24,6 +26,8 @@ def _no_network(request: httpx.Request) -> httpx.Response:
 
 #: The loop's HTTP client; the echo agent must never use it.
 UNUSED_HTTP = httpx.AsyncClient(transport=httpx.MockTransport(_no_network))
+#: The loop's LLM session; the tests here check that nothing opens it.
+UNUSED_LLM = LazyLLMSession(tls=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
 
 class Reports:
@@ -123,6 +127,7 @@ async def test_invoke_agent_returns_content_metadata_usage_when_echo_runs() -> N
     result = await invoke_agent(
         request,
         http=UNUSED_HTTP,
+        llm_session=UNUSED_LLM,
         settings=echo_settings(),
         report_progress=Reports(),
         attempt=2,
@@ -131,6 +136,7 @@ async def test_invoke_agent_returns_content_metadata_usage_when_echo_runs() -> N
 
     assert set(result) == {"content", "metadata", "usage"}
     assert result["content"] == "one two three"
+    assert not UNUSED_LLM.opened, "an agent that calls no LLM opens no LLM session"
     assert result["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
     metadata = dict(result["metadata"])
     duration_ms = metadata.pop("duration_ms")
@@ -154,6 +160,7 @@ async def test_invoke_agent_leaves_request_out_when_request_has_no_metadata() ->
     result = await invoke_agent(
         request,
         http=UNUSED_HTTP,
+        llm_session=UNUSED_LLM,
         settings=echo_settings(),
         report_progress=Reports(),
         attempt=1,
@@ -175,6 +182,7 @@ async def test_invoke_agent_reports_generating_after_the_claims_start_when_echo_
     await invoke_agent(
         request,
         http=UNUSED_HTTP,
+        llm_session=UNUSED_LLM,
         settings=echo_settings(progress_min_interval=0),
         report_progress=reports,
         attempt=1,
@@ -193,6 +201,7 @@ async def test_invoke_agent_reports_only_stages_when_chunks_come_faster_than_min
     await invoke_agent(
         request,
         http=UNUSED_HTTP,
+        llm_session=UNUSED_LLM,
         settings=echo_settings(progress_min_interval=60),
         report_progress=reports,
         attempt=1,
@@ -211,6 +220,7 @@ async def test_invoke_agent_reports_non_decreasing_progress_when_message_is_long
     result = await invoke_agent(
         request,
         http=UNUSED_HTTP,
+        llm_session=UNUSED_LLM,
         settings=echo_settings(),
         report_progress=reports,
         attempt=1,
@@ -236,6 +246,7 @@ async def test_invoke_agent_raises_unknown_agent_before_any_progress_when_id_is_
         await invoke_agent(
             request,
             http=UNUSED_HTTP,
+            llm_session=UNUSED_LLM,
             settings=echo_settings(),
             report_progress=reports,
             attempt=1,
@@ -253,6 +264,7 @@ async def test_invoke_agent_raises_configuration_error_when_llm_agent_has_no_llm
         await invoke_agent(
             request,
             http=UNUSED_HTTP,
+            llm_session=UNUSED_LLM,
             settings=echo_settings(llm_base_url=None),
             report_progress=Reports(),
             attempt=1,

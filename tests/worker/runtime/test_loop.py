@@ -3,6 +3,7 @@
 import logging
 import time
 
+import aiohttp
 import anyio
 import pytest
 
@@ -55,6 +56,31 @@ def test_runtime_returns_the_call_result(runtime_cls: type) -> None:
         assert runtime.run(_answer, time_limit=5) == "answer"
     finally:
         runtime.stop()
+
+
+@pytest.mark.parametrize("runtime_cls", [PerTaskRuntime, SharedLoopRuntime])
+def test_runtime_opens_llm_session_on_first_use_and_closes_it_when_stopped(
+    runtime_cls: type,
+) -> None:
+    async def opened(resources: LoopResources) -> bool:
+        return resources.llm_session.opened
+
+    async def session(resources: LoopResources) -> aiohttp.ClientSession:
+        return resources.llm_session.get()
+
+    runtime = runtime_cls(_settings(), tls=TLS)
+    try:
+        assert runtime.run(opened, time_limit=5) is False
+        used = runtime.run(session, time_limit=5)
+        if runtime_cls is SharedLoopRuntime:  # one session for every task of the process
+            assert runtime.run(session, time_limit=5) is used
+            assert not used.closed
+        else:  # one per task, closed with its loop
+            assert used.closed
+    finally:
+        runtime.stop()
+
+    assert used.closed
 
 
 @pytest.mark.parametrize("runtime_cls", [PerTaskRuntime, SharedLoopRuntime])
