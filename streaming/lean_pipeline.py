@@ -7,15 +7,23 @@ order, ~15 us (bench/README.md, "The event writer's pipeline"). The replies come
 each one the command's answer or its error (a ``ResponseError``: a script Redis does not have, a
 key of the wrong type), so one command's error never hides the others'.
 
-A lost connection (or a cancellation while replies are pending) closes the connection instead of
-returning it to the pool: a connection with unread replies must never answer someone else.
+The replies of one round trip share one deadline (``READ_TIMEOUT``) rather than one timer per
+reply as redis-py's reads have. A lost connection, a deadline passed or a cancellation while
+replies are pending closes the connection instead of returning it to the pool: a connection with
+unread replies must never answer someone else.
 """
 
+import asyncio
+import math
 from collections.abc import Sequence
 
 from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: Seconds the replies of one round trip may take.
+READ_TIMEOUT = 10.0
 
 Command = Sequence[bytes | str | int | float]
 
@@ -31,11 +39,15 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
         )
         await connection.send_packed_command(packed, check_health=False)
         replies: list[object] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as error:
+                        replies.append(error)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from Redis within {READ_TIMEOUT:g} s") from exc
     except BaseException:
         await connection.disconnect()
         raise
