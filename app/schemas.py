@@ -2,7 +2,11 @@
 
 Types are strict (a number is not a message, ``"yes"`` is not a boolean) and unknown fields are
 refused, so a typo in a client surfaces as a 422 naming the field instead of being ignored.
-Size limits that depend on settings are checked in the route, which answers 413.
+Strings and metadata are of the ``app.storable`` types: what the service could not store, encode
+or stream (a lone surrogate, an integer beyond 64 bits, nesting past ``MAX_JSON_DEPTH``) is a
+422 too. Size limits that depend on settings are checked in the route, which answers 413.
+
+The error bodies are here as well, so that the OpenAPI document describes every answer.
 """
 
 from datetime import datetime
@@ -18,20 +22,28 @@ from pydantic import (
     field_validator,
 )
 
+from app.storable import MAX_JSON_DEPTH, JsonObject, StorableStr
+
 TaskStatusName = Literal["queued", "running", "retrying", "completed", "failed", "cancelled"]
 
+# Ids are ASCII by pattern: neither can hold a lone surrogate.
 SessionId = Annotated[
     StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
+#: Task ids are UUIDs; one that could not be ours is refused before any look-up.
+TaskId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 
 
 class InvokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: StrictStr = Field(description="What the user asks the agent.")
+    message: StorableStr = Field(description="What the user asks the agent.")
     session_id: SessionId | None = None
-    metadata: dict[str, Any] | None = Field(
-        default=None, description="Free-form JSON object passed to the agent and the result."
+    metadata: JsonObject | None = Field(
+        default=None,
+        description="Free-form JSON object passed to the agent and the result: at most "
+        f"{MAX_JSON_DEPTH} levels of objects and arrays (itself included), valid Unicode "
+        "strings and keys, integers within 64 bits, finite numbers.",
     )
     stream: StrictBool = Field(
         default=False, description="Run the streaming task (chunks relayed as they come)."
@@ -92,9 +104,8 @@ class Health(BaseModel):
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task_id: StrictStr | None = Field(
+    task_id: TaskId | None = Field(
         default=None,
-        max_length=64,
         description="Scope the token to this task's event stream (it then opens nothing else).",
     )
     ttl_seconds: StrictInt | None = Field(
@@ -115,7 +126,7 @@ class TokenIssued(BaseModel):
 class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    token: StrictStr = Field(min_length=1, max_length=8192)
+    token: StorableStr = Field(min_length=1, max_length=8192)
 
 
 class TokenRevoked(BaseModel):
@@ -136,3 +147,27 @@ class SessionOut(BaseModel):
     created_at: datetime
     last_activity_at: datetime
     messages: list[SessionMessageOut] = Field(default_factory=list)
+
+
+class ErrorMessage(BaseModel):
+    """A refusal that a sentence explains (400, 401, 404, 409, 429, 503)."""
+
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where: 'body', 'query', 'header' or 'path', then the field's name and "
+        "the keys or indexes inside it."
+    )
+    msg: str
+    type: str = Field(description="A stable name of the problem, e.g. missing, too_large.")
+    ctx: dict[str, Any] | None = Field(
+        default=None, description="The limit that was crossed (413: {limit})."
+    )
+
+
+class ValidationErrors(BaseModel):
+    """A refusal that names the fields at fault (413, 422)."""
+
+    detail: list[ValidationErrorItem]
