@@ -91,6 +91,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Submit agent invocations, poll them, stream their answers.",
         lifespan=lifespan,
+        # A redirect to the path without its trailing slash repeats the query string, and with
+        # it a stream's token, in a Location header; an unknown path is a 404 instead.
+        redirect_slashes=False,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
