@@ -16,6 +16,7 @@ from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
 from app.log_redaction import install_token_redaction
+from app.openapi_document import install_openapi
 from app.routes import agents, auth, events, health, sessions, tasks
 from app.services import open_services
 from app.settings import WebSettings, get_settings
@@ -97,6 +98,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)
