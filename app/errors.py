@@ -12,6 +12,7 @@ any malformed JSON.
 status a route can answer, with its body.
 """
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -131,8 +132,25 @@ def _unparsable_body(exc: StarletteHTTPException) -> bool:
     return exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError)
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method the OpenAPI document declares at the request's path (and HEAD with GET).
+    Starlette's 405 names those of the first route whose path matched, and a path served by two
+    routes (GET and DELETE of a session) has two."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        parts = re.split(r"\{[^/]+\}", template)
+        if re.fullmatch("[^/]+".join(re.escape(part) for part in parts), request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+        return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
     if _unparsable_body(exc):
         item = {
             "loc": ["body"],

@@ -9,11 +9,13 @@ or stream (a lone surrogate, an integer beyond 64 bits, nesting past ``MAX_JSON_
 The error bodies are here as well, so that the OpenAPI document describes every answer.
 """
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -23,6 +25,12 @@ from pydantic import (
 )
 
 from app.storable import MAX_JSON_DEPTH, JsonObject, StorableStr
+
+#: A character that is not whitespace as JSON Schema's (ECMAScript's) ``\S`` reads it, so that
+#: the schema's pattern and the check agree on every string.
+_NOT_WHITESPACE = re.compile(
+    "[^\t\n\v\f\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
 
 TaskStatusName = Literal["queued", "running", "retrying", "completed", "failed", "cancelled"]
 
@@ -37,13 +45,18 @@ TaskId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Z
 class InvokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: StorableStr = Field(description="What the user asks the agent.")
+    message: StorableStr = Field(
+        min_length=1,
+        description="What the user asks the agent: some text that is not whitespace, no NUL.",
+        # What _not_blank checks, for clients and fuzzers that read the schema.
+        json_schema_extra={"pattern": r"\S", "not": {"pattern": r"\u0000"}},
+    )
     session_id: SessionId | None = None
     metadata: JsonObject | None = Field(
         default=None,
         description="Free-form JSON object passed to the agent and the result: at most "
         f"{MAX_JSON_DEPTH} levels of objects and arrays (itself included), valid Unicode "
-        "strings and keys, integers within 64 bits, finite numbers.",
+        "strings and keys, finite numbers within the 64-bit integer range.",
     )
     stream: StrictBool = Field(
         default=False, description="Run the streaming task (chunks relayed as they come)."
@@ -52,7 +65,7 @@ class InvokeRequest(BaseModel):
     @field_validator("message")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not _NOT_WHITESPACE.search(value):
             raise ValueError("message must not be empty")
         if "\x00" in value:  # no database stores it in text, and no LLM wants it
             raise ValueError("message must not contain NUL characters")
@@ -101,6 +114,16 @@ class Health(BaseModel):
     database: Literal["ok", "unreachable"] | None = None
 
 
+def _integral_float_as_int(value: object) -> object:
+    """``60.0`` is an integer to JSON Schema (and to JavaScript, which cannot tell them apart)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TokenTtl = Annotated[StrictInt, Field(ge=30), BeforeValidator(_integral_float_as_int)]
+
+
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,8 +131,8 @@ class TokenRequest(BaseModel):
         default=None,
         description="Scope the token to this task's event stream (it then opens nothing else).",
     )
-    ttl_seconds: StrictInt | None = Field(
-        default=None, ge=30, description="Lifetime; at most MAX_TOKEN_TTL (default 1 day)."
+    ttl_seconds: TokenTtl | None = Field(
+        default=None, description="Lifetime; at most MAX_TOKEN_TTL (default 1 day)."
     )
 
 

@@ -10,16 +10,20 @@ written: what is accepted can then be queued, stored, encoded by the worker and 
 client.
 
 - ``StorableStr``: a string that is valid Unicode (no lone surrogate);
-- ``JsonObject``: a JSON object of such strings (keys too), integers within 64 bits, finite
-  numbers, nested at most ``MAX_JSON_DEPTH`` levels (the object itself is level 1).
+- ``JsonObject``: a JSON object of such strings (keys too), numbers within the 64-bit integer
+  range [-2**63, 2**64 - 1] (finite; integers and fractions alike, as JSON Schema does not tell
+  ``1e20`` from ``100000000000000000000``), nested at most ``MAX_JSON_DEPTH`` levels (the object
+  itself is level 1).
 
-The walk is iterative, so a hostile depth costs a loop, not the interpreter's stack.
+The walk is iterative, so a hostile depth costs a loop, not the interpreter's stack. The OpenAPI
+document describes the same values (``JSON_VALUE_SCHEMA``), all but the depth, which JSON Schema
+cannot say.
 """
 
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StrictStr
+from pydantic import AfterValidator, StrictStr, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 #: Levels of objects and arrays a JSON object may nest, itself included.
@@ -98,18 +102,17 @@ def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
                 )
         elif item is None or isinstance(item, bool):
             continue
-        elif isinstance(item, int):
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError(
+                "finite_number",
+                "the number at {path} is NaN or infinite, which JSON cannot carry",
+                {"path": _path(path)},
+            )
+        elif isinstance(item, int | float):
             if not MIN_INT <= item <= MAX_INT:
                 raise PydanticCustomError(
-                    "int_out_of_range",
-                    "the integer at {path} is outside the 64-bit range [-2**63, 2**64 - 1]",
-                    {"path": _path(path)},
-                )
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise PydanticCustomError(
-                    "finite_number",
-                    "the number at {path} is NaN or infinite, which JSON cannot carry",
+                    "number_out_of_range",
+                    "the number at {path} is outside the 64-bit range [-2**63, 2**64 - 1]",
                     {"path": _path(path)},
                 )
         else:
@@ -119,5 +122,39 @@ def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+#: Valid Unicode: no surrogate but in a pair (ECMAScript reads strings as UTF-16 code units,
+#: Python as code points where a pair is one character: the pattern holds for both).
+UNICODE_PATTERN = r"^(?:[^\ud800-\udfff]|[\ud800-\udbff][\udc00-\udfff])*$"
+JSON_VALUE_NAME = "JsonValue"
+_JSON_VALUE_REF = {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"}
+_JSON_OBJECT: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": UNICODE_PATTERN},
+    "additionalProperties": _JSON_VALUE_REF,
+}
+#: The OpenAPI component every JsonObject's values refer to.
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "A JSON value the service can store, encode and stream: strings and keys "
+    "valid Unicode, numbers finite and within [-2**63, 2**64 - 1].",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number", "minimum": MIN_INT, "maximum": MAX_INT},
+        {"type": "string", "pattern": UNICODE_PATTERN},
+        {"type": "array", "items": _JSON_VALUE_REF},
+        _JSON_OBJECT,
+    ],
+}
+
 StorableStr = Annotated[StrictStr, AfterValidator(_check_text)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(check_json_object),
+    WithJsonSchema(
+        {
+            **_JSON_OBJECT,
+            "description": f"At most {MAX_JSON_DEPTH} levels of objects and arrays, itself "
+            "included.",
+        }
+    ),
+]

@@ -29,6 +29,20 @@ router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
 
 #: An event id as the stream sends it (``<milliseconds>-<sequence>``), or nothing.
 EVENT_ID_PATTERN = r"^([0-9]{1,20}-[0-9]{1,20})?$"
+#: One event of the stream (heartbeats are comments, not events).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"},
+        "event": {
+            "type": "string",
+            "description": "status, progress, chunk, reset, result, error or cancelled; the last "
+            "three end the stream. Ignore types you do not know: new ones may be added.",
+        },
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 
 
 @router.get(
@@ -36,7 +50,10 @@ EVENT_ID_PATTERN = r"^([0-9]{1,20}-[0-9]{1,20})?$"
     status_code=200,
     response_class=SubscriptionResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "The task's events."},
+        200: {
+            "content": {"text/event-stream": {"itemSchema": EVENT_SCHEMA}},
+            "description": "The task's events after the cursor, until a terminal one.",
+        },
         **error_responses(401, 404, 422, 429, 503),
     },
 )

@@ -210,3 +210,42 @@ def test_every_error_answer_declares_its_body(document: dict[str, Any]) -> None:
                 name = schema["$ref"].rsplit("/", 1)[1]
                 assert name in {"ErrorMessage", "ValidationErrors", "Health"}, (method, path)
                 assert "detail" in schemas[name]["properties"] or name == "Health"
+
+
+def test_optional_parameters_are_strings_that_may_be_left_out(document: dict[str, Any]) -> None:
+    """A header or query parameter cannot be null: "string or null" makes a fuzzer send 'null'."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                assert "anyOf" not in schema, (method, path, parameter["name"])
+                assert schema["type"] == "string", (method, path, parameter["name"])
+
+
+def test_event_stream_describes_each_event(document: dict[str, Any]) -> None:
+    answer = document["paths"]["/api/v1/agents/tasks/{task_id}/events"]["get"]["responses"]["200"]
+
+    assert list(answer["content"]) == ["text/event-stream"]
+    item = answer["content"]["text/event-stream"]["itemSchema"]
+    assert item["required"] == ["id", "event", "data"]
+
+
+def test_metadata_values_are_described_as_values_the_service_can_carry(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    metadata = schemas["InvokeRequest"]["properties"]["metadata"]["anyOf"][0]
+    number = next(s for s in schemas["JsonValue"]["anyOf"] if s.get("type") == "number")
+
+    assert metadata["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
+    assert "32 levels" in metadata["description"]
+    assert (number["minimum"], number["maximum"]) == (-(2**63), 2**64 - 1)
+
+
+def test_wrong_method_is_405_naming_every_method_of_the_path(stack: Stack) -> None:
+    session = stack.web.client.post("/api/v1/sessions", headers=ALICE).json()["session_id"]
+
+    response = stack.web.client.put(f"/api/v1/sessions/{session}", headers=ALICE)
+
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD"}
