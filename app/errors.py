@@ -129,7 +129,11 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
 def _unparsable_body(exc: StarletteHTTPException) -> bool:
     """FastAPI's 400 for a body its JSON parser raised on with something other than a syntax
     error (RecursionError for deep nesting, UnicodeDecodeError, ValueError for a huge integer)."""
-    return exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError)
+    return (
+        exc.status_code == 400
+        and exc.detail == "There was an error parsing the body"
+        and isinstance(exc.__cause__, ValueError | RecursionError)
+    )
 
 
 def _allowed_methods(request: Request) -> str:
@@ -149,7 +153,9 @@ def _allowed_methods(request: Request) -> str:
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
-        headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+        # Paths outside the document (/docs) keep Starlette's answer.
+        headers = dict(exc.headers or {})
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
     if _unparsable_body(exc):
         item = {

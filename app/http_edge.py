@@ -61,10 +61,6 @@ def edge_limits() -> EdgeLimits:
     )
 
 
-class _RefusedError(Exception):
-    """Raised from a parser callback to stop parsing a request that was refused."""
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the head-size limit and the read deadlines above."""
 
