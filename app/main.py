@@ -16,6 +16,7 @@ from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
 from app.log_redaction import install_token_redaction
+from app.openapi_document import install_openapi
 from app.routes import agents, auth, events, health, sessions, tasks
 from app.routes import console as console_routes
 from app.services import open_services
@@ -88,9 +89,13 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Submit agent invocations, poll them, stream their answers.",
         lifespan=lifespan,
+        # A redirect to the path without its trailing slash repeats the query string, and with
+        # it a stream's token, in a Location header; an unknown path is a 404 instead.
+        redirect_slashes=False,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)

@@ -15,25 +15,22 @@ from contextlib import suppress
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Path, Response, status
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import Principal
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
-    InvalidHeaderError,
     NotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    error_responses,
 )
-from app.idempotency import (
-    InvalidIdempotencyKeyError,
-    fingerprint,
-    validate_key,
-)
+from app.idempotency import MAX_KEY_LENGTH, fingerprint
 from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
 from app.services import Services
+from app.storable import printable
 from app.submission import SubmissionError
 from app.task_records import new_record
 from contract.events import EventType
@@ -47,13 +44,31 @@ from storage.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
+#: Longest agent id a path may name; agents' ids are short names.
+MAX_AGENT_ID_LENGTH = 128
+
+AgentId = Annotated[
+    str, Path(min_length=1, max_length=MAX_AGENT_ID_LENGTH, description="An id from GET /agents.")
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[ -~]+$",
+        description="Retry-safe submit: the same key and body within 24 h is one task "
+        f"(1 to {MAX_KEY_LENGTH} printable ASCII characters).",
+    ),
+]
+
 
 def task_urls(task_id: str, *, stream_token: str) -> tuple[str, str]:
     base = f"/api/v1/agents/tasks/{task_id}"
     return base, f"{base}/events?token={stream_token}"
 
 
-@router.get("")
+@router.get("", responses=error_responses(401, 503))
 async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
     return AgentList(
         agents=[
@@ -63,23 +78,23 @@ async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
     )
 
 
-@router.post("/{agent_id}/invoke-async", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{agent_id}/invoke-async",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+)
 async def invoke_async(
-    agent_id: str,
+    agent_id: AgentId,
     body: InvokeRequest,
     user: CurrentUser,
     services: ServicesDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submit: the same key and body within 24 h is one task.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
     if await services.catalog.get(agent_id) is None:
-        raise NotFoundError(f"unknown agent {agent_id!r}; GET /api/v1/agents lists them")
+        raise NotFoundError(
+            f"unknown agent {printable(agent_id, limit=64)!r}; GET /api/v1/agents lists them"
+        )
     settings = services.settings
     if len(body.message.encode()) > settings.max_message_bytes:
         raise PayloadTooLargeError(loc=("body", "message"), limit=settings.max_message_bytes)
@@ -145,10 +160,6 @@ async def _check_session(services: Services, session_id: str, *, user_id: str) -
 async def _claim(
     services: Services, user_id: str, key: str, request_fingerprint: str, *, task_id: str
 ) -> str:
-    try:
-        validate_key(key)
-    except InvalidIdempotencyKeyError as exc:
-        raise InvalidHeaderError(header="Idempotency-Key", message=str(exc)) from exc
     try:
         return await services.idempotency.claim(
             user_id=user_id, key=key, request_fingerprint=request_fingerprint, task_id=task_id
