@@ -20,7 +20,7 @@ from app.errors import NotFoundError, ServiceUnavailableError
 from contract import keys
 from contract.task_record import SENT, TaskRecord, decode_record, encode_record
 
-_TASK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 class TaskRecordStore:
@@ -79,7 +79,7 @@ def new_record(
 
 async def find_owned_task(store: TaskRecordStore, task_id: str, *, owner: str) -> TaskRecord:
     """The record of a task ``owner`` may see; 404 for malformed, unknown and foreign ids alike."""
-    if not _TASK_ID.match(task_id):
+    if not _TASK_ID.fullmatch(task_id):
         raise NotFoundError("task not found")
     try:
         record = await store.get_owned(task_id, owner=owner)

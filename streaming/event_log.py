@@ -161,6 +161,8 @@ class EventLogReader:
             pipe.xinfo_stream(key)
             pipe.xrange(key, min=start, max="+", count=self.page_size)
             info, entries = await pipe.execute(raise_on_error=False)
+        if isinstance(entries, Exception):  # the key is not a stream, a cursor Redis refused
+            raise entries
         if isinstance(info, Exception):  # no log yet
             return []
         if _lost_after(info, cursor):

@@ -17,6 +17,7 @@
         ├── LLMRequestRejectedError   the LLM answered another 4xx (bad request, auth, ...)
         ├── LLMProtocolError          the LLM's stream could not be parsed
         ├── AgentTimeoutError         the task's time limit ran out inside the event loop
+        ├── ResultNotStorableError    the agent's answer cannot be encoded as JSON
         └── TaskCancelledError        someone cancelled the task (it ends ``cancelled``, not failed)
 
 LLM clients translate their HTTP library's exceptions into these at the boundary
@@ -93,6 +94,10 @@ class LLMProtocolError(PermanentAgentError):
 
 class AgentTimeoutError(PermanentAgentError):
     """The task's time limit ran out before the agent finished."""
+
+
+class ResultNotStorableError(PermanentAgentError):
+    """The agent returned what JSON cannot carry (a lone surrogate, a huge integer)."""
 
 
 class TaskCancelledError(PermanentAgentError):

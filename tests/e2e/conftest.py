@@ -64,6 +64,8 @@ def _llm_worker_env(llm_server: LLMServerProcess) -> dict[str, str]:
         "CELERY_TASK_DEFAULT_RETRY_DELAY": "0.1",
         "AGENT_TASK_RATE_LIMIT": "",
         "STREAMING_TASK_RATE_LIMIT": "",
+        # The tests' own agents and tools, added as a user adds theirs.
+        "AGENT_MODULES": "tests.support.agents",
     }
 
 

@@ -8,6 +8,8 @@ from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
+from tests.support.sse import events_path, read_stream
+from tests.support.stack import headers_for
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True
@@ -156,3 +158,15 @@ def test_worker_log_never_holds_the_message_or_the_answer(
     wait_for(lambda: f"task_succeeded task_id={task_id}" in worker.output(tail=10**7), timeout=5)
     log = worker.output(tail=10**7)
     assert secret not in log
+
+
+def test_an_answer_that_cannot_be_stored_fails_the_task_and_ends_its_stream(stack: Stack) -> None:
+    task_id = submit(stack.web.client, "unstorable_agent", "say something odd", stream=True)
+
+    status = poll_until_done(stack.web.client, task_id)
+    events = read_stream(stack.web.client, events_path(task_id), headers=headers_for("alice"))
+
+    assert status["status"] == "failed"
+    assert status["error"]["type"] == "ResultNotStorableError"
+    assert events[-1].event == "error"
+    assert events[-1].data == status["error"]

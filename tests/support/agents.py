@@ -27,6 +27,13 @@ class ShoutingAgent:
         return AgentReply(content=request.message.upper())
 
 
+class UnstorableAgent:
+    """Answers with what JSON cannot carry: a lone surrogate."""
+
+    async def run(self, request: AgentRequest, *, on_chunk: ChunkSink) -> AgentReply:
+        return AgentReply(content="half a character: \ud800")
+
+
 def _blocking(settings: Any, http: Any) -> BlockingAgent:
     return BlockingAgent()
 
@@ -38,6 +45,10 @@ def _shouting(settings: Any, http: Any) -> ShoutingAgent:
 AGENTS = [
     AgentPlugin(AgentSpec("blocking_agent", "Blocks its event loop.", needs_llm=False), _blocking),
     AgentPlugin(AgentSpec("shouting_agent", "Answers in capitals.", needs_llm=False), _shouting),
+    AgentPlugin(
+        AgentSpec("unstorable_agent", "Answers what JSON cannot carry.", needs_llm=False),
+        lambda settings, http: UnstorableAgent(),
+    ),
 ]
 
 

@@ -40,6 +40,7 @@ from worker.errors import (
     AgentTimeoutError,
     PermanentAgentError,
     RedisUnavailableError,
+    ResultNotStorableError,
     TaskCancelledError,
     TransientAgentError,
 )
@@ -149,11 +150,28 @@ class AgentAttempt:
                     outcome: Outcome = Cancelled()
                 else:
                     outcome = await self._attempt(loop, claim, scope)
-                await outcomes.write(task_id, outcome, run=self._run)
+                outcome = await self._store(outcomes, outcome)
             finally:
                 self._lease.stopped(task_id)
         if not isinstance(outcome, Retrying):
             await self._audit(loop, _AUDIT_ACTIONS[type(outcome)], _audit_details(outcome))
+        return outcome
+
+    async def _store(self, outcomes: OutcomeWriter, outcome: Outcome) -> Outcome:
+        """Store ``outcome``; one that cannot be encoded (an agent returned what JSON cannot
+        carry: a lone surrogate, an integer beyond 64 bits, nesting past 255 levels) fails the
+        task with a clear error instead, so the stream always ends."""
+        try:
+            await outcomes.write(self.delivery.task_id, outcome, run=self._run)
+        except (TypeError, ValueError) as exc:
+            failed = Failed(
+                ResultNotStorableError(
+                    f"the agent's {type(outcome).__name__.lower()} outcome cannot be stored "
+                    f"as JSON: {exc}"
+                )
+            )
+            await outcomes.write(self.delivery.task_id, failed, run=self._run)
+            return failed
         return outcome
 
     async def _claim(self, claims: RunClaims) -> Claimed | Ended | Held | CancelRequested:

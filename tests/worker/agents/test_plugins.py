@@ -9,7 +9,7 @@ from worker.agents.plugins import AgentModuleError, load_agent_modules, plugin_s
 def test_modules_add_their_agents_and_their_specs_survive_publication() -> None:
     specs = plugin_specs(" tests.support.agents , ")
 
-    assert [spec.id for spec in specs] == ["blocking_agent", "shouting_agent"]
+    assert [spec.id for spec in specs] == ["blocking_agent", "shouting_agent", "unstorable_agent"]
     published = decode_specs(encode_specs(specs))
     assert published["shouting_agent"].description == "Answers in capitals."
     assert plugin_specs("") == []
@@ -18,7 +18,7 @@ def test_modules_add_their_agents_and_their_specs_survive_publication() -> None:
 def test_a_published_field_that_is_not_a_spec_is_skipped() -> None:
     fields = {**encode_specs(plugin_specs("tests.support.agents")), "junk": b"{not json"}
 
-    assert set(decode_specs(fields)) == {"blocking_agent", "shouting_agent"}
+    assert set(decode_specs(fields)) == {"blocking_agent", "shouting_agent", "unstorable_agent"}
 
 
 @pytest.mark.parametrize(
