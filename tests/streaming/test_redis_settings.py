@@ -58,3 +58,58 @@ def test_redis_settings_normalise_both_urls_when_given_explicitly() -> None:
 
     assert settings.broker_url == "rediss://cache.example.com:6380/0?ssl_cert_reqs=required"
     assert settings.result_backend_url == "redis://results.internal:6379/1"
+
+
+def test_cert_reqs_setting_wins_over_the_url_when_rediss() -> None:
+    url = "rediss://cache.example.com:6380/0?ssl_cert_reqs=required"
+
+    assert normalise_redis_url(url, cert_reqs="none") == (
+        "rediss://cache.example.com:6380/0?ssl_cert_reqs=none"
+    )
+
+
+def test_ca_bundle_setting_is_added_to_the_url_when_rediss() -> None:
+    normalised = normalise_redis_url(
+        "rediss://cache.example.com:6380/0", ca_certs="/etc/ssl/platform ca.pem"
+    )
+
+    assert normalised == (
+        "rediss://cache.example.com:6380/0"
+        "?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fssl%2Fplatform%20ca.pem"
+    )
+
+
+def test_tls_settings_leave_a_plain_url_alone() -> None:
+    url = "redis://cache.internal:6379/0"
+
+    assert normalise_redis_url(url, cert_reqs="none", ca_certs="/ca.pem") == url
+
+
+def test_tls_settings_apply_to_every_url_of_the_settings() -> None:
+    settings = RedisSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url="rediss://cache.example.com:6380/0",
+        celery_broker_url="rediss://broker.example.com:6380/0?ssl_cert_reqs=required",
+        celery_result_backend="rediss://results.example.com:6380/1",
+        redis_ssl_cert_reqs="none",
+    )
+
+    for url in (settings.redis_url_normalised, settings.broker_url, settings.result_backend_url):
+        assert url.endswith("?ssl_cert_reqs=none")
+
+
+def test_unknown_cert_reqs_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="redis_ssl_cert_reqs"):
+        RedisSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            redis_ssl_cert_reqs="sometimes",  # type: ignore[arg-type]
+        )
+
+
+def test_empty_cert_reqs_setting_means_the_url_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SSL_CERT_REQS", "")
+    monkeypatch.setenv("REDIS_URL", "rediss://cache.example.com:6380/0?ssl_cert_reqs=optional")
+
+    settings = RedisSettings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.redis_url_normalised.endswith("?ssl_cert_reqs=optional")
