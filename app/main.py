@@ -14,10 +14,13 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
+from app.error_reporting import init_sentry
 from app.errors import install_error_handlers
+from app.log_format import use_json_lines
 from app.log_redaction import install_token_redaction
+from app.metrics import WebMetrics
 from app.openapi_document import install_openapi
-from app.routes import agents, auth, events, health, sessions, tasks
+from app.routes import agents, auth, events, health, metrics, sessions, tasks
 from app.routes import console as console_routes
 from app.services import open_services
 from app.settings import WebSettings, get_settings
@@ -31,12 +34,17 @@ class AgentServiceApp(FastAPI):
     the request, and the stream runs here with the server's own ``send`` (``app.sse``).
 
     So a middleware sees a stream's request and no part of its response: one that must change
-    responses (headers, compression) has to wrap this application, not be added to it."""
+    responses (headers, compression) has to wrap this application, not be added to it. The
+    request metrics are counted here for that reason."""
+
+    metrics: WebMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if self.metrics is not None:
+            send = self.metrics.wrap_send(scope, send)
         scope[DEFERRED_STREAM] = None
         try:
             await super().__call__(scope, receive, send)
@@ -75,11 +83,18 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     tokens = TokenService(secret)
     logging.getLogger("agent_service").setLevel(settings.log_level)
+    if settings.log_format == "json":
+        use_json_lines()
+    init_sentry(settings)
+    web_metrics = WebMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_token_redaction("uvicorn.access", "uvicorn.error")
-        async with open_services(settings, authenticator=authenticator, tokens=tokens) as services:
+        async with (
+            open_services(settings, authenticator=authenticator, tokens=tokens) as services,
+            web_metrics.follow(services),
+        ):
             app.state.services = services
             tune_garbage_collector()
             yield
@@ -93,6 +108,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         # it a stream's token, in a Location header; an unknown path is a 404 instead.
         redirect_slashes=False,
     )
+    app.metrics = web_metrics
+    app.state.metrics = web_metrics
+    app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_openapi(app)
@@ -103,4 +121,5 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(sessions.router)
     app.include_router(console_routes.router)
+    app.include_router(metrics.router)
     return app

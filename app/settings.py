@@ -4,10 +4,11 @@
 the development key), with a message that says which variable to set.
 """
 
-from functools import lru_cache
+import ipaddress
+from functools import cached_property, lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
@@ -26,6 +27,22 @@ class WebSettings(RedisSettings, DatabaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: uvicorn's lines; json: one JSON object per line.",
+    )
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="Report unhandled errors (500s) to this Sentry project."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="In production, /metrics answers a request that presents it as a bearer token.",
+    )
+    metrics_allowed_networks: str = Field(
+        default="",
+        description="In production, /metrics answers requests from these addresses "
+        "(comma-separated networks, e.g. '10.0.0.0/8,127.0.0.1').",
+    )
     api_keys: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated key:user_id pairs, e.g. 'k1:alice,k2:bob'.",
@@ -85,6 +102,16 @@ class WebSettings(RedisSettings, DatabaseSettings):
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
 
+    @field_validator("metrics_allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        _parse_networks(value)
+        return value
+
+    @cached_property
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _parse_networks(self.metrics_allowed_networks)
+
     @property
     def max_body_bytes(self) -> int:
         """The largest request body worth parsing: every field at its limit, plus JSON framing.
@@ -118,6 +145,14 @@ class WebSettings(RedisSettings, DatabaseSettings):
         problem = self.production_problem()
         if problem is not None:
             raise UnsafeSettingsError(problem)
+
+
+def _parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in value.split(",")
+        if part.strip()
+    )
 
 
 @lru_cache

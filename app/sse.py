@@ -105,6 +105,8 @@ class StreamRelay:
         self.send_timeout = send_timeout
         self.sweep_interval = min(MAX_SWEEP_INTERVAL, heartbeat / 2)
         self._streams: set[_OpenStream] = set()
+        #: Events written to clients since the relay started (read by the metrics).
+        self.delivered = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._is_exiting = is_exiting
 
@@ -246,6 +248,7 @@ class SubscriptionResponse(Response):
                 body = b"".join([event.sse for event in batch]) if batch else HEARTBEAT
                 message = {"type": "http.response.body", "body": body, "more_body": True}
                 await _timed_send(send, message, stream, loop)
+                self._relay.delivered += len(batch)
 
 
 async def _timed_send(

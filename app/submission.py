@@ -3,14 +3,20 @@
 The web process never imports task bodies; it holds a producer-only Celery app and sends the
 task contract's names with ``send_task``, as any foreign Celery producer would. Publishing is a
 blocking kombu call, so it runs in a worker thread to keep the event loop free.
+
+Each message carries a repr of its arguments without the user's message (``contract.task_repr``:
+Celery copies that repr into its events, Flower and ``celery inspect``) and the time it was sent
+(the ``sent_at`` header: the worker measures how long tasks wait in the queue).
 """
 
+import time
 from functools import partial
 
 import anyio.to_thread
 from celery import Celery
 
-from contract.tasks import AGENT_QUEUE, AgentTaskKwargs
+from contract.task_repr import agent_kwargs_repr
+from contract.tasks import AGENT_QUEUE, SENT_AT_HEADER, AgentTaskKwargs
 
 
 class SubmissionError(RuntimeError):
@@ -47,6 +53,9 @@ class TaskSubmitter:
             kwargs=dict(kwargs),
             task_id=task_id,
             queue=AGENT_QUEUE,
+            argsrepr="()",
+            kwargsrepr=agent_kwargs_repr(kwargs),
+            headers={SENT_AT_HEADER: time.time()},
         )
         try:
             await anyio.to_thread.run_sync(send)

@@ -33,6 +33,10 @@ DEFAULT_QUEUE = "agent-service"
 #: Maintenance, consumed by a worker of its own so it never waits behind agent work.
 CLEANUP_QUEUE = "cleanup-tasks"
 
+#: A message header: when the producer sent the task (seconds since the epoch), for the worker's
+#: time-queued figure.
+SENT_AT_HEADER = "sent_at"
+
 #: Hard time limits (seconds) of the agent tasks; the soft limit is 30 s less.
 TIME_LIMITS = {INVOKE_AGENT_ASYNC: 600, INVOKE_AGENT_WITH_STREAMING: 900}
 

@@ -85,6 +85,19 @@ class EventHub:
     def listener_count(self) -> int:
         return sum(len(c.listeners) for c in self._channels.values())
 
+    @property
+    def subscription_count(self) -> int:
+        """Tasks whose channel is subscribed (or being subscribed)."""
+        return len(self._channels)
+
+    @property
+    def connection_count(self) -> int:
+        """Redis connections the hub's client holds, pub/sub included (idle or in use)."""
+        pool: Any = self._redis.connection_pool
+        return len(getattr(pool, "_available_connections", ())) + len(
+            getattr(pool, "_in_use_connections", ())
+        )
+
     async def __aenter__(self) -> Self:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()

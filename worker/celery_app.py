@@ -10,16 +10,16 @@ child) and close when it stops.
 
 from typing import Any
 
-import redis
 from celery import Celery, signals
 from celery.result import AsyncResult
 
-from streaming.cancellation import request_cancel_blocking
+from contract.log_format import format_as_json_lines
 from worker.agents.plugins import load_agent_modules, module_names
 from worker.config import celery_config
 from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
 from worker.observability.sentry import init_sentry
 from worker.process import WorkerProcess
+from worker.revocation import install_revoke_command, request_revoke
 from worker.settings import WorkerSettings, get_settings
 from worker.tasks.base_task import BaseTask
 
@@ -50,12 +50,22 @@ def _start_error_reporting(**_: Any) -> None:
     init_sentry(get_settings())
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: Any = None, **_: Any) -> None:
+    """``LOG_FORMAT=json``: the handlers Celery just set up (the worker's and beat's root
+    logger, the task logger) write JSON lines (``contract.log_format``)."""
+    if logger is not None and get_settings().log_format == "json":
+        format_as_json_lines(logger)
+
+
 @signals.worker_init.connect
 def _open_worker_process(sender: Any = None, **_: Any) -> None:
     """The process's resources; loading ``AGENT_MODULES`` now makes a bad one stop the worker
     before it takes a task."""
     settings = get_settings()
     install_answer_redaction()
+    install_revoke_command()
     if not settings.celery_task_log_lines:
         quiet_celery_task_lines()
     load_agent_modules(module_names(settings.agent_modules))
@@ -81,17 +91,21 @@ def _open_child_process(**_: Any) -> None:
             app=celery_app,
             node_name=parent.incarnation.split("/", 1)[0],
             pool_name=parent.pool_name,
+            exporter=parent.exporter,
         )
     )
 
 
 @signals.worker_ready.connect
-def _start_lease(**_: Any) -> None:
-    """Renew this worker's deliveries and recover dead workers' (``worker.recovery.lease``)."""
+def _start_lease(sender: Any = None, **_: Any) -> None:
+    """Renew this worker's deliveries and recover dead workers' (``worker.recovery.lease``);
+    serve the metrics; follow the consumer's task events for the progress events."""
     process = WorkerProcess.current()
+    process.progress.watch(sender)
     process.lease  # noqa: B018 (started on first use)
     process.publish_agents()
     process.check_database()
+    process.serve_metrics()
 
 
 @signals.task_received.connect
@@ -141,12 +155,7 @@ def revoke_task(
     NotImplementedError in the threads pool, so a running task is stopped the way
     ``POST /tasks/{id}/cancel`` stops it, in every pool: its LLM stream closed, its stream ended
     with ``cancelled``. A task not yet started ends ``cancelled`` without calling the LLM either
-    way. (Celery's ``control.revoke`` is not used: a worker would mark the task REVOKED without
-    running it, and its stream would never get its ``cancelled`` event.)
+    way. Our workers give Celery's ``control.revoke`` (Flower's revoke and terminate buttons) the
+    same meaning (``worker.revocation``).
     """
-    settings = settings or get_settings()
-    client = redis.Redis.from_url(settings.redis_url_normalised, client_name="agent-service:ops")
-    try:
-        request_cancel_blocking(client, task_id, ttl=settings.task_data_ttl, announce=terminate)
-    finally:
-        client.close()
+    request_revoke([task_id], terminate=terminate, settings=settings)

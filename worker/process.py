@@ -2,8 +2,9 @@
 
 A worker process holds: its settings, read once; the TLS context every HTTP client shares; the
 runtime that runs tasks' async work (one loop per task, or one shared loop); the cancel watcher
-that delivers cancel requests into running tasks; and the lease that keeps its deliveries alive
-and recovers dead workers'. ``worker.celery_app`` creates the process's ``WorkerProcess`` when
+that delivers cancel requests into running tasks; the lease that keeps its deliveries alive
+and recovers dead workers'; and its metrics (a prefork child shares its parent's, which sum the
+children's counts). ``worker.celery_app`` creates the process's ``WorkerProcess`` when
 the worker starts (``worker_init``, and again in each prefork child, ``worker_process_init``)
 and closes it when it shuts down; tasks reach it with ``WorkerProcess.current()``.
 
@@ -27,6 +28,8 @@ from storage.schema import SchemaStatus, schema_status
 from streaming.cancellation import CancelWatcher
 from worker.agents.plugins import plugin_specs
 from worker.observability.logs import log_event
+from worker.observability.metrics import LoopLag, MetricsExporter, WorkerMetrics
+from worker.observability.progress_events import ProgressEvents
 from worker.recovery.lease import WorkerLease
 from worker.runtime.cancellation import start_cancel_watcher
 from worker.runtime.http_client import create_tls_context
@@ -47,6 +50,7 @@ class WorkerProcess:
         app: "Celery[Any]",
         node_name: str = "",
         pool_name: str = "",
+        exporter: MetricsExporter | None = None,
     ) -> None:
         self.settings = settings
         self.app = app
@@ -59,6 +63,25 @@ class WorkerProcess:
         self._runtime: AgentRuntime | None = None
         self._watcher: CancelWatcher | None = None
         self._lease: WorkerLease | None = None
+        #: A prefork child counts into its parent's exporter, which only the parent closes.
+        self._owns_exporter = exporter is None
+        self.exporter = exporter or MetricsExporter(
+            settings, multiprocess="prefork" in pool_name.lower()
+        )
+        #: Progress reports as task events, for Flower (sent while task events are on).
+        self.progress = ProgressEvents(app)
+
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return self.exporter.metrics
+
+    def serve_metrics(self) -> None:
+        """Serve the metrics on ``WORKER_METRICS_PORT`` (when set)."""
+        self.exporter.serve(loop_lag=self._loop_lag)
+
+    def _loop_lag(self) -> LoopLag | None:
+        monitor: LoopLag | None = getattr(self._runtime, "monitor", None)
+        return monitor
 
     @classmethod
     def current(cls) -> "WorkerProcess":
@@ -114,7 +137,12 @@ class WorkerProcess:
         if self._lease is None:
             with self._lock:
                 if self._lease is None:
-                    lease = WorkerLease(self.app, self.settings, incarnation=self.incarnation)
+                    lease = WorkerLease(
+                        self.app,
+                        self.settings,
+                        incarnation=self.incarnation,
+                        on_recovery=self.metrics.recovery,
+                    )
                     lease.start()
                     self._lease = lease
         return self._lease
@@ -161,6 +189,9 @@ class WorkerProcess:
             runtime.stop()
         if watcher is not None:
             watcher.stop()
+        self.progress.close()
+        if self._owns_exporter:
+            self.exporter.close()
 
     def forget(self) -> None:
         """Drop what a fork inherited without running it (its threads are the parent's)."""

@@ -77,6 +77,22 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         description="A dead worker's tasks go back to the queue about this long after it died "
         "(to about twice it).",
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve this worker's Prometheus metrics on this port (/metrics); unset: none. "
+        "Each worker process on a machine needs a port of its own.",
+    )
+    worker_metrics_address: str = Field(
+        default="127.0.0.1",
+        description="The address the worker's metrics port listens on (0.0.0.0: every "
+        "interface, for a Prometheus on another machine).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one line per event; json: one JSON object per line.",
+    )
     loop_lag_warning_ms: int = Field(
         default=100,
         ge=1,
@@ -158,6 +174,11 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     schedule_archive_old_audit_logs: str = "0 2 * * *"
     schedule_cleanup_token_blacklist: str = "0 */6 * * *"  # noqa: S105 (a cron line)
     schedule_cleanup_temp_files: str = "0 3 * * *"
+
+    @field_validator("worker_metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("temp_dir")
     @classmethod

@@ -9,6 +9,8 @@ one-second soft time limit.
 ``raw_stack`` publishes every chunk as its own event and sends heartbeats twice a second.
 ``idle_web`` is a web process with no worker behind it, on a Redis database of its own, where a
 test can see that bad input queued nothing.
+``ops_stack`` runs as an operator would watch it: JSON logs, the worker's metrics port, and
+every process reporting errors to the session's loopback Sentry receiver (``sentry``).
 """
 
 from collections.abc import Iterator
@@ -18,12 +20,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from scripts.embedded_redis import EmbeddedRedis
+from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.support.llm_server import LLMServerProcess
 from tests.support.processes import ManagedProcess
+from tests.support.sentry_receiver import SentryReceiver
 from tests.support.stack import WebServer, redis_db_url, start_web, start_worker
 
 MAIN_DB, BARE_DB, IDLE_DB, RAW_DB = 0, 1, 2, 3
+OPS_DB = 12
 
 
 @dataclass
@@ -109,6 +113,42 @@ def bare_stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
     yield from _stack(
         redis_db_url(redis_server.url, BARE_DB), worker_env=worker_env, pool="prefork"
     )
+
+
+@dataclass
+class OpsStack(Stack):
+    metrics_url: str
+    sentry: SentryReceiver
+
+
+@pytest.fixture(scope="session")
+def sentry() -> Iterator[SentryReceiver]:
+    with SentryReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def ops_stack(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, sentry: SentryReceiver
+) -> Iterator[OpsStack]:
+    port = free_port()
+    watched = {"SENTRY_DSN": sentry.dsn, "LOG_FORMAT": "json"}
+    worker_env = {
+        **_llm_worker_env(llm_server),
+        **watched,
+        "WORKER_METRICS_PORT": str(port),
+        "CELERY_TASK_MAX_RETRIES": "2",
+    }
+    for stack in _stack(
+        redis_db_url(redis_server.url, OPS_DB), worker_env=worker_env, web_env=watched
+    ):
+        yield OpsStack(
+            redis_url=stack.redis_url,
+            web=stack.web,
+            worker=stack.worker,
+            metrics_url=f"http://127.0.0.1:{port}/metrics",
+            sentry=sentry,
+        )
 
 
 @pytest.fixture(scope="session")

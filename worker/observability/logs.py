@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+from contract.log_format import EVENT_FIELDS
 from contract.tasks import AGENT_TASK_PREFIX
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
@@ -22,11 +23,15 @@ def _format_value(value: object) -> str:
 
 
 def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
-    """Log ``event key=value ...``; ``None`` values are left out."""
+    """Log ``event key=value ...``; ``None`` values are left out. The fields also go with the
+    record, for the JSON lines of ``LOG_FORMAT=json`` (``contract.log_format``)."""
     if not logger.isEnabledFor(level):
         return
-    pairs = [f"{k}={_format_value(v)}" for k, v in fields.items() if v is not None]
-    logger.log(level, "%s", " ".join([event, *pairs]))
+    given = {k: v for k, v in fields.items() if v is not None}
+    pairs = [f"{k}={_format_value(v)}" for k, v in given.items()]
+    logger.log(
+        level, "%s", " ".join([event, *pairs]), extra={EVENT_FIELDS: {"event": event, **given}}
+    )
 
 
 class AnswerRedactionFilter(logging.Filter):

@@ -1,13 +1,18 @@
 """Error reporting: Sentry when ``SENTRY_DSN`` is set, nothing otherwise.
 
 Sentry's automatic Celery integration is left off: ``BaseTask.on_failure`` reports each failure
-once, with the task's id and name as tags, so the integration would report it twice.
+once, with the task's id, name and agent as tags, so the integration would report it twice; so
+are error log lines (the same failure is logged as ``task_failed`` and by Celery). A transient
+error that is retried is not a failure: it is reported only if the last attempt fails. What an
+event may carry is ``contract.error_reporting``'s: never a message, an answer, a key or a token.
 """
 
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
 
+from contract.error_reporting import sentry_options
 from worker.settings import WorkerSettings
 
 
@@ -16,10 +21,11 @@ def init_sentry(settings: WorkerSettings) -> bool:
     if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value():
         return False
     sentry_sdk.init(
-        dsn=settings.sentry_dsn.get_secret_value(),
-        environment=settings.environment,
+        **sentry_options(
+            dsn=settings.sentry_dsn.get_secret_value(), environment=settings.environment
+        ),
         auto_enabling_integrations=False,
-        send_default_pii=False,
+        integrations=[LoggingIntegration(event_level=None)],
     )
     return True
 

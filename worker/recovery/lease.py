@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -47,8 +48,17 @@ CATALOG_TTL = 86_400
 class WorkerLease:
     """Keeps this process's deliveries and runs alive in Redis, and recovers dead workers'."""
 
-    def __init__(self, app: "Celery[Any]", settings: WorkerSettings, *, incarnation: str) -> None:
+    def __init__(
+        self,
+        app: "Celery[Any]",
+        settings: WorkerSettings,
+        *,
+        incarnation: str,
+        on_recovery: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._app = app
+        #: Told (deliveries restored, messages sent again) after each recovery pass.
+        self._on_recovery = on_recovery
         #: This process, as holder keys name it (node name, pid and a random part).
         self.incarnation = incarnation
         self._lease_ms = settings.worker_lease_seconds * 1000
@@ -150,7 +160,9 @@ class WorkerLease:
                 )
                 continue
             try:
-                self.recover()
+                restored, resent = self.recover()
+                if self._on_recovery is not None:
+                    self._on_recovery(restored, resent)
             except Exception:  # never let a bad entry stop the renewals: we would look dead
                 logger.exception("recovering dead workers' tasks failed")
 

@@ -13,7 +13,9 @@ rejected back to its queue, to run again once Redis is back.
 """
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from celery.exceptions import Ignore, Reject, Retry
@@ -21,17 +23,20 @@ from celery.exceptions import Ignore, Reject, Retry
 from contract.tasks import (
     INVOKE_AGENT_ASYNC,
     INVOKE_AGENT_WITH_STREAMING,
+    SENT_AT_HEADER,
     TIME_LIMITS,
     agent_task_kwargs,
 )
 from worker.celery_app import celery_app
 from worker.observability.logs import log_event
+from worker.observability.observer import AttemptObserver
 from worker.process import WorkerProcess
 from worker.tasks.attempt import AgentAttempt, Delivery
 from worker.tasks.base_task import BaseTask
 from worker.tasks.outcome import (
     Cancelled,
     Completed,
+    DeliveryOutcome,
     Failed,
     OutcomeNotStoredError,
     Retrying,
@@ -61,15 +66,33 @@ class AgentTask(BaseTask):
             max_retries=int(self.max_retries or 0),
             soft_limit=soft_limit,
         )
+        metrics = process.metrics
+        waited = self._time_queued()
+        if waited is not None:
+            metrics.waited(self.name, waited)
         attempt = AgentAttempt(
-            delivery, settings=settings, watcher=process.cancel_watcher, lease=process.lease
+            delivery,
+            settings=settings,
+            watcher=process.cancel_watcher,
+            lease=process.lease,
+            observer=AttemptObserver(
+                task_id, tokens=metrics.tokens.labels(self.name), progress=process.progress.report
+            ),
         )
         grace = OUTCOME_GRACE + 2 * settings.redis_outage_limit
+        started = time.monotonic()
         try:
             outcome = process.runtime.run(attempt, time_limit=soft_limit + grace, task_id=task_id)
         except OutcomeNotStoredError as exc:
+            metrics.delivery_ended(self.name, "requeued", seconds=time.monotonic() - started)
             log_event(logger, logging.ERROR, "outcome_not_stored", task_id=task_id, error=str(exc))
             raise Reject(exc, requeue=True) from exc
+        metrics.delivery_ended(
+            self.name,
+            _OUTCOME_NAMES[type(outcome)],
+            seconds=time.monotonic() - started,
+            error=getattr(outcome, "error", None),
+        )
         if isinstance(outcome, Completed):
             return outcome.result
         if isinstance(outcome, Failed):
@@ -86,6 +109,28 @@ class AgentTask(BaseTask):
         elif isinstance(outcome, Skipped):
             pass
         raise Ignore()
+
+    def _time_queued(self) -> float | None:
+        """Seconds since the task was sent (the ``sent_at`` header our producers add) or, for a
+        retry, since it was due; None when neither is known."""
+        eta: object = self.request.eta
+        try:
+            if isinstance(eta, str | datetime):
+                due = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+                return time.time() - due.timestamp()
+            sent_at = getattr(self.request, SENT_AT_HEADER, None)
+            return None if sent_at is None else time.time() - float(sent_at)
+        except (TypeError, ValueError):
+            return None
+
+
+_OUTCOME_NAMES: dict[type[DeliveryOutcome], str] = {
+    Completed: "completed",
+    Failed: "failed",
+    Cancelled: "cancelled",
+    Retrying: "retrying",
+    Skipped: "skipped",
+}
 
 
 def _agent_task(name: str, *, streamed: bool, doc: str) -> Callable[..., Any]:

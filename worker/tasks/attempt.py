@@ -45,6 +45,7 @@ from worker.errors import (
     TransientAgentError,
 )
 from worker.observability.logs import ThrottledLog, log_event
+from worker.observability.observer import AttemptObserver
 from worker.recovery.claim import CancelRequested, Claimed, Ended, Held, RunClaims
 from worker.recovery.lease import WorkerLease
 from worker.runtime.cancellation import cancel_on_request
@@ -108,8 +109,10 @@ class AgentAttempt:
         settings: WorkerSettings,
         watcher: CancelWatcher,
         lease: WorkerLease,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self.delivery = delivery
+        self._observer = observer
         self._settings = settings
         self._watcher = watcher
         self._lease = lease
@@ -244,6 +247,8 @@ class AgentAttempt:
         async def report_progress(meta: dict[str, Any], *, urgent: bool = True) -> None:
             record = celery_meta.encode_meta(delivery.task_id, celery_meta.PROGRESS, meta)
             publisher.state_with_next(record)  # written with the event, in one round trip
+            if self._observer is not None:
+                self._observer.progressed(meta)
             if urgent:
                 await publisher.publish(EventType.PROGRESS, meta)
             else:
@@ -269,7 +274,9 @@ class AgentAttempt:
             report_progress=report_progress,
             attempt=attempt,
             streamed=delivery.streamed,
-            on_chunk=publisher.chunk,
+            on_chunk=publisher.chunk
+            if self._observer is None
+            else self._observer.counting(publisher.chunk),
             on_step=publisher.queue,
         )
         await remember_exchange(

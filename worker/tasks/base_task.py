@@ -9,19 +9,23 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.worker.request import Request
 
+from contract.tasks import AGENT_TASK_PREFIX
 from worker.observability.logs import log_event
 from worker.observability.sentry import report_exception
 from worker.process import WorkerProcess
+from worker.revocation import AgentRevocation
+from worker.tasks.redacted_request import RedactedRequest
 
 logger = logging.getLogger("agent_service.tasks")
 
 
-class LeasedRequest(Request):
+class LeasedRequest(RedactedRequest, AgentRevocation):
     """A delivery that tells the process's lease when the worker is done with it (acknowledged
     or rejected): from then on its holder key is no longer renewed. These run in the process
-    that received the delivery (prefork's parent too), where ``task_received`` started it."""
+    that received the delivery (prefork's parent too), where ``task_received`` started it.
+    Its views leave out the message and the answer (``RedactedRequest``); a revoke of an agent
+    task is a cancel request (``AgentRevocation``)."""
 
     def acknowledge(self) -> None:
         if not self.acknowledged:
@@ -40,6 +44,13 @@ def _release(task_id: str) -> None:
         lease.released(task_id)
 
 
+def _count(task: Task, outcome: str, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
+    """A maintenance task's outcome in the metrics (an agent task counts its own, with more
+    detail: ``worker.tasks.agent_tasks``)."""
+    if not task.name.startswith(AGENT_TASK_PREFIX):
+        WorkerProcess.current().metrics.delivery_ended(task.name, outcome, error=error)
+
+
 class BaseTask(Task):  # type: ignore[type-arg]
     """Celery task with outcome hooks. Never logs arguments: they carry users' messages."""
 
@@ -53,8 +64,10 @@ class BaseTask(Task):  # type: ignore[type-arg]
             task_id=task_id,
             task=self.name,
             agent_id=kwargs.get("agent_id"),
+            user_id=kwargs.get("user_id"),
             retries=self.request.retries,
         )
+        _count(self, "completed")
 
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         log_event(
@@ -64,10 +77,12 @@ class BaseTask(Task):  # type: ignore[type-arg]
             task_id=task_id,
             task=self.name,
             agent_id=kwargs.get("agent_id"),
+            user_id=kwargs.get("user_id"),
             retries=self.request.retries,
             error=type(exc).__name__,
             reason=str(exc),
         )
+        _count(self, "retrying", exc)
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         log_event(
@@ -77,8 +92,10 @@ class BaseTask(Task):  # type: ignore[type-arg]
             task_id=task_id,
             task=self.name,
             agent_id=kwargs.get("agent_id"),
+            user_id=kwargs.get("user_id"),
             retries=self.request.retries,
             error=type(exc).__name__,
             reason=str(exc),
         )
+        _count(self, "failed", exc)
         report_exception(exc, task_id=task_id, task=self.name, agent_id=kwargs.get("agent_id"))
