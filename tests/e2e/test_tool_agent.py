@@ -67,8 +67,8 @@ def test_the_stream_shows_each_tool_step_in_order_then_the_answer(
     ]
     progress = [e.data["progress"] for e in events if e.event == "progress"]
     assert progress == sorted(progress)
-    polled = [s["stage"] for s in seen if s["status"] == "running"]
-    assert "thinking" in polled, polled
+    polled = [(s["stage"], s["detail"]) for s in seen if s["status"] == "running"]
+    assert ("thinking", "turn 3") in polled, polled
     last_request = llm.calls(key)[-1]["messages"]
     assert [m["content"] for m in last_request if m["role"] == "tool"] == ["42", "Paris"]
 
