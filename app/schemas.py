@@ -95,6 +95,9 @@ class TaskStatus(BaseModel):
     status: TaskStatusName
     progress: int = Field(ge=0, le=100)
     stage: str | None = None
+    detail: str | None = Field(
+        default=None, description="What the agent says of its current stage, if anything."
+    )
     result: dict[str, Any] | None = None
     error: TaskError | None = None
 

@@ -2,8 +2,7 @@
 
 Celery's states are mapped onto the six statuses of the API (queued, running, retrying, completed,
 failed, cancelled). The backend entry is read with one async GET of the key Celery writes, rather
-than through ``AsyncResult`` whose calls block; the decoding follows Celery's JSON layout
-(``{"status", "result", ...}``, an error stored as ``{"exc_type", "exc_message"}``). Once the
+than through ``AsyncResult`` whose calls block, and decoded by ``contract.celery_meta``. Once the
 task's log holds its terminal event, that event decides the outcome: the stream and polling then
 show the very same payload (a timeout's partial content included, which Celery does not keep).
 """
@@ -11,11 +10,10 @@ show the very same payload (a timeout's partial content included, which Celery d
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from app.schemas import TaskError, TaskStatus, TaskStatusName
-from contract import keys
+from contract import celery_meta, keys
 from contract.events import EventType
 from streaming.event_log import EventLogReader
 from streaming.events import Event
@@ -39,21 +37,17 @@ _STATE_BY_TERMINAL_EVENT = {
 
 
 def _error_from(value: Any) -> TaskError:
-    if not isinstance(value, Mapping):
-        return TaskError(type="Error", message=str(value))
-    message = value.get("exc_message", "")
-    if isinstance(message, list | tuple):
-        message = " ".join(str(part) for part in message)
-    return TaskError(type=str(value.get("exc_type") or "Error"), message=str(message))
+    kind, message = celery_meta.exception_parts(value)
+    return TaskError(type=kind, message=message)
 
 
-def status_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> TaskStatus:
+def status_from_meta(task_id: str, meta: celery_meta.TaskMeta | None) -> TaskStatus:
     """The API's view of a task whose backend entry is ``meta`` (None: nothing stored yet)."""
     if meta is None:
         return TaskStatus(task_id=task_id, state="PENDING", status="queued", progress=0)
-    state = str(meta.get("status", "PENDING"))
+    state = meta.status
     status = _STATUS_BY_STATE.get(state, "running")
-    value = meta.get("result")
+    value = meta.result
     if status == "completed":
         result = value if isinstance(value, dict) else {"content": value}
         return TaskStatus(
@@ -77,12 +71,20 @@ def status_from_meta(task_id: str, meta: Mapping[str, Any] | None) -> TaskStatus
         return TaskStatus(
             task_id=task_id, state=state, status=status, progress=0, stage="cancelled"
         )
-    progress, stage = 0, str(status)
+    progress, stage, detail = 0, str(status), None
     if isinstance(value, Mapping):
         raw = value.get("progress")
         progress = min(100, max(0, raw)) if isinstance(raw, int) else 0
         stage = str(value.get("stage") or stage)
-    return TaskStatus(task_id=task_id, state=state, status=status, progress=progress, stage=stage)
+        detail = str(value["detail"]) if value.get("detail") else None
+    return TaskStatus(
+        task_id=task_id,
+        state=state,
+        status=status,
+        progress=progress,
+        stage=stage,
+        detail=detail,
+    )
 
 
 def status_from_terminal_event(task_id: str, event: Event) -> TaskStatus:
@@ -116,4 +118,4 @@ async def read_task_status(backend: "Redis", events: "Redis", task_id: str) -> T
     if last is not None and last.terminal:
         return status_from_terminal_event(task_id, last)
     raw = await backend.get(keys.celery_task_meta(task_id))
-    return status_from_meta(task_id, orjson.loads(raw) if raw is not None else None)
+    return status_from_meta(task_id, celery_meta.decode_meta(raw))

@@ -34,6 +34,12 @@ BUILTIN_AGENTS: dict[str, AgentSpec] = {
             description="Answers with the configured OpenAI-compatible LLM (LLM_BASE_URL).",
             needs_llm=True,
         ),
+        AgentSpec(
+            id="tool_agent",
+            description="Answers with the configured LLM, calling tools between its turns "
+            "(utc_now, calculator, and those AGENT_MODULES add); shows each call on the stream.",
+            needs_llm=True,
+        ),
     )
 }
 

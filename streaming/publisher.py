@@ -22,7 +22,7 @@ from contract.events import EventType
 from streaming.event_log import NewEvent
 from streaming.event_writer import Batch, EventWriter, Writes
 
-#: How long a publisher that ends with an error waits for its writes already on their way.
+#: How long a publisher that ends with an error waits for its writes to go out.
 IN_FLIGHT_WAIT = 5.0
 
 
@@ -63,24 +63,28 @@ class TaskEventPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """On success, everything is written before the task goes on (to store its result).
-        On an error, what is not sent yet is dropped, and what is on its way is waited for:
-        none of it may land after the outcome written next."""
+        """Everything is written before the task goes on, to store its outcome: what a client
+        saw before a failure, a cancel or a retry's reset stays in the stream. On success a write
+        that failed is raised; on an error the writes get ``IN_FLIGHT_WAIT`` seconds (the error
+        may be Redis's own), and what is still not sent then is dropped. None of it can land
+        after the outcome: the log takes no event after a terminal one."""
         if exc is None:
-            await self.flush()
-            while self._last_batch is not None and self._resync_pending():
-                await self.flush()  # a gap found by the last batch: its reset goes out now
-            if self._last_batch is not None:
-                await self._last_batch.written()  # batches go out in order: all ours are out
+            await self._write_all()
             if self._error is not None:
                 self._failure = None
                 raise self._error
             return None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(IN_FLIGHT_WAIT):
+            await self._write_all()
         self.discard()
-        if self._taken_by is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(IN_FLIGHT_WAIT):
-                await self._taken_by.written()
         return None
+
+    async def _write_all(self) -> None:
+        await self.flush()
+        while self._last_batch is not None and self._resync_pending():
+            await self.flush()  # a gap found by the last batch: its reset goes out now
+        if self._last_batch is not None:
+            await self._last_batch.written()  # batches go out in order: all ours are out
 
     def discard(self) -> None:
         """Drop everything not sent yet (the task's outcome replaces it)."""

@@ -133,6 +133,17 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     llm_read_timeout: float = Field(
         default=60.0, gt=0, description="Longest silence allowed between two streamed chunks."
     )
+    tool_agent_max_turns: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Model turns tool_agent may take (each may call tools) before it gives up.",
+    )
+    tool_time_limit: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds one tool call may take; past it the task fails with ToolTimeoutError.",
+    )
     progress_min_interval: float = Field(
         default=0.25,
         ge=0,

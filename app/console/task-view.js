@@ -24,6 +24,8 @@ export class TaskView {
     this.stage = byId("task-stage");
     this.cancel = byId("cancel");
     this.answer = byId("answer");
+    this.steps = byId("steps");
+    this.stepsHeading = byId("steps-heading");
     this.outcome = byId("task-outcome");
     this.ended = true;
     this.percent = 0;
@@ -36,6 +38,7 @@ export class TaskView {
     this.connection.textContent = "";
     this.setProgress(0, "");
     this.answer.replaceChildren();
+    this.clearSteps();
     this.answer.setAttribute("aria-busy", "true");
     this.setOutcome("", false);
     this.cancel.disabled = false;
@@ -65,17 +68,48 @@ export class TaskView {
     }
   }
 
-  showProgress({ progress, stage }) {
-    this.setProgress(progress, stage);
+  showProgress({ progress, stage, detail }) {
+    this.setProgress(progress, detail ? `${stage} (${detail})` : stage);
+  }
+
+  // An agent's steps: a line per tool call, completed by its result.
+  clearSteps() {
+    this.steps.replaceChildren();
+    this.steps.hidden = true;
+    this.stepsHeading.hidden = true;
+  }
+
+  showToolCall({ id, name, arguments: args }) {
+    const item = document.createElement("li");
+    item.dataset.callId = String(id);
+    item.className = "pending";
+    const shown = typeof args === "string" ? args : JSON.stringify(args);
+    item.textContent = `${name}(${shown})`;
+    this.steps.append(item);
+    this.steps.hidden = false;
+    this.stepsHeading.hidden = false;
+  }
+
+  showToolResult({ id, ok, summary }) {
+    const item = [...this.steps.children].find((li) => li.dataset.callId === String(id));
+    if (!item) return;
+    item.className = ok ? "done" : "failed";
+    item.textContent += ok ? ` → ${summary}` : ` ✗ ${summary}`;
   }
 
   appendText(text) {
     this.answer.append(document.createTextNode(text));
   }
 
-  // A reset: what the page holds is discarded, the answer so far is `content`.
+  // What a stream's text is now: the answer so far is `content`.
   replaceText(content) {
     this.answer.replaceChildren(document.createTextNode(content));
+  }
+
+  // A reset (a new attempt): the text and the steps the page holds are discarded.
+  reset(content) {
+    this.replaceText(content);
+    this.clearSteps();
   }
 
   // The cancel request was accepted; the `cancelled` event may already have arrived.
@@ -139,7 +173,9 @@ export function handlersFor(view) {
     status: (data) => view.showStatus(data),
     progress: (data) => view.showProgress(data),
     chunk: (data) => view.appendText(data.text),
-    reset: (data) => view.replaceText(data.content),
+    reset: (data) => view.reset(data.content),
+    tool_call: (data) => view.showToolCall(data),
+    tool_result: (data) => view.showToolResult(data),
     result: (data) => view.showResult(data),
     error: (data) => view.showFailure(data),
     cancelled: (data) => view.showCancelled(data),

@@ -2,24 +2,31 @@
 
 from typing import Any
 
+import orjson
 import pytest
 
 from app.schemas import TaskError, TaskStatus
 from app.task_status import status_from_meta
+from contract.celery_meta import TaskMeta, decode_meta
 
 TASK_ID = "5f0c7a7e-7a0b-4b8e-9d7e-1d2c3b4a5f60"
 
 
-def meta(status: str, result: Any = None) -> dict[str, Any]:
-    """A backend entry in Celery's JSON layout."""
-    return {
-        "status": status,
-        "result": result,
-        "traceback": None,
-        "children": [],
-        "date_done": None,
-        "task_id": TASK_ID,
-    }
+def meta(status: str, result: Any = None) -> TaskMeta:
+    """A backend entry in Celery's JSON layout, as the web reads it."""
+    raw = orjson.dumps(
+        {
+            "status": status,
+            "result": result,
+            "traceback": None,
+            "children": [],
+            "date_done": None,
+            "task_id": TASK_ID,
+        }
+    )
+    decoded = decode_meta(raw)
+    assert decoded is not None
+    return decoded
 
 
 def test_status_is_queued_when_nothing_is_stored() -> None:
@@ -157,3 +164,11 @@ def test_status_is_running_when_state_is_unknown() -> None:
     assert status_from_meta(TASK_ID, meta("CUSTOM")) == TaskStatus(
         task_id=TASK_ID, state="CUSTOM", status="running", progress=0, stage="running"
     )
+
+
+def test_status_carries_an_agents_stage_detail() -> None:
+    stage = meta("PROGRESS", {"progress": 40, "stage": "searching", "detail": "three sources"})
+
+    status = status_from_meta(TASK_ID, stage)
+
+    assert (status.progress, status.stage, status.detail) == (40, "searching", "three sources")

@@ -70,6 +70,7 @@ def _llm_worker_env(llm_server: LLMServerProcess) -> dict[str, str]:
         "STREAMING_TASK_RATE_LIMIT": "",
         # The tests' own agents and tools, added as a user adds theirs.
         "AGENT_MODULES": "tests.support.agents",
+        "TOOL_TIME_LIMIT": "2",
     }
 
 

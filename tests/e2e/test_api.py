@@ -185,11 +185,14 @@ def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:
     assert poll_until_done(stack.web.client, task_id)["status"] == "completed"
 
 
-def test_agent_list_names_both_agents(stack: Stack) -> None:
+def test_agent_list_names_the_built_in_agents_then_those_the_workers_add(stack: Stack) -> None:
+    """The web imports no agent code: the workers' AGENT_MODULES agents reach it through Redis."""
     response = stack.web.client.get("/api/v1/agents", headers=headers_for("bob"))
 
     assert response.status_code == 200
-    assert [a["id"] for a in response.json()["agents"]] == ["echo", "simple_llm_agent"]
+    ids = [a["id"] for a in response.json()["agents"]]
+    assert ids[:3] == ["echo", "simple_llm_agent", "tool_agent"]
+    assert sorted(ids[3:]) == ["blocking_agent", "shouting_agent", "unstorable_agent"]
 
 
 def test_health_and_readiness(stack: Stack) -> None:

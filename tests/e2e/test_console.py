@@ -340,3 +340,29 @@ def test_console_shows_a_readable_error_when_the_key_is_wrong(
     expect(message).to_have_class(re.compile(r"\berror\b"))
     expect(page.get_by_label("Agent", exact=True)).to_be_disabled()
     assert "not-a-key" not in page.url
+
+
+def test_console_shows_an_agents_tool_calls_as_they_happen(
+    console_web: RestartableWeb, context: BrowserContext, llm: LLMControl
+) -> None:
+    key = "console: six times seven?"
+    llm.script(
+        key,
+        tool_rounds=[[{"name": "calculator", "arguments": '{"expression": "6 * 7"}'}]],
+        tokens=_tokens(10),
+        delay=0.05,
+    )
+    console = _open_console(context, console_web)
+    page = console.page
+    _use_key(page)
+    recorder = PageRecorder(page, "task-stage")
+
+    _send(page, "tool_agent", key)
+
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=30_000)
+    steps = page.locator("#steps li")
+    expect(steps).to_have_count(1)
+    expect(steps.first).to_have_text('calculator({"expression":"6 * 7"}) → 42')
+    expect(page.get_by_role("heading", name="Steps")).to_be_visible()
+    assert any("calling calculator" in stage for stage in recorder.texts("task-stage"))
+    assert console.script_errors() == []

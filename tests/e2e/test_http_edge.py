@@ -266,7 +266,8 @@ def test_idle_connection_is_closed_after_the_keep_alive_timeout(
 
     assert first.startswith(b"HTTP/1.1 200 ")
     assert rest == b""
-    assert KEEP_ALIVE_TIMEOUT * 0.9 <= idle < KEEP_ALIVE_TIMEOUT + SLACK
+    # Our clock starts when the answer reached us: later than the server's, on a busy machine.
+    assert KEEP_ALIVE_TIMEOUT * 0.5 <= idle < KEEP_ALIVE_TIMEOUT + SLACK
 
 
 def test_event_stream_outlives_every_edge_timeout(edge: WebServer, connect: Connect) -> None:

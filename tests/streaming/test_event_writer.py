@@ -14,6 +14,7 @@ from typing_extensions import override
 from contract import keys
 from contract.events import EventType
 from scripts.embedded_redis import EmbeddedRedis
+from streaming import publisher as publisher_module
 from streaming.event_log import EventLog, EventLogReader
 from streaming.event_writer import EventLogUnavailableError, EventWriter
 from streaming.events import Event
@@ -238,14 +239,15 @@ async def test_a_publisher_leaving_without_error_waits_for_its_writes_on_their_w
             await one_task(writer)
 
 
-async def test_a_publisher_leaving_with_an_error_drops_what_it_has_not_sent(
+async def test_a_publisher_leaving_with_an_error_writes_what_came_before_it(
     redis: Redis, task_id: str
 ) -> None:
+    """A client keeps what it saw up to a failure: a retry's reset or the error follows it."""
 
     async def one_task(writer: EventWriter) -> None:
         async with TaskEventPublisher(writer, task_id) as publisher:
             await publisher.publish(EventType.STATUS, {"status": "running"})
-            await publisher.chunk("never sent")
+            await publisher.chunk("said before")
             publisher.state_with_next(b"PROGRESS")
             raise RuntimeError("the agent failed")
 
@@ -254,8 +256,29 @@ async def test_a_publisher_leaving_with_an_error_drops_what_it_has_not_sent(
             await one_task(writer)
 
     events = await EventLogReader(redis).read_after(task_id, None)
+    assert [e.type for e in events] == [EventType.STATUS, EventType.CHUNK]
+    assert await redis.get(keys.celery_task_meta(task_id)) == b"PROGRESS"
+
+
+async def test_a_publisher_leaving_with_an_error_drops_what_redis_will_not_take(
+    redis: Redis, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "IN_FLIGHT_WAIT", 0.3)
+    async with FlakyWriter(redis, maxlen=1000, ttl=60, window=60.0, outage_limit=30) as writer:
+
+        async def one_task() -> None:
+            async with TaskEventPublisher(writer, task_id) as publisher:
+                await publisher.publish(EventType.STATUS, {"status": "running"})
+                writer.down = True
+                await publisher.chunk("never sent")
+                raise RuntimeError("Redis went away")
+
+        with anyio.fail_after(5), pytest.raises(RuntimeError):
+            await one_task()
+        writer.down = False
+
+    events = await EventLogReader(redis).read_after(task_id, None)
     assert [e.type for e in events] == [EventType.STATUS]
-    assert await redis.get(keys.celery_task_meta(task_id)) is None
 
 
 async def _commands_run(redis: Redis) -> int:

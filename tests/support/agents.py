@@ -3,6 +3,8 @@
 import time
 from typing import Any
 
+import anyio
+
 from contract.agents import AgentSpec
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
 from worker.agents.plugins import AgentPlugin
@@ -63,6 +65,12 @@ async def _lookup_capital(country: str) -> str:
         raise LookupError(f"no capital known for {country!r}") from None
 
 
+async def _pause(seconds: float) -> str:
+    """A tool that takes its time: for time limits and cancels."""
+    await anyio.sleep(seconds)
+    return f"paused {seconds:g} s"
+
+
 TOOLS = [
     Tool(
         name="lookup_capital",
@@ -73,5 +81,15 @@ TOOLS = [
             "required": ["country"],
         },
         function=_lookup_capital,
-    )
+    ),
+    Tool(
+        name="pause",
+        description="Waits a number of seconds.",
+        parameters={
+            "type": "object",
+            "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 60}},
+            "required": ["seconds"],
+        },
+        function=_pause,
+    ),
 ]

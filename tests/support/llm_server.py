@@ -23,7 +23,8 @@ A scenario is a JSON object (``LLMControl.script`` builds it)::
       "delay": 0.02,                  # seconds before each chunk (default 0)
       "failures": [                   # answered, in order, before any completion (default none)
         {"status": 503, "retry_after": 2, "body": "busy"}
-      ],
+      ],                              # a failure may also say "after_tokens": n (sent mid-stream)
+                                      # and "at_round": n (only the call at that tool round)
       "usage": true,                  # report usage when the client asks for it (default true)
       "tool_rounds": [                # tool calls answered before the text (default none)
         [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}", "id": "call_1"}],
@@ -92,6 +93,8 @@ class Failure:
     retry_after: str | None = None
     message: str | None = None
     after_tokens: int | None = None
+    #: Only a request at this tool round (0: the first call) takes it; others pass it by.
+    at_round: int | None = None
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,17 @@ def _parse_failure(item: object) -> Failure:
         not isinstance(after_tokens, int) or isinstance(after_tokens, bool) or after_tokens < 0
     ):
         raise ValueError("failure 'after_tokens' must be a non-negative integer")
+    at_round = item.get("at_round")
+    if at_round is not None and (
+        not isinstance(at_round, int) or isinstance(at_round, bool) or at_round < 0
+    ):
+        raise ValueError("failure 'at_round' must be a non-negative integer")
     return Failure(
         status=status,
         retry_after=None if retry_after is None else str(retry_after),
         message=message,
         after_tokens=after_tokens,
+        at_round=at_round,
     )
 
 
@@ -212,14 +221,18 @@ class ScenarioStore:
     def scenario_for(self, key: str) -> Scenario:
         return self.scenarios.get(key) or echo_scenario(key)
 
-    def take_failure(self, key: str) -> Failure | None:
-        """Consume and return the next scripted failure for ``key``, if any."""
+    def take_failure(self, key: str, *, at_round: int = 0) -> Failure | None:
+        """Consume and return the next scripted failure for ``key``, if any (one that names a
+        tool round waits for a request at that round)."""
         scenario = self.scenario_for(key)
         used = self.failures_used.get(key, 0)
         if used >= len(scenario.failures):
             return None
+        failure = scenario.failures[used]
+        if failure.at_round is not None and failure.at_round != at_round:
+            return None
         self.failures_used[key] = used + 1
-        return scenario.failures[used]
+        return failure
 
     def record(self, key: str, call: _CallRecord) -> _CallRecord:
         self.calls.setdefault(key, []).append(call)
@@ -551,7 +564,7 @@ async def chat_completions(request: Request) -> Response:
     except ValueError as exc:
         return error_response(400, str(exc))
     store = _store(request)
-    failure = store.take_failure(chat.key)
+    failure = store.take_failure(chat.key, at_round=chat.tool_rounds_done)
     if failure is not None and failure.after_tokens is not None and chat.stream:
         scenario = store.scenario_for(chat.key)
         call = store.record(chat.key, _new_call(chat, status=200))

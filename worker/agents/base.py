@@ -84,8 +84,20 @@ class StepReporter(Protocol):
     async def tool_result(self, call_id: str, *, ok: bool, summary: str = "") -> None: ...
 
 
-class Agent(Protocol):
-    """An agent. One that also declares a keyword-only ``steps`` parameter in ``run`` gets a
-    ``StepReporter`` there; one that does not runs as it always did."""
+class TextAgent(Protocol):
+    """An agent that streams text."""
 
     async def run(self, request: AgentRequest, *, on_chunk: ChunkSink) -> AgentReply: ...
+
+
+class SteppingAgent(Protocol):
+    """An agent that also reports its steps: its ``run`` declares a keyword-only ``steps``."""
+
+    async def run(
+        self, request: AgentRequest, *, on_chunk: ChunkSink, steps: StepReporter
+    ) -> AgentReply: ...
+
+
+#: Any agent: one whose ``run`` declares ``steps`` gets a ``StepReporter`` there; one that does
+#: not runs as it always did.
+Agent = TextAgent | SteppingAgent

@@ -8,12 +8,12 @@ tests can drive this directly.
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from contract.events import EventType
-from worker.agents.base import AgentReply, AgentRequest, ChunkSink
+from worker.agents.base import AgentReply, AgentRequest, ChunkSink, SteppingAgent, TextAgent
 from worker.agents.llm_session import LazyLLMSession
 from worker.agents.progress import STARTING, ProgressReport, ProgressTracker
 from worker.agents.registry import build_agent
@@ -96,9 +96,9 @@ async def invoke_agent(
     agent = build_agent(request.agent_id, settings=settings, http=http, llm_session=llm_session)
     if takes_steps(type(agent).run):
         steps = AgentSteps(on_step or _ignore_step, progress=progress)
-        reply = await agent.run(request, on_chunk=count_chunk, steps=steps)  # type: ignore[call-arg]
+        reply = await cast(SteppingAgent, agent).run(request, on_chunk=count_chunk, steps=steps)
     else:
-        reply = await agent.run(request, on_chunk=count_chunk)
+        reply = await cast(TextAgent, agent).run(request, on_chunk=count_chunk)
     return task_result(
         request,
         reply,

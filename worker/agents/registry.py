@@ -18,6 +18,8 @@ from worker.agents.llm_session import LazyLLMSession
 from worker.agents.openai_client import OpenAICompatibleClient
 from worker.agents.plugins import load_agent_modules, module_names
 from worker.agents.simple_llm import SimpleLLMAgent
+from worker.agents.tool_agent import ToolCallingAgent
+from worker.agents.tools import registered_tools
 from worker.errors import AgentConfigurationError, UnknownAgentError
 from worker.settings import WorkerSettings
 
@@ -28,14 +30,16 @@ def _echo(settings: WorkerSettings, llm_session: LazyLLMSession) -> Agent:
     return EchoAgent(word_delay=settings.echo_word_delay)
 
 
-def _simple_llm(settings: WorkerSettings, llm_session: LazyLLMSession) -> Agent:
+def _llm_client(
+    agent_id: str, settings: WorkerSettings, llm_session: LazyLLMSession
+) -> OpenAICompatibleClient:
     if not settings.llm_base_url:
         raise AgentConfigurationError(
-            "simple_llm_agent needs an OpenAI-compatible LLM: set LLM_BASE_URL "
+            f"{agent_id} needs an OpenAI-compatible LLM: set LLM_BASE_URL "
             "(and LLM_API_KEY, LLM_MODEL) in the worker's environment"
         )
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    client = OpenAICompatibleClient(
+    return OpenAICompatibleClient(
         llm_session.get(),
         base_url=settings.llm_base_url,
         api_key=api_key,
@@ -43,12 +47,25 @@ def _simple_llm(settings: WorkerSettings, llm_session: LazyLLMSession) -> Agent:
         connect_timeout=settings.llm_connect_timeout,
         read_timeout=settings.llm_read_timeout,
     )
-    return SimpleLLMAgent(client)
+
+
+def _simple_llm(settings: WorkerSettings, llm_session: LazyLLMSession) -> Agent:
+    return SimpleLLMAgent(_llm_client("simple_llm_agent", settings, llm_session))
+
+
+def _tool_agent(settings: WorkerSettings, llm_session: LazyLLMSession) -> Agent:
+    return ToolCallingAgent(
+        _llm_client("tool_agent", settings, llm_session),
+        registered_tools(module_names(settings.agent_modules)),
+        max_turns=settings.tool_agent_max_turns,
+        tool_time_limit=settings.tool_time_limit,
+    )
 
 
 AGENT_FACTORIES: dict[str, BuiltinAgentFactory] = {
     "echo": _echo,
     "simple_llm_agent": _simple_llm,
+    "tool_agent": _tool_agent,
 }
 
 
