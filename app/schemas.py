@@ -115,6 +115,10 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: Literal["ok", "unreachable"] | None = None
     database: Literal["ok", "unreachable"] | None = None
+    #: The database's schema against the code's migrations (when the database answered).
+    database_schema: Literal["ok", "behind"] | None = None
+    #: Why the service is not ready, in a sentence, when it is not.
+    detail: str | None = None
 
 
 def _integral_float_as_int(value: object) -> object:

@@ -8,6 +8,7 @@ head of ``storage/migrations``.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -36,7 +37,9 @@ class SchemaStatus:
         )
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The newest revision of this code's migrations (read from disk once per process)."""
     config = alembic_config("sqlite://")  # the URL is not read to find the scripts
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()

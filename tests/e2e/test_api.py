@@ -198,7 +198,7 @@ def test_agent_list_names_the_built_in_agents_then_those_the_workers_add(stack: 
 def test_health_and_readiness(stack: Stack) -> None:
     assert stack.web.client.get("/healthz").json() == {"status": "ok"}
     ready = stack.web.client.get("/readyz").json()
-    assert ready == {"status": "ok", "redis": "ok", "database": "ok"}
+    assert ready == {"status": "ok", "redis": "ok", "database": "ok", "database_schema": "ok"}
 
 
 def test_dead_redis_gives_503_and_not_ready() -> None:
@@ -215,7 +215,12 @@ def test_dead_redis_gives_503_and_not_ready() -> None:
     assert "nothing was queued" in submitted.json()["detail"]
     assert polled.status_code == 503
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "redis": "unreachable", "database": "ok"}
+    assert ready.json() == {
+        "status": "unavailable",
+        "redis": "unreachable",
+        "database": "ok",
+        "database_schema": "ok",
+    }
 
 
 def test_dead_database_gives_503_on_sessions_and_not_ready(redis_server: EmbeddedRedis) -> None:
