@@ -20,8 +20,13 @@ heartbeats for hours), is never cut by these limits. After a refusal the connect
 drops what the client still sends for ``LINGER_SECONDS`` (so that it gets the answer rather than
 a reset), then closes.
 
-Use it with ``uvicorn --http app.http_edge:GuardedHttpToolsProtocol``; it reads its limits from
-the web's settings on the first connection.
+When the server shuts down, a connection whose response is an event stream has that stream
+ended cleanly at once (``app.sse.STOP_HOOK``): uvicorn would otherwise wait for it to end by
+itself, however the server was run (``uvicorn --workers``, gunicorn's uvicorn worker class).
+
+Use it with ``uvicorn --http app.http_edge:GuardedHttpToolsProtocol`` (gunicorn:
+``-k app.gunicorn_worker.AgentServiceWorker``); it reads its limits from the web's settings on
+the first connection.
 """
 
 import asyncio
@@ -36,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.settings import get_settings
+from app.sse import STOP_HOOK
 
 logger = logging.getLogger("agent_service.http_edge")
 
@@ -90,6 +96,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server stops: an event stream on this connection ends now, cleanly."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            stop = cycle.scope.get(STOP_HOOK)
+            if callable(stop):
+                stop()
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

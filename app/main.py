@@ -55,7 +55,7 @@ class AgentServiceApp(FastAPI):
             raise
         stream: SubscriptionResponse | None = scope.pop(DEFERRED_STREAM, None)
         if stream is not None:
-            await stream.serve(receive, send)
+            await stream.serve(receive, send, scope=scope)
 
 
 #: Allocations between two young-generation collections (Python's default: 700).

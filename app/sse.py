@@ -7,9 +7,16 @@ a single ``StreamRelay`` sweep, every second at most, over all open streams:
 - a stream that wrote nothing for a heartbeat interval is woken to write a ``: ping`` comment;
 - a stream whose send has been blocked (the client stopped reading and the socket's buffers are
   full) for ``send_timeout`` is cancelled and its connection closed;
-- when uvicorn is shutting down, every stream is ended cleanly, so that clients reconnect (to
+- when the server is shutting down, every stream is ended cleanly, so that clients reconnect (to
   another process) with ``Last-Event-ID`` instead of holding this one up; one still open a
   sweep later (waiting on Redis) is cancelled.
+
+How a stream learns that the server stops, in every way the web runs (``uvicorn``, ``uvicorn
+--workers N``, gunicorn with uvicorn's worker class): uvicorn's shutdown asks each open
+connection to finish (``shutdown()`` of its protocol), and the HTTP edge's protocol
+(``app.http_edge``) calls the stop hook the stream left in its request's scope
+(``STOP_HOOK``), at once. Where that protocol is not in use, the sweep also reads the
+``should_exit`` of the uvicorn server whose signal handler is installed.
 
 A client that leaves cancels its stream from the ``receive()`` task, wherever it waits.
 Cancellation cannot leave a listener behind: a subscription whose close was interrupted closes
@@ -49,6 +56,9 @@ logger = logging.getLogger("agent_service.sse")
 #: returned puts None, and where ``SubscriptionResponse`` then leaves itself (see its
 #: ``__call__``).
 DEFERRED_STREAM = "agent_service.deferred_stream"
+#: The scope key where an open stream leaves the callable that ends it cleanly, for the server's
+#: protocol to call when the server shuts down (``app.http_edge``).
+STOP_HOOK = "agent_service.stop_stream"
 #: The sweep runs at least this often; more often for heartbeats shorter than twice this.
 MAX_SWEEP_INTERVAL = 1.0
 
@@ -153,7 +163,7 @@ class StreamRelay:
             if sending_since is not None:
                 if now - sending_since > self.send_timeout:
                     stream.cancel("stalled")
-            elif exiting:
+            elif exiting or stream.closing_since is not None:
                 if stream.closing_since is None:
                     stream.close(now)
                 elif now - stream.closing_since >= self.sweep_interval:
@@ -203,19 +213,26 @@ class SubscriptionResponse(Response):
         if DEFERRED_STREAM in scope and scope[DEFERRED_STREAM] is None:
             scope[DEFERRED_STREAM] = self
         else:
-            await self.serve(receive, send)
+            await self.serve(receive, send, scope=scope)
 
     async def discard(self) -> None:
         """Give the subscription up without serving it (the request failed after all)."""
         await self._subscription.close()
 
-    async def serve(self, receive: Receive, send: Send) -> None:
+    async def serve(self, receive: Receive, send: Send, *, scope: Scope | None = None) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         stream = _OpenStream(self._subscription.listener, task, loop.time())
         watcher = loop.create_task(_cancel_when_client_leaves(receive, stream))
         self._relay._opened(stream)
+        if scope is not None:
+
+            def stop() -> None:
+                if stream.closing_since is None:
+                    stream.close(loop.time())
+
+            scope[STOP_HOOK] = stop
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
             await _timed_send(send, start, stream, loop)
@@ -232,6 +249,8 @@ class SubscriptionResponse(Response):
                     "stream closed: the client read nothing for %.0f s", self._relay.send_timeout
                 )
         finally:
+            if scope is not None:
+                scope.pop(STOP_HOOK, None)
             self._relay._closed(stream)
             watcher.cancel()
             await self._subscription.close()

@@ -1,0 +1,101 @@
+"""The web as several processes on one port, the two ways the README gives: the Procfile's
+``uvicorn`` line with ``WEB_CONCURRENCY`` processes, and gunicorn with the service's uvicorn
+worker class. In both, SIGTERM ends every open event stream cleanly and at once (its clients
+reconnect elsewhere with ``Last-Event-ID``), and the server exits."""
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scripts.embedded_redis import EmbeddedRedis, free_port
+from tests.e2e.conftest import IDLE_DB
+from tests.e2e.test_http_edge import start_procfile_web
+from tests.support.processes import ManagedProcess
+from tests.support.sse import events_path
+from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
+
+ALICE = headers_for("alice")
+PROCESSES = 2
+STREAMS = 6
+#: However busy the machine, the streams end well within this (without the stop they never do).
+ENDED_WITHIN = 5.0
+
+
+def start_gunicorn_web(redis_url: str) -> WebServer:
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "app.main:create_app()",
+        "--worker-class",
+        "app.gunicorn_worker.AgentServiceWorker",
+        "--workers",
+        str(PROCESSES),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "30",
+    ]
+    process = ManagedProcess(
+        "gunicorn-web", argv, env={**base_env(redis_url), "API_KEYS": api_keys_setting()}
+    )
+    process.start()
+    web = WebServer(process=process, base_url=f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        try:
+            return web.client.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        process.wait_until(ready, timeout=30, what="/readyz to answer 200")
+    except BaseException:
+        web.stop()
+        raise
+    return web
+
+
+@pytest.fixture(params=["uvicorn --workers", "gunicorn"])
+def web(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[WebServer]:
+    url = redis_db_url(redis_server.url, IDLE_DB)  # no worker: the tasks stay queued
+    if request.param == "gunicorn":
+        server = start_gunicorn_web(url)
+    else:
+        server = start_procfile_web(url, env={"WEB_CONCURRENCY": str(PROCESSES)})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_sigterm_ends_every_open_stream_of_every_process_at_once(web: WebServer) -> None:
+    with ExitStack() as streams:
+        readers = []
+        for n in range(STREAMS):
+            accepted = web.client.post(
+                "/api/v1/agents/echo/invoke-async", json={"message": f"queued {n}"}, headers=ALICE
+            ).json()
+            # A connection of its own each: the kernel spreads them over the processes.
+            client = streams.enter_context(httpx.Client(base_url=web.base_url, timeout=30))
+            response = streams.enter_context(
+                client.stream("GET", events_path(accepted["task_id"]), headers=ALICE)
+            )
+            lines = response.iter_lines()
+            assert next(lines).startswith("id: ")
+            readers.append(lines)
+        started = time.monotonic()
+        web.process.signal(signal.SIGTERM)
+        for lines in readers:
+            rest = list(lines)  # ends without an error: each response was completed
+            assert not any(line.startswith("event: result") for line in rest)
+        ended = time.monotonic() - started
+    assert web.process.process is not None
+    assert web.process.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    print(f"{STREAMS} streams on {PROCESSES} processes ended {ended:.2f} s after SIGTERM")
+    assert ended < ENDED_WITHIN, "open streams held the shutdown up"
