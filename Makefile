@@ -28,9 +28,10 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.cancel_latency --tasks 20
 	$(BIN)/python -m bench.llm_client --calls 100 --rounds 2
 
-## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer).
+## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer);
+## `make dev FLOWER=1` adds Flower on :5555.
 dev: install
-	$(BIN)/python -m scripts.dev
+	$(BIN)/python -m scripts.dev $(if $(FLOWER),--flower)
 
 ## Lint, type-check, check the import boundaries, then run the whole test suite.
 test: lint pytest

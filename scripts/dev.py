@@ -7,6 +7,10 @@ schema up to date (SQLite under ``./var/`` unless ``DATABASE_URL`` says otherwis
 Procfile's web, worker, cleanup worker and beat under honcho, and stops Redis after them. A
 development API key (``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
 
+``make dev FLOWER=1`` (``--flower``) adds the Procfile's Flower on http://127.0.0.1:5555, behind
+``FLOWER_BASIC_AUTH``: unless it is set, the user ``dev`` with a password generated once and kept
+in ``./var/flower-password`` (owner-only, like the token secret).
+
 Unless ``TOKEN_SECRET`` is set, the stream tokens are signed with a secret generated once and kept
 in ``./var/token-secret`` (readable by its owner only, never printed): restarting the web process,
 as a developer does all day, then leaves every open stream's token valid, where a secret drawn
@@ -15,6 +19,7 @@ afresh by each process would turn them all into 401s.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -35,6 +40,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = ("web", "worker", "cleanup", "beat")
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 TOKEN_SECRET_FILE = "token-secret"
+FLOWER_PASSWORD_FILE = "flower-password"
+FLOWER_USER = "dev"
 
 
 def _setting(name: str, dotenv: dict[str, str | None]) -> str | None:
@@ -43,18 +50,27 @@ def _setting(name: str, dotenv: dict[str, str | None]) -> str | None:
 
 def development_token_secret(var: Path) -> str:
     """The secret in ``var/token-secret``, created (owner-only) the first time."""
-    path = var / TOKEN_SECRET_FILE
+    return _owner_only_secret(var / TOKEN_SECRET_FILE, min_length=MIN_TOKEN_SECRET_LENGTH)
+
+
+def _owner_only_secret(path: Path, *, min_length: int) -> str:
+    """The secret kept in ``path``, created (readable by its owner only) the first time."""
     try:
         secret = path.read_text().strip()
     except FileNotFoundError:
         secret = ""
-    if len(secret) < MIN_TOKEN_SECRET_LENGTH:
-        secret = secrets.token_urlsafe(48)
+    if len(secret) < min_length:
+        secret = secrets.token_urlsafe(max(min_length, 24))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(secret + "\n")
     os.chmod(path, 0o600)
     return secret
+
+
+def development_flower_auth(var: Path) -> str:
+    """``FLOWER_BASIC_AUTH`` for ``make dev FLOWER=1``: ``dev:<the password in var/>``."""
+    return f"{FLOWER_USER}:{_owner_only_secret(var / FLOWER_PASSWORD_FILE, min_length=16)}"
 
 
 def _honcho() -> str:
@@ -64,7 +80,11 @@ def _honcho() -> str:
     return found
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole service on this machine.")
+    parser.add_argument("--flower", action="store_true", help="also run Flower on :5555")
+    args = parser.parse_args(argv)
+    processes = [*PROCESSES, "flower"] if args.flower else list(PROCESSES)
     dotenv = dotenv_values(PROJECT_ROOT / ".env")
     env = dict(os.environ)
     # The Procfile names bare commands (uvicorn, celery): find them in this virtualenv first.
@@ -76,6 +96,15 @@ def main() -> int:
     var = PROJECT_ROOT / "var"
     var.mkdir(exist_ok=True)
     env.setdefault("BEAT_SCHEDULE_FILE", str(var / "celerybeat-schedule"))
+    if args.flower:
+        env.setdefault("FLOWER_ADDRESS", _setting("FLOWER_ADDRESS", dotenv) or "127.0.0.1")
+        if not _setting("FLOWER_BASIC_AUTH", dotenv):
+            env["FLOWER_BASIC_AUTH"] = development_flower_auth(var)
+            print(
+                f"dev: Flower on http://127.0.0.1:5555, user {FLOWER_USER}, password in "
+                f"{var / FLOWER_PASSWORD_FILE}",
+                flush=True,
+            )
     if not _setting("TOKEN_SECRET", dotenv):
         env["TOKEN_SECRET"] = development_token_secret(var)
         print(f"dev: stream tokens signed with the secret in {var / TOKEN_SECRET_FILE}", flush=True)
@@ -112,7 +141,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     honcho = subprocess.Popen(
-        [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), *PROCESSES],
+        [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), *processes],
         cwd=PROJECT_ROOT,
         env=env,
     )

@@ -6,7 +6,12 @@ from pathlib import Path
 
 from app.settings import MIN_TOKEN_SECRET_LENGTH
 from app.tokens import TokenService
-from scripts.dev import TOKEN_SECRET_FILE, development_token_secret
+from scripts.dev import (
+    FLOWER_PASSWORD_FILE,
+    TOKEN_SECRET_FILE,
+    development_flower_auth,
+    development_token_secret,
+)
 
 
 def test_dev_token_secret_is_created_once_and_kept_for_the_owner_only(tmp_path: Path) -> None:
@@ -35,3 +40,14 @@ def test_dev_token_secret_keeps_stream_tokens_valid_across_a_restart(tmp_path: P
     after_restart = TokenService(development_token_secret(tmp_path))
 
     assert after_restart.decode(issued.token).task_id == "t-1"
+
+
+def test_dev_flower_password_is_created_once_for_the_owner_only(tmp_path: Path) -> None:
+    first = development_flower_auth(tmp_path)
+    second = development_flower_auth(tmp_path)
+
+    assert first == second
+    user, _, password = first.partition(":")
+    assert user == "dev"
+    assert len(password) >= 16
+    assert stat.S_IMODE((tmp_path / FLOWER_PASSWORD_FILE).stat().st_mode) == 0o600

@@ -11,7 +11,7 @@ import pytest
 
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from tests.support.flower import Flower
+from tests.support.flower import Flower, procfile_flower
 from tests.support.llm_server import LLMControl
 from tests.support.processes import wait_for
 from tests.support.sse import events_path, read_stream
@@ -27,7 +27,7 @@ def flower(ops_stack: OpsStack) -> Iterator[Flower]:
     assert ops_stack.worker is not None
     # The worker started with task events off (the default): Flower must turn them on.
     assert EVENTS_ENABLED not in ops_stack.worker.output(tail=10**7)
-    flower = Flower(ops_stack.redis_url, auth=AUTH, env={}).start()
+    flower = Flower(ops_stack.redis_url, auth=AUTH).start()
     try:
         ops_stack.worker.wait_for_output(EVENTS_ENABLED, timeout=30)
         yield flower
@@ -115,6 +115,21 @@ def test_flower_refuses_a_request_without_its_credentials(flower: Flower) -> Non
     response = httpx.get(f"{flower.base_url}/api/workers", timeout=10)
 
     assert response.status_code == 401
+
+
+def test_the_procfile_flower_does_not_start_without_basic_auth(ops_stack: OpsStack) -> None:
+    process = procfile_flower(
+        ops_stack.redis_url, env={"FLOWER_PORT": "1", "FLOWER_BASIC_AUTH": ""}
+    ).start()
+    assert process.process is not None
+    try:
+        code = process.process.wait(timeout=30)
+        output = process.output()
+    finally:
+        process.stop()
+
+    assert code != 0
+    assert "FLOWER_BASIC_AUTH" in output
 
 
 def test_flower_terminate_stops_the_llm_and_ends_the_stream_cancelled(
