@@ -23,9 +23,9 @@ def _id(value: object) -> object:
     return None if value is None else f"<{type(value).__name__}>"
 
 
-def _size(value: object) -> str:
+def _size(value: object) -> object:
     if value is None:
-        return "None"
+        return None
     if isinstance(value, str):
         return f"<{len(value)} characters>"
     if isinstance(value, Mapping):
