@@ -26,6 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from app.agent_catalog import AgentCatalog
 from app.audit import AuditTrail
 from app.auth import ApiKeyAuthenticator
+from app.caps import CapLimits, UserCaps
 from app.idempotency import IdempotencyStore
 from app.settings import WebSettings
 from app.sse import StreamRelay
@@ -50,6 +51,7 @@ AUDIT_BATCH_WINDOW = 0.01
 class Services:
     settings: WebSettings
     catalog: AgentCatalog
+    caps: UserCaps
     authenticator: ApiKeyAuthenticator
     tokens: TokenService
     redis: "Redis"
@@ -97,15 +99,27 @@ async def open_services(
     producer = create_producer(broker_url=settings.broker_url)
     database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
+        caps = UserCaps(
+            redis,
+            limits=CapLimits(
+                active_tasks=settings.max_active_tasks_per_user,
+                urgent_tasks=settings.max_urgent_tasks_per_user,
+                streams=settings.max_streams_per_user,
+                token_mints_per_minute=settings.max_token_mints_per_minute,
+            ),
+        )
         async with (
             EventHub(stream_redis, release_after=settings.stream_release_after) as hub,
             StreamRelay(
                 heartbeat=settings.sse_heartbeat_seconds, send_timeout=settings.sse_send_timeout
             ) as relay,
+            anyio.create_task_group() as background,
         ):
-            yield Services(
+            background.start_soon(caps.renew_streams_forever)
+            services = Services(
                 settings=settings,
                 catalog=AgentCatalog(redis),
+                caps=caps,
                 authenticator=authenticator,
                 tokens=tokens.bind(RevocationList(redis)),
                 redis=redis,
@@ -120,10 +134,14 @@ async def open_services(
                 submitter=TaskSubmitter(producer),
                 database=database,
                 sessions=SessionStore(database),
-                # Submits arriving within 10 ms of each other share one audit transaction:
-                # a transaction per request took a third of the web's CPU under load.
+                # Submits arriving within 10 ms of each other share one audit transaction (a
+                # transaction per request was the web's largest cost under load: bench/README.md).
                 audit=AuditTrail(AuditLog(database, batch_window=AUDIT_BATCH_WINDOW)),
             )
+            try:
+                yield services
+            finally:
+                background.cancel_scope.cancel()
     finally:
         await database.aclose()
         await anyio.to_thread.run_sync(producer.close)

@@ -40,13 +40,18 @@ class TaskSubmitter:
     def __init__(self, producer: Celery) -> None:
         self._producer = producer
 
-    async def submit(self, task_name: str, *, task_id: str, kwargs: AgentTaskKwargs) -> None:
+    async def submit(
+        self, task_name: str, *, task_id: str, kwargs: AgentTaskKwargs, priority: int
+    ) -> None:
+        """Send the task (``priority`` 0-9, 9 the most urgent, as the workers take it on every
+        broker)."""
         send = partial(
             self._producer.send_task,
             task_name,
             kwargs=dict(kwargs),
             task_id=task_id,
             queue=AGENT_QUEUE,
+            priority=priority,
         )
         try:
             await anyio.to_thread.run_sync(send)

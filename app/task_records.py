@@ -65,6 +65,7 @@ def new_record(
     task_name: str,
     queue: str,
     kwargs: Mapping[str, Any],
+    priority: int,
 ) -> TaskRecord:
     return TaskRecord(
         task_id=task_id,
@@ -74,6 +75,7 @@ def new_record(
         created_at=time.time(),
         queue=queue,
         kwargs=kwargs,
+        priority=priority,
     )
 
 

@@ -23,8 +23,6 @@ from contract.tasks import (
     CLEANUP_TASK_PREFIX,
     CLEANUP_TASKS,
     DEFAULT_QUEUE,
-    INVOKE_AGENT_ASYNC,
-    INVOKE_AGENT_WITH_STREAMING,
     TIME_LIMITS,
 )
 from worker.maintenance.schedule import beat_schedule
@@ -38,19 +36,12 @@ TASK_ROUTES = {
 
 def task_annotations(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
     """Per task: Celery's hard time limit (the backstop in prefork; the soft limit is enforced
-    inside the event loop), the retries allowed, and the rate limit."""
-    rates = {
-        INVOKE_AGENT_ASYNC: settings.agent_task_rate_limit,
-        INVOKE_AGENT_WITH_STREAMING: settings.streaming_task_rate_limit,
-    }
+    inside the event loop) and the retries allowed. Rate limits are the deployment's, not
+    Celery's per process (``worker.tasks.rate_limits``)."""
     annotations: dict[str, dict[str, Any]] = {}
     for name, limit in TIME_LIMITS.items():
         _, hard = settings.time_limits(limit)
-        annotations[name] = {
-            "time_limit": hard,
-            "max_retries": settings.celery_task_max_retries,
-            "rate_limit": rates[name] or None,
-        }
+        annotations[name] = {"time_limit": hard, "max_retries": settings.celery_task_max_retries}
     _, cleanup_hard = settings.time_limits(settings.celery_task_time_limit)
     for name in CLEANUP_TASKS:
         annotations[name] = {"time_limit": cleanup_hard}

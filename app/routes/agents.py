@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import Principal
+from app.caps import CapReachedError
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
     NotFoundError,
@@ -112,12 +113,26 @@ async def invoke_async(
         if claimed != task_id:
             response.headers["Idempotent-Replayed"] = "true"
             return _accepted(services, response, user=user, task_id=claimed)[0]
-    audit = {"agent_id": agent_id, "session_id": body.session_id, "stream": body.stream}
+    audit = {
+        "agent_id": agent_id,
+        "session_id": body.session_id,
+        "stream": body.stream,
+        "priority": body.priority,
+    }
+    try:
+        await _take_slot(services, user.user_id, task_id, priority=body.priority)
+    except CapReachedError:
+        if idempotency_key is not None:
+            with suppress(RedisError, OSError):  # it expires anyway
+                await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
+        raise
     try:
         await _create_and_queue(
             services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id
         )
     except ServiceUnavailableError as exc:
+        with suppress(RedisError, OSError):  # the workers' recovery frees it otherwise
+            await services.caps.release_task_slot(user.user_id, task_id)
         if idempotency_key is not None:
             with suppress(RedisError, OSError):  # it expires anyway
                 await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
@@ -146,6 +161,13 @@ async def invoke_async(
         details={**audit, "stream_token_jti": stream_token_jti},
     )
     return accepted
+
+
+async def _take_slot(services: Services, user_id: str, task_id: str, *, priority: int) -> None:
+    try:
+        await services.caps.take_task_slot(user_id, task_id, priority=priority)
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
 
 
 async def _check_session(services: Services, session_id: str, *, user_id: str) -> None:
@@ -186,6 +208,7 @@ async def _create_and_queue(
         task_name=task_name,
         queue=AGENT_QUEUE,
         kwargs=kwargs,
+        priority=body.priority,
     )
     try:
         await services.records.create(record)
@@ -193,7 +216,9 @@ async def _create_and_queue(
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
     try:
-        await services.submitter.submit(task_name, task_id=task_id, kwargs=kwargs)
+        await services.submitter.submit(
+            task_name, task_id=task_id, kwargs=kwargs, priority=body.priority
+        )
     except SubmissionError as exc:
         with suppress(RedisError, OSError):  # the record expires anyway
             await services.records.delete(task_id)

@@ -11,13 +11,14 @@ from contract import keys
 from contract.tasks import INVOKE_AGENT_ASYNC
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
+from tests.support import redis_databases
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
 from tests.support.sse import content_of, events_path, read_stream
 from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
 
-CRASH_DB, SHUTDOWN_DB = 5, 6
+CRASH_DB, SHUTDOWN_DB = redis_databases.CRASH, redis_databases.SHUTDOWN
 
 LEASE_SECONDS = 3
 
@@ -181,7 +182,9 @@ def test_a_delivery_after_the_outcome_was_stored_makes_the_state_agree_without_t
     assert llm.calls(key) == []
 
 
-LOST_DB, RECOVERER_DB, SAME_NAME_DB = 8, 9, 10
+LOST_DB = redis_databases.LOST
+RECOVERER_DB = redis_databases.RECOVERER
+SAME_NAME_DB = redis_databases.SAME_NAME
 
 
 def test_a_task_whose_message_was_lost_is_sent_again(

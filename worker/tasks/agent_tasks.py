@@ -32,11 +32,13 @@ from worker.tasks.base_task import BaseTask
 from worker.tasks.outcome import (
     Cancelled,
     Completed,
+    Deferred,
     Failed,
     OutcomeNotStoredError,
     Retrying,
     Skipped,
 )
+from worker.tasks.rate_limits import RESERVED_HEADER
 
 logger = logging.getLogger("agent_service.tasks")
 
@@ -52,6 +54,8 @@ class AgentTask(BaseTask):
         settings = process.settings
         task_id = str(self.request.id)
         soft_limit, _ = settings.time_limits(TIME_LIMITS[self.name])
+        headers = self.request.headers or {}
+        reserved = headers.get(RESERVED_HEADER)
         delivery = Delivery(
             task_id=task_id,
             task_name=self.name,
@@ -60,9 +64,14 @@ class AgentTask(BaseTask):
             retries=int(self.request.retries),
             max_retries=int(self.max_retries or 0),
             soft_limit=soft_limit,
+            reserved_start=float(reserved) if reserved is not None else None,
         )
         attempt = AgentAttempt(
-            delivery, settings=settings, watcher=process.cancel_watcher, lease=process.lease
+            delivery,
+            settings=settings,
+            watcher=process.cancel_watcher,
+            lease=process.lease,
+            rates=process.rates,
         )
         grace = OUTCOME_GRACE + 2 * settings.redis_outage_limit
         try:
@@ -81,11 +90,25 @@ class AgentTask(BaseTask):
                 raise
             except Exception as exc:  # the broker did not take the next attempt: run this again
                 raise Reject(exc, requeue=True) from exc
-        if isinstance(outcome, Cancelled):
+        if isinstance(outcome, Deferred):
+            self._come_back(outcome)
+        elif isinstance(outcome, Cancelled):
             log_event(logger, logging.INFO, "task_cancelled", task_id=task_id, task=self.name)
         elif isinstance(outcome, Skipped):
             pass
         raise Ignore()
+
+    def _come_back(self, deferred: Deferred) -> None:
+        """Send this delivery again to start after ``deferred.delay`` (its rate limit's turn),
+        as the same task with the same retries: a reserved start rides in a header."""
+        headers = dict(self.request.headers or {})
+        headers.pop(RESERVED_HEADER, None)
+        if deferred.reserved:
+            headers[RESERVED_HEADER] = repr(deferred.start_at)
+        try:
+            self.signature_from_request(countdown=deferred.delay, headers=headers).apply_async()
+        except Exception as exc:  # the broker did not take it: deliver this one again
+            raise Reject(exc, requeue=True) from exc
 
 
 def _agent_task(name: str, *, streamed: bool, doc: str) -> Callable[..., Any]:
