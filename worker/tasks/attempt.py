@@ -275,13 +275,10 @@ class AgentAttempt:
         delivery = self.delivery
         request = parse_request(**delivery.kwargs)
 
-        async def report_progress(meta: dict[str, Any], *, urgent: bool = True) -> None:
+        async def report_progress(meta: dict[str, Any]) -> None:
             record = celery_meta.encode_meta(delivery.task_id, celery_meta.PROGRESS, meta)
             publisher.state_with_next(record)  # written with the event, in one round trip
-            if urgent:
-                await publisher.publish(EventType.PROGRESS, meta)
-            else:
-                await publisher.queue(EventType.PROGRESS, meta)
+            await publisher.queue(EventType.PROGRESS, meta)
 
         session = await load_history(
             loop.database,  # opened only if the task names a session
