@@ -2,8 +2,9 @@
 exhaust the service (OWASP API4).
 
 - **Active tasks** (``MAX_ACTIVE_TASKS_PER_USER``): queued, running or retrying. A submit takes a
-  slot, atomically with the check; the task gives it back when it ends, whatever way it ends
-  (the worker's outcome round trip), and a submit that fails gives it back at once. Urgent tasks
+  slot, atomically with the check, in the script that accepts the task (``app.acceptance``); the
+  task gives it back when it ends, whatever way it ends (the worker's outcome round trip), and a
+  submit that fails gives it back at once. Urgent tasks
   (priority ``URGENT_PRIORITY`` or above) have a smaller cap of their own
   (``MAX_URGENT_TASKS_PER_USER``): a priority that anyone may set must not let one user jump
   every queue with everything. A slot whose task vanished (Redis lost it, a web process died
@@ -36,18 +37,6 @@ STREAM_SLOT_RENEW = 20
 #: What a refusal of an active-task slot suggests: a slot frees when one of the user's tasks
 #: ends, which nobody can tell in advance.
 ACTIVE_RETRY_AFTER = 5
-
-# KEYS: the set the slot is taken in, the users index. ARGV: member, score, cap.
-# Returns 1 when taken (or held already), 0 when the cap is reached.
-_TAKE = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if KEYS[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[4]) end
-return 1
-"""
 
 # KEYS: the user's streams. ARGV: stream id, now, ttl, cap. Lapsed slots are dropped first.
 _OPEN_STREAM = """
@@ -96,51 +85,10 @@ class StreamSlot:
 class UserCaps:
     def __init__(self, redis: "Redis", *, limits: CapLimits) -> None:
         self._redis = redis
-        self._limits = limits
-        self._take = redis.register_script(_TAKE)
+        self.limits = limits
         self._open_stream = redis.register_script(_OPEN_STREAM)
         #: This process's open stream slots: (user, stream id), renewed while open.
         self._streams: set[tuple[str, str]] = set()
-
-    async def take_task_slot(self, user_id: str, task_id: str, *, priority: int) -> None:
-        """Count ``task_id`` among the user's active (and urgent) tasks, or refuse."""
-        now = time.time()
-        limits = self._limits
-        if priority >= URGENT_PRIORITY:
-            urgent = await self._take(
-                keys=[keys.user_urgent_tasks(user_id), ""],
-                args=[task_id, now, limits.urgent_tasks, user_id],
-            )
-            if not urgent:
-                raise CapReachedError(
-                    f"you have {limits.urgent_tasks} urgent tasks (priority "
-                    f"{URGENT_PRIORITY} or more) not yet ended, the most one user may have "
-                    "(MAX_URGENT_TASKS_PER_USER); send this one with a lower priority, or later",
-                    cap="urgent_tasks",
-                    limit=limits.urgent_tasks,
-                    retry_after=ACTIVE_RETRY_AFTER,
-                )
-        taken = await self._take(
-            keys=[keys.user_active_tasks(user_id), keys.USERS_WITH_ACTIVE_TASKS],
-            args=[task_id, now, limits.active_tasks, user_id],
-        )
-        if not taken:
-            if priority >= URGENT_PRIORITY:
-                await self._redis.zrem(keys.user_urgent_tasks(user_id), task_id)
-            raise CapReachedError(
-                f"you have {limits.active_tasks} tasks queued or running, the most one user may "
-                "have (MAX_ACTIVE_TASKS_PER_USER); try again when one has ended",
-                cap="active_tasks",
-                limit=limits.active_tasks,
-                retry_after=ACTIVE_RETRY_AFTER,
-            )
-
-    async def release_task_slot(self, user_id: str, task_id: str) -> None:
-        """Give back a slot taken for a task that was not queued after all."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.user_active_tasks(user_id), task_id)
-            pipe.zrem(keys.user_urgent_tasks(user_id), task_id)
-            await pipe.execute()
 
     async def open_stream(self, user_id: str) -> "StreamSlot":
         """One of the user's stream slots (refused past the cap); close it when the stream
@@ -149,14 +97,14 @@ class UserCaps:
         now = time.time()
         allowed, wait = await self._open_stream(
             keys=[keys.user_streams(user_id)],
-            args=[stream_id, now, STREAM_SLOT_TTL, self._limits.streams],
+            args=[stream_id, now, STREAM_SLOT_TTL, self.limits.streams],
         )
         if not allowed:
             raise CapReachedError(
-                f"you have {self._limits.streams} event streams open, the most one user may "
+                f"you have {self.limits.streams} event streams open, the most one user may "
                 "have (MAX_STREAMS_PER_USER); close one first",
                 cap="streams",
-                limit=self._limits.streams,
+                limit=self.limits.streams,
                 retry_after=int(wait),
             )
         self._streams.add((user_id, stream_id))
@@ -171,7 +119,7 @@ class UserCaps:
 
     async def count_token_mint(self, user_id: str) -> None:
         """Count one token minted by the user this minute, or refuse past the cap."""
-        limit = self._limits.token_mints_per_minute
+        limit = self.limits.token_mints_per_minute
         if limit <= 0:
             return
         now = time.time()

@@ -10,7 +10,17 @@ from functools import partial
 import anyio.to_thread
 from celery import Celery
 
-from contract.tasks import AGENT_QUEUE, AgentTaskKwargs
+from contract.tasks import (
+    AGENT_QUEUE,
+    PRIORITIES,
+    REDIS_PRIORITY_SEPARATOR,
+    AgentTaskKwargs,
+)
+
+
+def broker_transport_options() -> dict[str, object]:
+    """kombu's Redis transport: a list per priority (what the workers consume)."""
+    return {"priority_steps": list(PRIORITIES), "sep": REDIS_PRIORITY_SEPARATOR}
 
 
 class SubmissionError(RuntimeError):
@@ -32,6 +42,7 @@ def create_producer(*, broker_url: str) -> Celery:
         # thread limit is 40): a smaller pool opens and closes connections under load.
         broker_pool_limit=64,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        broker_transport_options=broker_transport_options(),
     )
     return producer
 

@@ -23,6 +23,8 @@ from contract.tasks import (
     CLEANUP_TASK_PREFIX,
     CLEANUP_TASKS,
     DEFAULT_QUEUE,
+    PRIORITIES,
+    REDIS_PRIORITY_SEPARATOR,
     TIME_LIMITS,
 )
 from worker.maintenance.schedule import beat_schedule
@@ -83,7 +85,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # refuses the 101st connection.
         "redis_max_connections": max(200, 2 * settings.worker_concurrency),
         "broker_transport_options": {
-            "visibility_timeout": settings.celery_broker_visibility_timeout
+            "visibility_timeout": settings.celery_broker_visibility_timeout,
+            # A list per priority (0-9), as the web sends them (app.submission).
+            "priority_steps": list(PRIORITIES),
+            "sep": REDIS_PRIORITY_SEPARATOR,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,

@@ -34,7 +34,6 @@ from app.services import Services
 from app.storable import printable
 from app.submission import SubmissionError
 from app.task_records import new_record
-from contract.events import EventType
 from contract.tasks import (
     AGENT_QUEUE,
     INVOKE_AGENT_ASYNC,
@@ -120,30 +119,20 @@ async def invoke_async(
         "priority": body.priority,
     }
     try:
-        await _take_slot(services, user.user_id, task_id, priority=body.priority)
-    except CapReachedError:
+        await _accept(services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id)
+    except (CapReachedError, ServiceUnavailableError) as exc:
         if idempotency_key is not None:
             with suppress(RedisError, OSError):  # it expires anyway
                 await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
-        raise
-    try:
-        await _create_and_queue(
-            services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id
-        )
-    except ServiceUnavailableError as exc:
-        with suppress(RedisError, OSError):  # the workers' recovery frees it otherwise
-            await services.caps.release_task_slot(user.user_id, task_id)
-        if idempotency_key is not None:
-            with suppress(RedisError, OSError):  # it expires anyway
-                await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
-        await services.audit.record(
-            AuditAction.TASK_SUBMIT,
-            user_id=user.user_id,
-            resource_type="task",
-            resource_id=task_id,
-            outcome=AuditOutcome.FAILURE,
-            details={**audit, "error": str(exc)},
-        )
+        if isinstance(exc, ServiceUnavailableError):
+            await services.audit.record(
+                AuditAction.TASK_SUBMIT,
+                user_id=user.user_id,
+                resource_type="task",
+                resource_id=task_id,
+                outcome=AuditOutcome.FAILURE,
+                details={**audit, "error": str(exc)},
+            )
         raise
     if idempotency_key is not None:
         await services.idempotency.mark_queued(
@@ -161,13 +150,6 @@ async def invoke_async(
         details={**audit, "stream_token_jti": stream_token_jti},
     )
     return accepted
-
-
-async def _take_slot(services: Services, user_id: str, task_id: str, *, priority: int) -> None:
-    try:
-        await services.caps.take_task_slot(user_id, task_id, priority=priority)
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
 
 
 async def _check_session(services: Services, session_id: str, *, user_id: str) -> None:
@@ -190,9 +172,10 @@ async def _claim(
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
 
 
-async def _create_and_queue(
+async def _accept(
     services: Services, *, user_id: str, agent_id: str, body: InvokeRequest, task_id: str
 ) -> None:
+    """Record, count and queue the task (``app.acceptance``); nothing is left when it fails."""
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
     kwargs = agent_task_kwargs(
         agent_id=agent_id,
@@ -211,20 +194,11 @@ async def _create_and_queue(
         priority=body.priority,
     )
     try:
-        await services.records.create(record)
-        await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])
+        await services.acceptance.accept(record, priority=body.priority)
+    except SubmissionError as exc:
+        raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
-    try:
-        await services.submitter.submit(
-            task_name, task_id=task_id, kwargs=kwargs, priority=body.priority
-        )
-    except SubmissionError as exc:
-        with suppress(RedisError, OSError):  # the record expires anyway
-            await services.records.delete(task_id)
-        raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
-    with suppress(RedisError, OSError):  # queued: a task not marked sent is only not watched
-        await services.records.mark_sent(task_id)
 
 
 def _accepted(

@@ -7,8 +7,9 @@ import time
 import redis
 from celery import Celery
 
+from app.schemas import DEFAULT_PRIORITY
 from contract import keys
-from contract.tasks import INVOKE_AGENT_ASYNC
+from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support import redis_databases
@@ -199,7 +200,8 @@ def test_a_task_whose_message_was_lost_is_sent_again(
     worker = None
     try:
         task_id = submit(web.client, "echo", "lost and found")  # no worker yet: it waits
-        assert raw.rpop("agent-tasks") is not None  # taken, as a dying worker's BRPOP takes it
+        # Taken, as a dying worker's BRPOP takes it (from the list of the default priority).
+        assert raw.rpop(redis_queue_list(AGENT_QUEUE, DEFAULT_PRIORITY)) is not None
         worker = start_worker(url, env=env)
         final = poll_until_done(web.client, task_id, timeout=60)
         log = worker.output(tail=10**7)
