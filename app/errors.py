@@ -22,8 +22,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.caps import CapReachedError
 from app.idempotency import IdempotencyConflictError
-from app.schemas import ErrorMessage, ValidationErrors
+from app.schemas import CapReached, ErrorMessage, ValidationErrors
 from app.storable import printable
 
 
@@ -95,6 +96,15 @@ async def _invalid_parameter(_: Request, exc: Exception) -> JSONResponse:
 
 async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def _cap_reached(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CapReachedError)
+    return JSONResponse(
+        {"detail": exc.detail, "cap": exc.cap, "limit": exc.limit},
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -198,8 +208,8 @@ _RESPONSES: dict[int, dict[str, Any]] = {
         "description": "A field, header or parameter is invalid; each item names it in loc.",
     },
     429: {
-        "model": ErrorMessage,
-        "description": "Over a per-user limit; retry after Retry-After seconds.",
+        "model": CapReached,
+        "description": "Over a per-user cap (named in cap); retry after Retry-After seconds.",
         "headers": _RETRY_AFTER,
     },
     503: {
@@ -225,5 +235,6 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(InvalidParameterError, _invalid_parameter)
     app.add_exception_handler(IdempotencyConflictError, _conflict)
+    app.add_exception_handler(CapReachedError, _cap_reached)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)

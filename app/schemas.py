@@ -42,6 +42,10 @@ SessionId = Annotated[
 TaskId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 
 
+#: The priority of a task sent without one: the middle of 0-9.
+DEFAULT_PRIORITY = 5
+
+
 class InvokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +64,14 @@ class InvokeRequest(BaseModel):
     )
     stream: StrictBool = Field(
         default=False, description="Run the streaming task (chunks relayed as they come)."
+    )
+    priority: StrictInt = Field(
+        default=DEFAULT_PRIORITY,
+        ge=0,
+        le=9,
+        description="0-9, 9 the most urgent: a task waiting in the queue is taken before those "
+        "of a lower priority. From 7 up, a smaller per-user cap applies "
+        "(MAX_URGENT_TASKS_PER_USER).",
     )
 
     @field_validator("message")
@@ -183,6 +195,14 @@ class ErrorMessage(BaseModel):
     """A refusal that a sentence explains (400, 401, 404, 409, 429, 503)."""
 
     detail: str
+
+
+class CapReached(BaseModel):
+    """A per-user cap refused the request (429)."""
+
+    detail: str
+    cap: Literal["active_tasks", "urgent_tasks", "streams", "token_mints"]
+    limit: int
 
 
 class ValidationErrorItem(BaseModel):

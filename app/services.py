@@ -9,7 +9,8 @@
 - ``hub``: the stream fan-out, on a client of its own whose pool is capped, so however many SSE
   clients are open the process holds at most ``STREAM_CONNECTIONS`` Redis connections for them
   (one pub/sub connection, the rest for reading logs);
-- the producer-only Celery app behind ``submitter``;
+- ``acceptance``: accepting a task in one round trip (``app.acceptance``), with the producer-only
+  Celery app for a broker that is not this Redis;
 - ``database``: the SQL engine behind ``sessions`` and ``audit``;
 - ``tokens``: the token signer, checking the revocation list in Redis.
 
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 import anyio.to_thread
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from app.acceptance import Acceptance
 from app.agent_catalog import AgentCatalog
 from app.audit import AuditTrail
 from app.auth import ApiKeyAuthenticator
+from app.caps import CapLimits, UserCaps
 from app.idempotency import IdempotencyStore
 from app.settings import WebSettings
 from app.sse import StreamRelay
@@ -36,7 +39,6 @@ from storage.audit import AuditLog
 from storage.database import Database
 from storage.revocations import RevocationList
 from storage.sessions import SessionStore
-from streaming.event_log import EventLog
 from streaming.hub import EventHub
 
 CLIENT_NAME = "agent-service:web"
@@ -50,16 +52,16 @@ AUDIT_BATCH_WINDOW = 0.01
 class Services:
     settings: WebSettings
     catalog: AgentCatalog
+    caps: UserCaps
     authenticator: ApiKeyAuthenticator
     tokens: TokenService
     redis: "Redis"
     backend: "Redis"
     records: TaskRecordStore
     idempotency: IdempotencyStore
-    events: EventLog
+    acceptance: Acceptance
     hub: EventHub
     relay: StreamRelay
-    submitter: TaskSubmitter
     database: Database
     sessions: SessionStore
     audit: AuditTrail
@@ -95,39 +97,68 @@ async def open_services(
         )
     stream_redis = _redis(redis_url, name=STREAM_CLIENT_NAME, connections=STREAM_CONNECTIONS)
     producer = create_producer(broker_url=settings.broker_url)
+    broker_url = settings.broker_url
+    broker_is_redis = broker_url.startswith(("redis://", "rediss://"))
+    broker_redis = None
+    if broker_is_redis and broker_url != redis_url:
+        broker_redis = _redis(broker_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
     database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
+        caps = UserCaps(
+            redis,
+            limits=CapLimits(
+                active_tasks=settings.max_active_tasks_per_user,
+                urgent_tasks=settings.max_urgent_tasks_per_user,
+                streams=settings.max_streams_per_user,
+                token_mints_per_minute=settings.max_token_mints_per_minute,
+            ),
+        )
         async with (
             EventHub(stream_redis, release_after=settings.stream_release_after) as hub,
             StreamRelay(
                 heartbeat=settings.sse_heartbeat_seconds, send_timeout=settings.sse_send_timeout
             ) as relay,
+            anyio.create_task_group() as background,
         ):
-            yield Services(
+            background.start_soon(caps.renew_streams_forever)
+            services = Services(
                 settings=settings,
                 catalog=AgentCatalog(redis),
+                caps=caps,
                 authenticator=authenticator,
                 tokens=tokens.bind(RevocationList(redis)),
                 redis=redis,
                 backend=backend,
-                records=TaskRecordStore(redis, ttl=settings.task_data_ttl),
+                records=TaskRecordStore(redis),
                 idempotency=IdempotencyStore(redis),
-                events=EventLog(
-                    redis, maxlen=settings.event_log_maxlen, ttl=settings.task_data_ttl
+                acceptance=Acceptance(
+                    redis=redis,
+                    limits=caps.limits,
+                    ttl=settings.task_data_ttl,
+                    maxlen=settings.event_log_maxlen,
+                    producer=producer,
+                    broker_is_here=broker_is_redis and broker_url == redis_url,
+                    broker_redis=broker_redis,
+                    submitter=TaskSubmitter(producer),
                 ),
                 hub=hub,
                 relay=relay,
-                submitter=TaskSubmitter(producer),
                 database=database,
                 sessions=SessionStore(database),
-                # Submits arriving within 10 ms of each other share one audit transaction:
-                # a transaction per request took a third of the web's CPU under load.
+                # Submits arriving within 10 ms of each other share one audit transaction (a
+                # transaction per request was the web's largest cost under load: bench/README.md).
                 audit=AuditTrail(AuditLog(database, batch_window=AUDIT_BATCH_WINDOW)),
             )
+            try:
+                yield services
+            finally:
+                background.cancel_scope.cancel()
     finally:
         await database.aclose()
         await anyio.to_thread.run_sync(producer.close)
         await stream_redis.aclose()
+        if broker_redis is not None:
+            await broker_redis.aclose()
         if backend is not redis:
             await backend.aclose()
         await redis.aclose()

@@ -99,6 +99,25 @@ class WebSettings(RedisSettings, DatabaseSettings):
     http_backlog: int = Field(
         default=2048, ge=1, description="Connections waiting to be accepted (the listen queue)."
     )
+    max_active_tasks_per_user: int = Field(
+        default=20,
+        ge=0,
+        description="Tasks one user may have queued, running or retrying at once (0: no cap).",
+    )
+    max_urgent_tasks_per_user: int = Field(
+        default=3,
+        ge=0,
+        description="Of those, tasks sent with priority 7 or more (0: no cap).",
+    )
+    max_streams_per_user: int = Field(
+        default=20,
+        ge=0,
+        description="Event streams one user may hold open at once, on all web processes "
+        "(0: no cap).",
+    )
+    max_token_mints_per_minute: int = Field(
+        default=30, ge=0, description="Tokens one user may mint in a minute (0: no cap)."
+    )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
 

@@ -39,7 +39,7 @@ same: the first of "stream ended", "client left", "send stalled", "server stoppi
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, suppress
 from types import TracebackType
 from typing import Any, Self
@@ -143,9 +143,17 @@ class StreamRelay:
             stream.close(now)
 
     def response(
-        self, subscription: Subscription, *, after: str | None, headers: Mapping[str, str]
+        self,
+        subscription: Subscription,
+        *,
+        after: str | None,
+        headers: Mapping[str, str],
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> "SubscriptionResponse":
-        return SubscriptionResponse(self, subscription, after=after, headers=headers)
+        """The stream's response; ``on_close`` is awaited once it has ended, however."""
+        return SubscriptionResponse(
+            self, subscription, after=after, headers=headers, on_close=on_close
+        )
 
     async def _sweep_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -194,6 +202,7 @@ class SubscriptionResponse(Response):
         *,
         after: str | None,
         headers: Mapping[str, str],
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         # Like Starlette's StreamingResponse: no ``body``, hence no Content-Length.
         self.status_code = 200
@@ -202,6 +211,7 @@ class SubscriptionResponse(Response):
         self._relay = relay
         self._subscription = subscription
         self._after = after
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Leave the stream in the scope for the application's outermost layer to serve once
@@ -217,7 +227,15 @@ class SubscriptionResponse(Response):
 
     async def discard(self) -> None:
         """Give the subscription up without serving it (the request failed after all)."""
-        await self._subscription.close()
+        try:
+            await self._subscription.close()
+        finally:
+            await self._closed()
+
+    async def _closed(self) -> None:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
 
     async def serve(self, receive: Receive, send: Send, *, scope: Scope | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -253,7 +271,10 @@ class SubscriptionResponse(Response):
                 scope.pop(STOP_HOOK, None)
             self._relay._closed(stream)
             watcher.cancel()
-            await self._subscription.close()
+            try:
+                await self._subscription.close()
+            finally:
+                await self._closed()
 
     async def _relay_batches(
         self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop

@@ -6,7 +6,8 @@ blocking kombu call, so it runs in a worker thread to keep the event loop free.
 
 Each message carries a repr of its arguments without the user's message (``contract.task_repr``:
 Celery copies that repr into its events, Flower and ``celery inspect``) and the time it was sent
-(the ``sent_at`` header: the worker measures how long tasks wait in the queue).
+(the ``sent_at`` header: the worker measures how long tasks wait in the queue); so does the
+message ``app.celery_message`` builds.
 """
 
 import time
@@ -16,7 +17,18 @@ import anyio.to_thread
 from celery import Celery
 
 from contract.task_repr import agent_kwargs_repr
-from contract.tasks import AGENT_QUEUE, SENT_AT_HEADER, AgentTaskKwargs
+from contract.tasks import (
+    AGENT_QUEUE,
+    PRIORITIES,
+    REDIS_PRIORITY_SEPARATOR,
+    SENT_AT_HEADER,
+    AgentTaskKwargs,
+)
+
+
+def broker_transport_options() -> dict[str, object]:
+    """kombu's Redis transport: a list per priority (what the workers consume)."""
+    return {"priority_steps": list(PRIORITIES), "sep": REDIS_PRIORITY_SEPARATOR}
 
 
 class SubmissionError(RuntimeError):
@@ -38,6 +50,7 @@ def create_producer(*, broker_url: str) -> Celery:
         # thread limit is 40): a smaller pool opens and closes connections under load.
         broker_pool_limit=64,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        broker_transport_options=broker_transport_options(),
     )
     return producer
 
@@ -46,13 +59,18 @@ class TaskSubmitter:
     def __init__(self, producer: Celery) -> None:
         self._producer = producer
 
-    async def submit(self, task_name: str, *, task_id: str, kwargs: AgentTaskKwargs) -> None:
+    async def submit(
+        self, task_name: str, *, task_id: str, kwargs: AgentTaskKwargs, priority: int
+    ) -> None:
+        """Send the task (``priority`` 0-9, 9 the most urgent, as the workers take it on every
+        broker)."""
         send = partial(
             self._producer.send_task,
             task_name,
             kwargs=dict(kwargs),
             task_id=task_id,
             queue=AGENT_QUEUE,
+            priority=priority,
             argsrepr="()",
             kwargsrepr=agent_kwargs_repr(kwargs),
             headers={SENT_AT_HEADER: time.time()},

@@ -4,9 +4,8 @@ Celery's result backend cannot tell an unknown id from a queued task (both read 
 knows nothing of users, so every accepted task gets a small Redis hash (``contract.task_record``:
 owner, agent, task name, creation time, and what was sent). No record means 404, for unknown ids
 and foreign producers' tasks alike; a record owned by someone else is 404 too, so ids cannot be
-probed. Records live as long as the task's event log (``RedisSettings.task_data_ttl``). Once the
-broker took the task, ``mark_sent`` says so and enters it among the open tasks, where the workers
-find a task whose message was lost.
+probed. Records live as long as the task's event log (``RedisSettings.task_data_ttl``); they are
+written by ``app.acceptance``, with the rest of a task's acceptance.
 """
 
 import re
@@ -18,29 +17,16 @@ from redis.asyncio import Redis
 
 from app.errors import NotFoundError, ServiceUnavailableError
 from contract import keys
-from contract.task_record import SENT, TaskRecord, decode_record, encode_record
+from contract.task_record import TaskRecord, decode_record
 
 _TASK_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 class TaskRecordStore:
-    def __init__(self, redis: "Redis", *, ttl: int) -> None:
+    """Reads the records ``app.acceptance`` writes."""
+
+    def __init__(self, redis: "Redis") -> None:
         self._redis = redis
-        self._ttl = ttl
-
-    async def create(self, record: TaskRecord) -> None:
-        key = keys.task_record(record.task_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=encode_record(record))  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
-
-    async def mark_sent(self, task_id: str) -> None:
-        """The broker took the task: it is open until a worker ends it."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.task_record(task_id), SENT, "1")
-            pipe.zadd(keys.OPEN_TASKS, {task_id: time.time()})
-            await pipe.execute()
 
     async def get(self, task_id: str) -> TaskRecord | None:
         raw = await self._redis.hgetall(keys.task_record(task_id))
@@ -53,9 +39,6 @@ class TaskRecordStore:
         record = await self.get(task_id)
         return record if record is not None and record.owner == owner else None
 
-    async def delete(self, task_id: str) -> None:
-        await self._redis.delete(keys.task_record(task_id))
-
 
 def new_record(
     *,
@@ -65,6 +48,7 @@ def new_record(
     task_name: str,
     queue: str,
     kwargs: Mapping[str, Any],
+    priority: int,
 ) -> TaskRecord:
     return TaskRecord(
         task_id=task_id,
@@ -74,6 +58,7 @@ def new_record(
         created_at=time.time(),
         queue=queue,
         kwargs=kwargs,
+        priority=priority,
     )
 
 

@@ -117,3 +117,45 @@ ARCHIVE_LOCK = f"{PREFIX}:audit-archive-lock"
 def beat_lock(job: str) -> str:
     """Held by the beat that sent ``job`` in its current period; a second beat skips it."""
     return f"{PREFIX}:beat:{job}"
+
+
+def _user_tag(user_id: str) -> str:
+    # One hash slot per user: a cap's check and its taking are one script.
+    return f"{PREFIX}:{{u:{user_id}}}"
+
+
+def user_active_tasks(user_id: str) -> str:
+    """The user's accepted tasks that have not ended (queued, running, retrying): a sorted set
+    of task ids scored by when they were accepted. A task leaves it when it ends."""
+    return f"{_user_tag(user_id)}:active"
+
+
+def user_urgent_tasks(user_id: str) -> str:
+    """The subset of ``user_active_tasks`` sent with an urgent priority."""
+    return f"{_user_tag(user_id)}:urgent"
+
+
+def user_streams(user_id: str) -> str:
+    """The user's open event streams, on every web process: a sorted set of stream ids scored
+    by when each lapses unless its web process renews it."""
+    return f"{_user_tag(user_id)}:streams"
+
+
+def user_token_mints(user_id: str, window: int) -> str:
+    """Tokens the user minted in the minute ``window`` (Unix minutes)."""
+    return f"{_user_tag(user_id)}:mints:{window}"
+
+
+#: Users with entries in their ``user_active_tasks``: where the workers look for slots whose
+#: task vanished.
+USERS_WITH_ACTIVE_TASKS = f"{PREFIX}:users-with-active-tasks"
+
+
+def rate_schedule(task_name: str) -> str:
+    """When the next start of ``task_name`` may be, deployment-wide (its rate limit)."""
+    return f"{PREFIX}:{{rate:{task_name}}}:next"
+
+
+def rate_user_reservation(task_name: str, user_id: str) -> str:
+    """The start time a user's task last reserved in ``task_name``'s schedule."""
+    return f"{PREFIX}:{{rate:{task_name}}}:user:{user_id}"

@@ -28,6 +28,8 @@ class TaskRecord:
     queue: str = ""
     kwargs: Mapping[str, Any] | None = field(default=None, compare=False)
     sent: bool = False
+    #: 0-9, 9 the most urgent.
+    priority: int | None = None
 
 
 def encode_record(record: TaskRecord) -> dict[str, str | bytes]:
@@ -42,6 +44,8 @@ def encode_record(record: TaskRecord) -> dict[str, str | bytes]:
         fields[KWARGS] = orjson.dumps(dict(record.kwargs))
     if record.sent:
         fields[SENT] = "1"
+    if record.priority is not None:
+        fields["priority"] = str(record.priority)
     return fields
 
 
@@ -59,6 +63,7 @@ def decode_record(task_id: str, raw: Mapping[bytes | str, bytes | str]) -> TaskR
             queue=_text(fields.get("queue", "")),
             kwargs=kwargs if isinstance(kwargs, dict) else None,
             sent=_text(fields.get(SENT, "")) == "1",
+            priority=int(_text(fields["priority"])) if "priority" in fields else None,
         )
     except (KeyError, ValueError, orjson.JSONDecodeError):
         return None

@@ -37,6 +37,18 @@ CLEANUP_QUEUE = "cleanup-tasks"
 #: time-queued figure.
 SENT_AT_HEADER = "sent_at"
 
+#: Priorities: 0-9, 9 the most urgent, on every broker. On Redis each has a list of its own
+#: (kombu's priority steps, named ``<queue><separator><priority>``, the plain name for 0), and
+#: the workers take from the most urgent first.
+PRIORITIES = tuple(range(10))
+REDIS_PRIORITY_SEPARATOR = "\x06\x16"
+
+
+def redis_queue_list(queue: str, priority: int) -> str:
+    """The Redis list a message of ``priority`` waits in (kombu's ``_q_for_pri``)."""
+    return f"{queue}{REDIS_PRIORITY_SEPARATOR}{priority}" if priority else queue
+
+
 #: Hard time limits (seconds) of the agent tasks; the soft limit is 30 s less.
 TIME_LIMITS = {INVOKE_AGENT_ASYNC: 600, INVOKE_AGENT_WITH_STREAMING: 900}
 

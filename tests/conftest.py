@@ -23,6 +23,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.database import Database
+from tests.support import redis_databases
 from tests.support.databases import (
     copy_sqlite,
     create_postgres_database,
@@ -122,7 +123,7 @@ async def database(
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis(extra_args=("--databases", str(redis_databases.DATABASES))) as server:
         yield server
 
 
@@ -147,8 +148,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-#: The database the framework-free tests use on the session's Redis (the e2e stacks use 0-6).
-UNIT_DB = 7
+UNIT_DB = redis_databases.UNIT
 
 
 @pytest.fixture

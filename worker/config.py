@@ -23,8 +23,8 @@ from contract.tasks import (
     CLEANUP_TASK_PREFIX,
     CLEANUP_TASKS,
     DEFAULT_QUEUE,
-    INVOKE_AGENT_ASYNC,
-    INVOKE_AGENT_WITH_STREAMING,
+    PRIORITIES,
+    REDIS_PRIORITY_SEPARATOR,
     TIME_LIMITS,
 )
 from worker.maintenance.schedule import beat_schedule
@@ -38,19 +38,12 @@ TASK_ROUTES = {
 
 def task_annotations(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
     """Per task: Celery's hard time limit (the backstop in prefork; the soft limit is enforced
-    inside the event loop), the retries allowed, and the rate limit."""
-    rates = {
-        INVOKE_AGENT_ASYNC: settings.agent_task_rate_limit,
-        INVOKE_AGENT_WITH_STREAMING: settings.streaming_task_rate_limit,
-    }
+    inside the event loop) and the retries allowed. Rate limits are the deployment's, not
+    Celery's per process (``worker.tasks.rate_limits``)."""
     annotations: dict[str, dict[str, Any]] = {}
     for name, limit in TIME_LIMITS.items():
         _, hard = settings.time_limits(limit)
-        annotations[name] = {
-            "time_limit": hard,
-            "max_retries": settings.celery_task_max_retries,
-            "rate_limit": rates[name] or None,
-        }
+        annotations[name] = {"time_limit": hard, "max_retries": settings.celery_task_max_retries}
     _, cleanup_hard = settings.time_limits(settings.celery_task_time_limit)
     for name in CLEANUP_TASKS:
         annotations[name] = {"time_limit": cleanup_hard}
@@ -92,7 +85,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # refuses the 101st connection.
         "redis_max_connections": max(200, 2 * settings.worker_concurrency),
         "broker_transport_options": {
-            "visibility_timeout": settings.celery_broker_visibility_timeout
+            "visibility_timeout": settings.celery_broker_visibility_timeout,
+            # A list per priority (0-9), as the web sends them (app.submission).
+            "priority_steps": list(PRIORITIES),
+            "sep": REDIS_PRIORITY_SEPARATOR,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,

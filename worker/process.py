@@ -59,6 +59,9 @@ class WorkerProcess:
         #: restarted under the same node name is a different holder.
         self.incarnation = f"{node_name or 'worker'}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.tls: ssl.SSLContext = create_tls_context()
+        #: Deployment-wide starts per second of the rate-limited tasks (``worker.tasks``'s
+        #: rate limits), from the settings.
+        self.rates = settings.task_rates()
         self._lock = threading.Lock()
         self._runtime: AgentRuntime | None = None
         self._watcher: CancelWatcher | None = None

@@ -7,18 +7,34 @@ would make Redis hand a running task to a second worker) are refused at start-up
 """
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from contract.tasks import TIME_LIMITS
+from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, TIME_LIMITS
 from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
 
 #: The longest hard time limit of a task in the contract (seconds).
 LONGEST_TASK_LIMIT = max(TIME_LIMITS.values())
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*")
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> float | None:
+    """Calls per second of ``"100/m"``; None for an empty setting (no limit)."""
+    if not text.strip():
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(
+            f"{text!r} is not a rate limit: write <calls>/<s|m|h>, e.g. 100/m, or leave it empty"
+        )
+    return float(match[1]) / _SECONDS[match[2]]
 
 
 class WorkerSettings(RedisSettings, DatabaseSettings):
@@ -115,13 +131,20 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         "worker CPU per streamed token than asyncio's own loop (bench/README.md).",
     )
 
-    agent_task_rate_limit: str | None = Field(
+    agent_task_rate_limit: str = Field(
         default="100/m",
-        description="Celery rate limit of invoke_agent_async per worker; empty: none.",
+        description="Starts of invoke_agent_async for the whole deployment, e.g. 100/m, 2/s, "
+        "600/h; empty: none.",
     )
-    streaming_task_rate_limit: str | None = Field(
+    streaming_task_rate_limit: str = Field(
         default="50/m",
-        description="Celery rate limit of invoke_agent_with_streaming per worker; empty: none.",
+        description="Starts of invoke_agent_with_streaming for the whole deployment; empty: none.",
+    )
+    rate_limit_user_horizon: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds ahead one user may reserve start times under a rate limit: "
+        "another user's task waits at most about this long behind that user's backlog.",
     )
 
     llm_base_url: str | None = Field(
@@ -229,6 +252,21 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
                 "second worker"
             )
         return self
+
+    @field_validator("agent_task_rate_limit", "streaming_task_rate_limit")
+    @classmethod
+    def _rate_limit_reads(cls, value: str | None) -> str:
+        text = value or ""
+        parse_rate(text)  # raises with the expected form
+        return text
+
+    def task_rates(self) -> dict[str, float]:
+        """Starts per second of each rate-limited task."""
+        rates = {
+            INVOKE_AGENT_ASYNC: parse_rate(self.agent_task_rate_limit),
+            INVOKE_AGENT_WITH_STREAMING: parse_rate(self.streaming_task_rate_limit),
+        }
+        return {name: rate for name, rate in rates.items() if rate is not None}
 
     @property
     def longest_time_limit(self) -> int:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import Principal
+from app.caps import CapReachedError
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
     NotFoundError,
@@ -33,7 +34,6 @@ from app.services import Services
 from app.storable import printable
 from app.submission import SubmissionError
 from app.task_records import new_record
-from contract.events import EventType
 from contract.tasks import (
     AGENT_QUEUE,
     INVOKE_AGENT_ASYNC,
@@ -112,23 +112,27 @@ async def invoke_async(
         if claimed != task_id:
             response.headers["Idempotent-Replayed"] = "true"
             return _accepted(services, response, user=user, task_id=claimed)[0]
-    audit = {"agent_id": agent_id, "session_id": body.session_id, "stream": body.stream}
+    audit = {
+        "agent_id": agent_id,
+        "session_id": body.session_id,
+        "stream": body.stream,
+        "priority": body.priority,
+    }
     try:
-        await _create_and_queue(
-            services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id
-        )
-    except ServiceUnavailableError as exc:
+        await _accept(services, user_id=user.user_id, agent_id=agent_id, body=body, task_id=task_id)
+    except (CapReachedError, ServiceUnavailableError) as exc:
         if idempotency_key is not None:
             with suppress(RedisError, OSError):  # it expires anyway
                 await services.idempotency.release(user_id=user.user_id, key=idempotency_key)
-        await services.audit.record(
-            AuditAction.TASK_SUBMIT,
-            user_id=user.user_id,
-            resource_type="task",
-            resource_id=task_id,
-            outcome=AuditOutcome.FAILURE,
-            details={**audit, "error": str(exc)},
-        )
+        if isinstance(exc, ServiceUnavailableError):
+            await services.audit.record(
+                AuditAction.TASK_SUBMIT,
+                user_id=user.user_id,
+                resource_type="task",
+                resource_id=task_id,
+                outcome=AuditOutcome.FAILURE,
+                details={**audit, "error": str(exc)},
+            )
         raise
     if idempotency_key is not None:
         await services.idempotency.mark_queued(
@@ -168,9 +172,10 @@ async def _claim(
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
 
 
-async def _create_and_queue(
+async def _accept(
     services: Services, *, user_id: str, agent_id: str, body: InvokeRequest, task_id: str
 ) -> None:
+    """Record, count and queue the task (``app.acceptance``); nothing is left when it fails."""
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
     kwargs = agent_task_kwargs(
         agent_id=agent_id,
@@ -186,20 +191,14 @@ async def _create_and_queue(
         task_name=task_name,
         queue=AGENT_QUEUE,
         kwargs=kwargs,
+        priority=body.priority,
     )
     try:
-        await services.records.create(record)
-        await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])
+        await services.acceptance.accept(record, priority=body.priority)
+    except SubmissionError as exc:
+        raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
     except (RedisError, OSError) as exc:
         raise ServiceUnavailableError("task store unavailable; nothing was queued") from exc
-    try:
-        await services.submitter.submit(task_name, task_id=task_id, kwargs=kwargs)
-    except SubmissionError as exc:
-        with suppress(RedisError, OSError):  # the record expires anyway
-            await services.records.delete(task_id)
-        raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
-    with suppress(RedisError, OSError):  # queued: a task not marked sent is only not watched
-        await services.records.mark_sent(task_id)
 
 
 def _accepted(

@@ -6,6 +6,7 @@ of the caller's, a token that opens that task's event stream only. ``POST /revok
 the caller owns and refuses it everywhere from then on. Both leave an audit row.
 """
 
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
@@ -51,6 +52,8 @@ async def issue_token(
     else:
         default_ttl = settings.access_token_ttl
     ttl = request.ttl_seconds or default_ttl
+    with suppress(RedisError, OSError):  # a token needs no Redis: the count is let go then
+        await services.caps.count_token_mint(user.user_id)
     issued = services.tokens.issue(user_id=user.user_id, ttl=ttl, task_id=request.task_id)
     claims = issued.claims
     await services.audit.record(

@@ -84,10 +84,19 @@ async def stream_task_events(
     if cursor is not None:
         await _check_cursor(services, task_id, cursor, in_query=not last_event_id_header)
     try:
+        slot = await services.caps.open_stream(user.user_id)
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableError("task store unavailable") from exc
+    try:
         subscription = await services.hub.subscribe(task_id)
-    except StreamUnavailableError as exc:
-        raise ServiceUnavailableError(str(exc)) from exc
-    return services.relay.response(subscription, after=cursor, headers={"X-Accel-Buffering": "no"})
+    except BaseException as exc:
+        await slot.close()
+        if isinstance(exc, StreamUnavailableError):
+            raise ServiceUnavailableError(str(exc)) from exc
+        raise
+    return services.relay.response(
+        subscription, after=cursor, headers={"X-Accel-Buffering": "no"}, on_close=slot.close
+    )
 
 
 async def _check_cursor(services: Services, task_id: str, cursor: str, *, in_query: bool) -> None:

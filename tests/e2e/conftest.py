@@ -21,13 +21,19 @@ import pytest
 import redis
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
+from tests.support import redis_databases
 from tests.support.llm_server import LLMServerProcess
 from tests.support.processes import ManagedProcess
 from tests.support.sentry_receiver import SentryReceiver
 from tests.support.stack import WebServer, redis_db_url, start_web, start_worker
 
-MAIN_DB, BARE_DB, IDLE_DB, RAW_DB = 0, 1, 2, 3
-OPS_DB = 12
+MAIN_DB, BARE_DB, IDLE_DB, RAW_DB = (
+    redis_databases.MAIN,
+    redis_databases.BARE,
+    redis_databases.IDLE,
+    redis_databases.RAW,
+)
+OPS_DB = redis_databases.OPS
 
 
 @dataclass

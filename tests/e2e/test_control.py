@@ -8,6 +8,7 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack
+from tests.support import redis_databases
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import poll_until_done
 from tests.support.sse import Received, content_of, events_path, read_stream
@@ -17,7 +18,7 @@ from tests.support.stack import headers_for, redis_db_url, start_web, start_work
 RUN_IN_BOTH_LOOP_MODES = True
 
 ALICE = headers_for("alice")
-QUEUED_DB = 4
+QUEUED_DB = redis_databases.QUEUED
 
 
 def _submit(client: httpx.Client, agent_id: str, message: str) -> str:

@@ -7,17 +7,19 @@ import time
 import redis
 from celery import Celery
 
+from app.schemas import DEFAULT_PRIORITY
 from contract import keys
-from contract.tasks import INVOKE_AGENT_ASYNC
+from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
+from tests.support import redis_databases
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
 from tests.support.sse import content_of, events_path, read_stream
 from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
 
-CRASH_DB, SHUTDOWN_DB = 5, 6
+CRASH_DB, SHUTDOWN_DB = redis_databases.CRASH, redis_databases.SHUTDOWN
 
 LEASE_SECONDS = 3
 
@@ -181,7 +183,9 @@ def test_a_delivery_after_the_outcome_was_stored_makes_the_state_agree_without_t
     assert llm.calls(key) == []
 
 
-LOST_DB, RECOVERER_DB, SAME_NAME_DB = 8, 9, 10
+LOST_DB = redis_databases.LOST
+RECOVERER_DB = redis_databases.RECOVERER
+SAME_NAME_DB = redis_databases.SAME_NAME
 
 
 def test_a_task_whose_message_was_lost_is_sent_again(
@@ -196,7 +200,8 @@ def test_a_task_whose_message_was_lost_is_sent_again(
     worker = None
     try:
         task_id = submit(web.client, "echo", "lost and found")  # no worker yet: it waits
-        assert raw.rpop("agent-tasks") is not None  # taken, as a dying worker's BRPOP takes it
+        # Taken, as a dying worker's BRPOP takes it (from the list of the default priority).
+        assert raw.rpop(redis_queue_list(AGENT_QUEUE, DEFAULT_PRIORITY)) is not None
         worker = start_worker(url, env=env)
         final = poll_until_done(web.client, task_id, timeout=60)
         log = worker.output(tail=10**7)

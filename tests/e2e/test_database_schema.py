@@ -5,10 +5,11 @@ from pathlib import Path
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
 from storage.schema import head_revision
+from tests.support import redis_databases
 from tests.support.polling import poll_until_done, submit
 from tests.support.stack import redis_db_url, start_web, start_worker
 
-SCHEMA_DB = 11
+SCHEMA_DB = redis_databases.SCHEMA
 
 
 def test_a_worker_on_an_unmigrated_database_says_so_once_and_still_runs_tasks(

@@ -20,11 +20,12 @@ import httpx
 import pytest
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
+from tests.support import redis_databases
 from tests.support.processes import PROJECT_ROOT, ManagedProcess, wait_for
 from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
 
 #: A Redis database of this module's own: its tasks stay queued (no worker), nothing else reads it.
-EDGE_DB = 9
+EDGE_DB = redis_databases.EDGE
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
 #: Above uvicorn's default (5 s), so that a web not given the Procfile's setting fails.

@@ -106,4 +106,10 @@ def test_repeat_while_the_first_is_still_being_created_is_409_then_the_task(
 
 def _full(body: dict[str, object]) -> dict[str, object]:
     """The body as the API reads it, defaults included (what the fingerprint covers)."""
-    return {"message": body["message"], "session_id": None, "metadata": None, "stream": False}
+    return {
+        "message": body["message"],
+        "session_id": None,
+        "metadata": None,
+        "stream": False,
+        "priority": 5,
+    }

@@ -23,12 +23,13 @@ from storage.archive import ArchiveStore
 from storage.models import AuditLogEntry, ConversationSession, utcnow
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
+from tests.support import redis_databases
 from tests.support.audit import audit_rows, run_sql
 from tests.support.processes import ManagedProcess, wait_for
 from tests.support.stack import headers_for, redis_db_url, start_beat, start_worker
 
 CLEANUP = CLEANUP_TASK_PREFIX
-BEAT_DB = 8
+BEAT_DB = redis_databases.BEAT
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from celery import Celery
 from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, OpsStack
+from tests.support import redis_databases
 from tests.support.llm_server import LLMControl
 from tests.support.metrics import Scrape, scrape
 from tests.support.processes import wait_for
@@ -17,7 +18,7 @@ from tests.support.sse import events_path, read_stream
 from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
-PREFORK_DB = 13
+PREFORK_DB = redis_databases.PREFORK_METRICS
 STREAMING = {"task": INVOKE_AGENT_WITH_STREAMING}
 SUBMIT_ROUTE = "/api/v1/agents/{agent_id}/invoke-async"
 EVENTS_ROUTE = "/api/v1/agents/tasks/{task_id}/events"

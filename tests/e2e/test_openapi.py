@@ -2,7 +2,8 @@
 on it, with the body it has, and every declared status is one the route really answers.
 
 One test causes every answer of every route for real (a wrong key, an unknown id, an
-idempotency conflict, a body over the limit, a Redis and a database that do not answer) through
+idempotency conflict, a body over the limit, a per-user cap reached, a Redis and a database that
+do not answer) through
 a client that records ``(method, route template, status)``, then compares with
 ``/openapi.json``. A new route, or a new refusal, that the document does not declare fails it.
 """
@@ -17,14 +18,23 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, Stack
+from tests.support import redis_databases
 from tests.support.polling import submit
 from tests.support.stack import headers_for, redis_db_url, start_web
+
+CAPPED_DB = redis_databases.CAPPED_DOCUMENT
 
 ALICE = headers_for("alice")
 BOB = headers_for("bob")
 INVOKE = "/api/v1/agents/echo/invoke-async"
-#: Declared for the per-user caps (active tasks, streams, token mints) that are still to come.
-DECLARED_AHEAD = {429}
+#: Statuses declared that the test does not cause (none).
+DECLARED_AHEAD: set[int] = set()
+#: Caps of one, so that a second request of each kind reaches them.
+CAPS_OF_ONE = {
+    "MAX_ACTIVE_TASKS_PER_USER": "1",
+    "MAX_STREAMS_PER_USER": "1",
+    "MAX_TOKEN_MINTS_PER_MINUTE": "1",
+}
 TOO_LARGE = b"x" * 300_000
 JSON = {"Content-Type": "application/json"}
 
@@ -144,6 +154,18 @@ def _cause_every_answer_of_a_dead_redis(client: httpx.Client) -> None:
     client.post("/api/v1/auth/revoke", json={"token": access}, headers=ALICE)
 
 
+def _cause_every_answer_of_caps_reached(client: httpx.Client) -> None:
+    """A web with caps of one and no worker behind it: the first task stays queued."""
+    task_id = submit(client, "echo", "holds the only slot")
+    client.post(INVOKE, json={"message": "one too many"}, headers=ALICE)
+    client.post("/api/v1/auth/token", headers=ALICE)
+    client.post("/api/v1/auth/token", headers=ALICE)
+    events = f"/api/v1/agents/tasks/{task_id}/events"
+    with client.stream("GET", events, headers=ALICE) as held:
+        assert held.status_code == 200
+        client.get(events, headers=ALICE)
+
+
 def _cause_every_answer_of_a_dead_database(client: httpx.Client) -> None:
     client.post("/api/v1/sessions", headers=ALICE)
     client.get("/api/v1/sessions/s-1", headers=ALICE)
@@ -153,6 +175,15 @@ def _cause_every_answer_of_a_dead_database(client: httpx.Client) -> None:
 @pytest.fixture
 def dead_redis_web() -> Iterator[str]:
     web = start_web(f"redis://127.0.0.1:{free_port()}/0", ready_path="/healthz")
+    try:
+        yield web.base_url
+    finally:
+        web.stop()
+
+
+@pytest.fixture
+def capped_web(redis_server: EmbeddedRedis) -> Iterator[str]:
+    web = start_web(redis_db_url(redis_server.url, CAPPED_DB), env=CAPS_OF_ONE)
     try:
         yield web.base_url
     finally:
@@ -172,11 +203,16 @@ def dead_database_web(redis_server: EmbeddedRedis) -> Iterator[str]:
 
 
 def test_every_answer_of_every_route_is_declared_and_every_declared_one_is_answered(
-    stack: Stack, document: dict[str, Any], dead_redis_web: str, dead_database_web: str
+    stack: Stack,
+    document: dict[str, Any],
+    capped_web: str,
+    dead_redis_web: str,
+    dead_database_web: str,
 ) -> None:
     recorder = Recorder.of(document)
     for base_url, cause in [
         (stack.web.base_url, _cause_every_answer_of_a_working_service),
+        (capped_web, _cause_every_answer_of_caps_reached),
         (dead_redis_web, _cause_every_answer_of_a_dead_redis),
         (dead_database_web, _cause_every_answer_of_a_dead_database),
     ]:
@@ -208,7 +244,10 @@ def test_every_error_answer_declares_its_body(document: dict[str, Any]) -> None:
                     continue
                 schema = answer["content"]["application/json"]["schema"]
                 name = schema["$ref"].rsplit("/", 1)[1]
-                assert name in {"ErrorMessage", "ValidationErrors", "Health"}, (method, path)
+                assert name in {"ErrorMessage", "ValidationErrors", "Health", "CapReached"}, (
+                    method,
+                    path,
+                )
                 assert "detail" in schemas[name]["properties"] or name == "Health"
 
 

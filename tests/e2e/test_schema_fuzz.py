@@ -26,11 +26,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scripts.embedded_redis import EmbeddedRedis
+from tests.support import redis_databases
 from tests.support.databases import copy_sqlite
 from tests.support.stack import WebServer, headers_for, redis_db_url, start_web
 
 #: A Redis database of this module's own.
-FUZZ_DB = 10
+FUZZ_DB = redis_databases.FUZZ
 EXAMPLES_PER_OPERATION = 10
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
-from tests.e2e.conftest import IDLE_DB
 from tests.e2e.test_http_edge import start_procfile_web
+from tests.support import redis_databases
 from tests.support.processes import ManagedProcess
 from tests.support.sse import events_path
 from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
@@ -63,7 +63,8 @@ def start_gunicorn_web(redis_url: str) -> WebServer:
 
 @pytest.fixture(params=["uvicorn --workers", "gunicorn"])
 def web(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[WebServer]:
-    url = redis_db_url(redis_server.url, IDLE_DB)  # no worker: the tasks stay queued
+    # No worker consumes this database: the tasks stay queued, their streams open.
+    url = redis_db_url(redis_server.url, redis_databases.WEB_PROCESSES)
     if request.param == "gunicorn":
         server = start_gunicorn_web(url)
     else:

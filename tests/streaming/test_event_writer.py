@@ -19,11 +19,11 @@ from streaming.event_log import EventLog, EventLogReader
 from streaming.event_writer import EventLogUnavailableError, EventWriter
 from streaming.events import Event
 from streaming.publisher import TaskEventPublisher
+from tests.support import redis_databases
 
 pytestmark = pytest.mark.anyio
 
-#: A database of the session's Redis that plays Celery's result backend of another database.
-BACKEND_DB = 15
+BACKEND_DB = redis_databases.OTHER_BACKEND
 
 
 def _texts(events: list[Event]) -> list[str]:

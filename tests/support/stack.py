@@ -21,6 +21,16 @@ WORKER_READY_TIMEOUT = 30.0
 WEB_READY_TIMEOUT = 20.0
 
 
+#: The test stacks' webs serve many tests' tasks and streams as one user: the per-user caps are
+#: tested by webs of their own (tests/e2e/test_caps.py).
+GENEROUS_CAPS = {
+    "MAX_ACTIVE_TASKS_PER_USER": "10000",
+    "MAX_URGENT_TASKS_PER_USER": "10000",
+    "MAX_STREAMS_PER_USER": "100000",
+    "MAX_TOKEN_MINTS_PER_MINUTE": "100000",
+}
+
+
 def redis_db_url(server_url: str, db: int) -> str:
     return f"{server_url.rsplit('/', 1)[0]}/{db}"
 
@@ -123,7 +133,14 @@ def start_web(
         "info",
     )
     process = ManagedProcess(
-        "uvicorn", argv, env={**base_env(redis_url), "API_KEYS": api_keys_setting(), **(env or {})}
+        "uvicorn",
+        argv,
+        env={
+            **base_env(redis_url),
+            "API_KEYS": api_keys_setting(),
+            **GENEROUS_CAPS,
+            **(env or {}),
+        },
     )
     process.start()
     web = WebServer(process=process, base_url=f"http://127.0.0.1:{port}")

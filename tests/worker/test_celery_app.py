@@ -1,5 +1,7 @@
 """The worker's Celery configuration, read from its settings (nothing talks to a broker)."""
 
+import re
+
 import pytest
 
 from contract.tasks import AGENT_QUEUE, CLEANUP_QUEUE, CLEANUP_TASKS, DEFAULT_QUEUE, TIME_LIMITS
@@ -32,8 +34,15 @@ def test_task_limits_come_from_the_settings() -> None:
     for name in TIME_LIMITS:
         assert annotations[name]["time_limit"] == 300
         assert annotations[name]["max_retries"] == 5
+        assert "rate_limit" not in annotations[name]  # the deployment's, not Celery's per worker
     streaming = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
-    assert annotations[streaming]["rate_limit"] == "7/m"
+    assert settings.task_rates()[streaming] == pytest.approx(7 / 60)
+
+
+@pytest.mark.parametrize("text", ["100", "100/d", "-1/m", "0/s", "fast"])
+def test_a_rate_limit_that_does_not_read_is_refused_naming_the_form(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape("<calls>/<s|m|h>")):
+        WorkerSettings(_env_file=None, agent_task_rate_limit=text)  # type: ignore[call-arg]
 
 
 def test_the_worker_registers_every_task_of_the_contract() -> None:

@@ -11,7 +11,7 @@ backend: a client polling a few times a second gains nothing from more.
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 STARTING = 5
 GENERATING = 10
@@ -21,11 +21,9 @@ _HALF_WAY_CHUNKS = 20
 MAX_RUNNING = 99
 
 
-class ProgressReport(Protocol):
-    """Publishes ``{"progress", "stage"[, "detail"]}``: at once (``urgent``) or with the next
-    batch of the task's events."""
-
-    def __call__(self, meta: dict[str, Any], *, urgent: bool = True) -> Awaitable[None]: ...
+#: Publishes ``{"progress", "stage"[, "detail"]}`` with the task's next batch of events
+#: (coalesced like chunks: a progress step need not go out the very moment it happens).
+ProgressReport = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def progress_for_chunks(chunks: int) -> int:
@@ -81,7 +79,7 @@ class ProgressTracker:
         meta: dict[str, Any] = {"progress": self.progress, "stage": stage}
         if detail:
             meta["detail"] = detail
-        await self._report(meta, urgent=False)
+        await self._report(meta)
 
     async def chunks(self, count: int) -> None:
         """``count`` chunks have arrived; reported when progress moved at least ``min_step``

@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from contract.tasks import AGENT_QUEUE, CLEANUP_QUEUE, DEFAULT_QUEUE
+from contract.tasks import AGENT_QUEUE, CLEANUP_QUEUE, DEFAULT_QUEUE, PRIORITIES, redis_queue_list
 from worker.errors import (
     LLMConnectionError,
     LLMProtocolError,
@@ -43,9 +43,6 @@ logger = logging.getLogger("agent_service.worker.metrics")
 
 #: The errors that say the LLM failed (as opposed to the agent, Redis or the database).
 LLM_ERRORS = (LLMUnavailableError, LLMConnectionError, LLMRequestRejectedError, LLMProtocolError)
-#: kombu's Redis transport keeps a queue's messages of each priority step in a list of its own.
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEPARATOR = "\x06\x16"
 #: kombu's hash of deliveries taken and not yet acknowledged.
 UNACKED_KEY = "unacked"
 QUEUES = (AGENT_QUEUE, DEFAULT_QUEUE, CLEANUP_QUEUE)
@@ -65,7 +62,8 @@ class WorkerMetrics:
         self.tasks = Counter(
             "agent_service_tasks",
             "Task deliveries by task and outcome (completed, failed, cancelled, retrying, "
-            "skipped: it had ended already, requeued: its outcome could not be stored).",
+            "deferred: its rate limit sent it back for later, skipped: it had ended already, "
+            "requeued: its outcome could not be stored).",
             ["task", "outcome"],
             registry=registry,
         )
@@ -157,8 +155,8 @@ class QueueDepthCollector(Collector):
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for queue in self._queues:
-                    for step in PRIORITY_STEPS:
-                        pipe.llen(queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}")
+                    for priority in PRIORITIES:  # a list per priority (contract.tasks)
+                        pipe.llen(redis_queue_list(queue, priority))
                 pipe.hlen(UNACKED_KEY)
                 replies = pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -167,7 +165,7 @@ class QueueDepthCollector(Collector):
         depth = GaugeMetricFamily(
             "agent_service_queue_depth", "Messages waiting in each queue.", labels=["queue"]
         )
-        steps = len(PRIORITY_STEPS)
+        steps = len(PRIORITIES)
         for i, queue in enumerate(self._queues):
             depth.add_metric([queue], sum(replies[i * steps : (i + 1) * steps]))
         yield depth

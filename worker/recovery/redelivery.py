@@ -13,7 +13,9 @@ Run by one worker at a time (under ``WorkerLease``'s lock), every renewal period
   unacknowledged deliveries (one server-side scan); one found nowhere is sent again, from what
   the web recorded (``contract.task_record``), under the same task id. A message sent twice
   costs nothing: the second delivery finds the task running (and waits) or ended (and stops).
-  Open entries of tasks that have ended, or whose record is gone, are dropped on the way.
+  Open entries of tasks that have ended, or whose record is gone, are dropped on the way;
+- at the same pace, ``heal_user_slots`` frees the per-user active-task slots (``app.caps``) of
+  tasks that ended or vanished without giving theirs back.
 
 With RabbitMQ as the broker there is no such window (a delivery is the broker's until it is
 acknowledged, and a lost connection returns it), and nothing to scan: only the first part runs.
@@ -41,6 +43,8 @@ RESEND_EVERY = 3
 CANDIDATES_PER_PASS = 200
 #: Messages a scan reads at most; past it, nothing it did not find is sent again.
 SCAN_LIMIT = 50_000
+#: Seconds a user's active-task slot may exist before its task is recorded.
+SLOT_GRACE = 30
 
 # KEYS: queue lists..., the unacknowledged deliveries' hash (last). ARGV: limit, task ids...
 # Returns {'done' or 'partial', ids found nowhere...}.
@@ -96,12 +100,15 @@ class DeliveryRecovery:
             connection.ensure_connection(max_retries=1)
             channel: Any = connection.default_channel
             if not hasattr(channel, "unacked_key"):  # not kombu's Redis transport
+                if self._passes % RESEND_EVERY == 0:
+                    self.heal_user_slots()
                 return 0, 0
             broker = channel.client  # the broker's Redis, which may not be REDIS_URL's
             restored = self.restore_lapsed(channel, broker)
             resent = 0
             if self._passes % RESEND_EVERY == 0:
                 resent = self.resend_lost(channel, broker)
+                self.heal_user_slots()
         return restored, resent
 
     def restore_lapsed(self, channel: Any, broker: Any) -> int:
@@ -224,6 +231,44 @@ class DeliveryRecovery:
                     pipe.hdel(keys.task_record(task_id), KWARGS)
                 pipe.execute()
         return unattended
+
+    def heal_user_slots(self) -> int:
+        """Free the active-task slots of tasks that ended or vanished without giving theirs
+        back (Redis lost them, a web process died between taking the slot and queueing the
+        task); how many. A slot younger than ``SLOT_GRACE`` is left alone: its task may not be
+        recorded yet."""
+        sampled: Any = self._client.srandmember(keys.USERS_WITH_ACTIVE_TASKS, 50)
+        users = [_text(u) for u in sampled or ()]
+        freed = 0
+        for user_id in users:
+            active = keys.user_active_tasks(user_id)
+            ceiling = time.time() - SLOT_GRACE
+            old: Any = self._client.zrangebyscore(active, 0, ceiling)
+            task_ids = [_text(t) for t in old]
+            if not task_ids:
+                if not self._client.zcard(active):
+                    self._client.srem(keys.USERS_WITH_ACTIVE_TASKS, user_id)
+                continue
+            with self._client.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.xrevrange(keys.task_events(task_id), count=1)
+                    pipe.exists(keys.task_record(task_id))
+                replies = pipe.execute()
+            gone = [
+                task_id
+                for i, task_id in enumerate(task_ids)
+                if _ended(replies[2 * i]) or not replies[2 * i + 1]
+            ]
+            if gone:
+                with self._client.pipeline(transaction=False) as pipe:
+                    pipe.zrem(active, *gone)
+                    pipe.zrem(keys.user_urgent_tasks(user_id), *gone)
+                    pipe.execute()
+                freed += len(gone)
+                log_event(
+                    logger, logging.WARNING, "user_slots_freed", user_id=user_id, count=len(gone)
+                )
+        return freed
 
 
 def _ended(last: Any) -> bool:

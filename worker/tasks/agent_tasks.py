@@ -36,12 +36,14 @@ from worker.tasks.base_task import BaseTask
 from worker.tasks.outcome import (
     Cancelled,
     Completed,
+    Deferred,
     DeliveryOutcome,
     Failed,
     OutcomeNotStoredError,
     Retrying,
     Skipped,
 )
+from worker.tasks.rate_limits import RESERVED_HEADER
 
 logger = logging.getLogger("agent_service.tasks")
 
@@ -57,6 +59,8 @@ class AgentTask(BaseTask):
         settings = process.settings
         task_id = str(self.request.id)
         soft_limit, _ = settings.time_limits(TIME_LIMITS[self.name])
+        headers = self.request.headers or {}
+        reserved = headers.get(RESERVED_HEADER)
         delivery = Delivery(
             task_id=task_id,
             task_name=self.name,
@@ -65,6 +69,7 @@ class AgentTask(BaseTask):
             retries=int(self.request.retries),
             max_retries=int(self.max_retries or 0),
             soft_limit=soft_limit,
+            reserved_start=float(reserved) if reserved is not None else None,
         )
         metrics = process.metrics
         waited = self._time_queued()
@@ -75,6 +80,7 @@ class AgentTask(BaseTask):
             settings=settings,
             watcher=process.cancel_watcher,
             lease=process.lease,
+            rates=process.rates,
             observer=AttemptObserver(
                 task_id, tokens=metrics.tokens.labels(self.name), progress=process.progress.report
             ),
@@ -104,11 +110,25 @@ class AgentTask(BaseTask):
                 raise
             except Exception as exc:  # the broker did not take the next attempt: run this again
                 raise Reject(exc, requeue=True) from exc
-        if isinstance(outcome, Cancelled):
+        if isinstance(outcome, Deferred):
+            self._come_back(outcome)
+        elif isinstance(outcome, Cancelled):
             log_event(logger, logging.INFO, "task_cancelled", task_id=task_id, task=self.name)
         elif isinstance(outcome, Skipped):
             pass
         raise Ignore()
+
+    def _come_back(self, deferred: Deferred) -> None:
+        """Send this delivery again to start after ``deferred.delay`` (its rate limit's turn),
+        as the same task with the same retries: a reserved start rides in a header."""
+        headers = dict(self.request.headers or {})
+        headers.pop(RESERVED_HEADER, None)
+        if deferred.reserved:
+            headers[RESERVED_HEADER] = repr(deferred.start_at)
+        try:
+            self.signature_from_request(countdown=deferred.delay, headers=headers).apply_async()
+        except Exception as exc:  # the broker did not take it: deliver this one again
+            raise Reject(exc, requeue=True) from exc
 
     def _time_queued(self) -> float | None:
         """Seconds since the task was sent (the ``sent_at`` header our producers add) or, for a
@@ -130,6 +150,7 @@ _OUTCOME_NAMES: dict[type[DeliveryOutcome], str] = {
     Cancelled: "cancelled",
     Retrying: "retrying",
     Skipped: "skipped",
+    Deferred: "deferred",
 }
 
 

@@ -17,6 +17,7 @@ exception, a retry, ``Ignore``). Nothing here knows Celery.
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ from worker.settings import WorkerSettings
 from worker.tasks.outcome import (
     Cancelled,
     Completed,
+    Deferred,
     DeliveryOutcome,
     Failed,
     Outcome,
@@ -62,6 +64,7 @@ from worker.tasks.outcome import (
     Retrying,
     Skipped,
 )
+from worker.tasks.rate_limits import RateGate
 from worker.tasks.retry_policy import retry_countdown
 
 logger = logging.getLogger("agent_service.tasks")
@@ -99,6 +102,8 @@ class Delivery:
     max_retries: int
     #: The soft time limit of the agent's run (seconds).
     soft_limit: float
+    #: The start time this delivery reserved under its task's rate limit, if it did.
+    reserved_start: float | None = None
 
 
 class AgentAttempt:
@@ -109,6 +114,7 @@ class AgentAttempt:
         settings: WorkerSettings,
         watcher: CancelWatcher,
         lease: WorkerLease,
+        rates: dict[str, float],
         observer: AttemptObserver | None = None,
     ) -> None:
         self.delivery = delivery
@@ -116,12 +122,17 @@ class AgentAttempt:
         self._settings = settings
         self._watcher = watcher
         self._lease = lease
+        self._rates = rates
         self._run = uuid.uuid4().hex
         self._content = ""  # the answer so far, for a cancel or a timeout
 
     async def __call__(self, loop: LoopResources) -> DeliveryOutcome:
         task_id = self.delivery.task_id
         settings = self._settings
+        if self.delivery.reserved_start is None and self.delivery.task_name in self._rates:
+            deferred = await self._admit(loop)
+            if deferred is not None:
+                return deferred
         claims = RunClaims(
             loop.redis,
             maxlen=settings.event_log_maxlen,
@@ -160,12 +171,35 @@ class AgentAttempt:
             await self._audit(loop, _AUDIT_ACTIONS[type(outcome)], _audit_details(outcome))
         return outcome
 
+    async def _admit(self, loop: LoopResources) -> Deferred | None:
+        """None when the task's rate limit lets it start now; else when to come back."""
+        gate = RateGate(
+            loop.redis, rates=self._rates, user_horizon=self._settings.rate_limit_user_horizon
+        )
+        user_id = _text(self.delivery.kwargs.get("user_id")) or ""
+        try:
+            admission = await ride_out(
+                lambda: gate.admit(self.delivery.task_name, user_id=user_id),
+                limit=self._settings.redis_outage_limit,
+                what="asking the rate limit",
+            )
+        except OutageTooLongError as exc:
+            raise OutcomeNotStoredError(str(exc)) from exc
+        if admission.delay <= 0:
+            return None
+        return Deferred(
+            delay=admission.delay,
+            reserved=admission.reserved,
+            start_at=time.time() + admission.delay,
+        )
+
     async def _store(self, outcomes: OutcomeWriter, outcome: Outcome) -> Outcome:
         """Store ``outcome``; one that cannot be encoded (an agent returned what JSON cannot
         carry: a lone surrogate, an integer beyond 64 bits, nesting past 255 levels) fails the
         task with a clear error instead, so the stream always ends."""
+        user_id = _text(self.delivery.kwargs.get("user_id"))
         try:
-            await outcomes.write(self.delivery.task_id, outcome, run=self._run)
+            await outcomes.write(self.delivery.task_id, outcome, run=self._run, user_id=user_id)
         except (TypeError, ValueError) as exc:
             failed = Failed(
                 ResultNotStorableError(
@@ -173,7 +207,7 @@ class AgentAttempt:
                     f"as JSON: {exc}"
                 )
             )
-            await outcomes.write(self.delivery.task_id, failed, run=self._run)
+            await outcomes.write(self.delivery.task_id, failed, run=self._run, user_id=user_id)
             return failed
         return outcome
 
@@ -244,15 +278,12 @@ class AgentAttempt:
         delivery = self.delivery
         request = parse_request(**delivery.kwargs)
 
-        async def report_progress(meta: dict[str, Any], *, urgent: bool = True) -> None:
+        async def report_progress(meta: dict[str, Any]) -> None:
             record = celery_meta.encode_meta(delivery.task_id, celery_meta.PROGRESS, meta)
             publisher.state_with_next(record)  # written with the event, in one round trip
             if self._observer is not None:
                 self._observer.progressed(meta)
-            if urgent:
-                await publisher.publish(EventType.PROGRESS, meta)
-            else:
-                await publisher.queue(EventType.PROGRESS, meta)
+            await publisher.queue(EventType.PROGRESS, meta)
 
         session = await load_history(
             loop.database,  # opened only if the task names a session

@@ -58,6 +58,17 @@ class Retrying:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """The task may not start yet (its rate limit): it goes back to its queue for ``delay``."""
+
+    delay: float
+    #: A start time is reserved for it: when it comes back it starts without asking again.
+    reserved: bool
+    #: The reserved start time (Unix seconds), when ``reserved``.
+    start_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """This delivery did not run the task: it had ended already."""
 
@@ -67,7 +78,7 @@ class Skipped:
 
 
 Outcome = Completed | Failed | Cancelled | Retrying
-DeliveryOutcome = Outcome | Skipped
+DeliveryOutcome = Outcome | Skipped | Deferred
 
 
 #: Celery stores a revoked task's result as the ``TaskRevokedError`` it raises for it.
@@ -163,9 +174,12 @@ class OutcomeWriter:
         self._state_expires = state_expires
         self._outage_limit = outage_limit
 
-    async def write(self, task_id: str, outcome: Outcome, *, run: str) -> bool:
-        """Store ``outcome`` and release the run's claim; False when the log had ended already
-        (another run's outcome stands)."""
+    async def write(
+        self, task_id: str, outcome: Outcome, *, run: str, user_id: str | None = None
+    ) -> bool:
+        """Store ``outcome`` and release the run's claim (and, once the task ends, its slot
+        among ``user_id``'s active tasks); False when the log had ended already (another run's
+        outcome stands)."""
         write = _write_for(outcome)
         record = celery_meta.encode_meta(task_id, write.state, write.result)
         in_script = self._backend is self._redis
@@ -180,7 +194,9 @@ class OutcomeWriter:
         args += event_args(write.events)
         written = bool(
             await self._ride_out(
-                lambda: self._end(task_id, task_keys, args, terminal=write.terminal)
+                lambda: self._end(
+                    task_id, task_keys, args, terminal=write.terminal, user_id=user_id
+                )
             )
         )
         if written and not in_script:
@@ -194,17 +210,21 @@ class OutcomeWriter:
         args: list[bytes | str | int],
         *,
         terminal: bool,
+        user_id: str | None,
     ) -> object:
         """One round trip: the script, and for a task that ends, its leaving the open tasks
-        (and its record letting go of the kwargs it kept for a resend). Those two are not in
-        the script: they are not in the task's hash slot, and a worker that dies between the
-        two leaves the open entry to the recovery, which finds the log ended."""
+        and its user's active tasks (and its record letting go of the kwargs it kept for a
+        resend). Those are not in the script: they are not in the task's hash slot, and a worker
+        that dies between the two leaves them to the recovery, which finds the log ended."""
         commands: list[lean_pipeline.Command] = [
             ("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
         ]
         if terminal:
             commands.append(("ZREM", keys.OPEN_TASKS, task_id))
             commands.append(("HDEL", keys.task_record(task_id), KWARGS))
+            if user_id:
+                commands.append(("ZREM", keys.user_active_tasks(user_id), task_id))
+                commands.append(("ZREM", keys.user_urgent_tasks(user_id), task_id))
         for _ in range(2):
             replies = await lean_pipeline.execute(self._redis, commands)
             if not isinstance(replies[0], NoScriptError):

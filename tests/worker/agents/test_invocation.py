@@ -36,7 +36,7 @@ class Reports:
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
 
-    async def __call__(self, meta: dict[str, Any], *, urgent: bool = True) -> None:
+    async def __call__(self, meta: dict[str, Any]) -> None:
         self.calls.append((meta["progress"], meta["stage"]))
 
 

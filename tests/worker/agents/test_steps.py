@@ -18,8 +18,8 @@ class Stream:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any], bool]] = []
 
-    async def report(self, meta: dict[str, Any], *, urgent: bool = True) -> None:
-        self.events.append(("progress", meta, urgent))
+    async def report(self, meta: dict[str, Any]) -> None:
+        self.events.append(("progress", meta, False))
 
     async def queue(self, kind: EventType, payload: dict[str, Any]) -> None:
         self.events.append((kind.value, payload, False))

@@ -1,0 +1,50 @@
+"""Rate limits mean per deployment: two worker processes together start tasks at the rate the
+setting names, within 10%, and a task over the limit waits its turn in the queue."""
+
+import redis
+
+from contract import keys
+from scripts.embedded_redis import EmbeddedRedis
+from tests.support import redis_databases
+from tests.support.polling import poll_until_done, submit
+from tests.support.stack import redis_db_url, start_web, start_worker
+
+RATE_PER_SECOND = 4
+TASKS = 40
+
+
+def _started_at(raw: redis.Redis, task_id: str) -> float:
+    """When the task started running: the id of its log's ``running`` status (milliseconds)."""
+    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
+        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
+            return int(entry_id.split(b"-")[0]) / 1000
+    raise AssertionError(f"task {task_id} never ran")
+
+
+def test_two_workers_together_hold_the_deployment_wide_rate(redis_server: EmbeddedRedis) -> None:
+    url = redis_db_url(redis_server.url, redis_databases.RATE_LIMIT)
+    env = {
+        "AGENT_TASK_RATE_LIMIT": f"{RATE_PER_SECOND * 60}/m",
+        "ECHO_WORD_DELAY": "0",
+        "WORKER_CONCURRENCY": "20",
+    }
+    workers = [start_worker(url, env=env, concurrency=20) for _ in range(2)]
+    web = start_web(url)
+    raw = redis.Redis.from_url(url)
+    try:
+        task_ids = [submit(web.client, "echo", f"task {n}") for n in range(TASKS)]
+        finals = [poll_until_done(web.client, t, timeout=60) for t in task_ids]
+        starts = sorted(_started_at(raw, t) for t in task_ids)
+        logs = [worker.output(tail=10**7) for worker in workers]
+    finally:
+        raw.close()
+        web.stop()
+        for worker in workers:
+            worker.stop()
+
+    assert [f["status"] for f in finals] == ["completed"] * TASKS
+    rate = (TASKS - 1) / (starts[-1] - starts[0])
+    ran = [sum(f"task_succeeded task_id={t}" in log for t in task_ids) for log in logs]
+    print(f"{rate:.2f} starts/s for a limit of {RATE_PER_SECOND}/s; tasks per worker: {ran}")
+    assert abs(rate - RATE_PER_SECOND) <= 0.1 * RATE_PER_SECOND
+    assert all(count > 0 for count in ran), "both workers took part"
