@@ -98,8 +98,11 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
-async def _cap_reached(_: Request, exc: Exception) -> JSONResponse:
+async def _cap_reached(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CapReachedError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.refused(exc.cap)  # agent_service_http_refused_by_cap_total (app.metrics)
     return JSONResponse(
         {"detail": exc.detail, "cap": exc.cap, "limit": exc.limit},
         status_code=429,

@@ -6,7 +6,8 @@
 - open event streams, events delivered to stream clients, tasks the relay hub is subscribed to,
   listeners, and the hub's Redis connections: read once a second from the relay and the hub by
   ``WebMetrics.follow`` (nothing is counted per event on the relay's path);
-- requests refused with ``429``, by the cap that refused them (``refused``).
+- requests refused with ``429``, by the cap that refused them (``refused``, called by the
+  handler of ``CapReachedError`` in ``app.errors``).
 
 Each ``create_app`` has a registry of its own. Several web processes behind one port (``uvicorn
 --workers N``, gunicorn) are summed when ``PROMETHEUS_MULTIPROC_DIR`` names a directory they

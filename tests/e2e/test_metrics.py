@@ -172,7 +172,7 @@ def test_prefork_children_are_counted_when_they_are_replaced(
     assert metrics.value("agent_service_tokens_streamed_total", task) == 12
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def production_web(redis_server: EmbeddedRedis) -> Iterator[WebServer]:
     web = start_web(
         redis_db_url(redis_server.url, IDLE_DB),
@@ -181,6 +181,7 @@ def production_web(redis_server: EmbeddedRedis) -> Iterator[WebServer]:
             "TOKEN_SECRET": "s" * 48,
             "METRICS_TOKEN": "scrape-secret",
             "METRICS_ALLOWED_NETWORKS": "10.0.0.0/8",
+            "MAX_TOKEN_MINTS_PER_MINUTE": "1",
         },
     )
     try:
@@ -201,3 +202,27 @@ def test_metrics_need_the_token_in_production(production_web: WebServer) -> None
     assert wrong.status_code == 403
     assert allowed.status_code == 200
     assert "agent_service_http_requests_total" in allowed.text
+
+
+def test_refusals_are_counted_by_the_cap_that_refused(production_web: WebServer) -> None:
+    client = production_web.client
+    scrape_headers = {"Authorization": "Bearer scrape-secret"}
+    before = scrape(f"{production_web.base_url}/metrics", headers=scrape_headers)
+
+    minted = client.post("/api/v1/auth/token", headers=headers_for("alice"))
+    refused = client.post("/api/v1/auth/token", headers=headers_for("alice"))
+
+    assert (minted.status_code, refused.status_code) == (200, 429)
+    after = scrape(f"{production_web.base_url}/metrics", headers=scrape_headers)
+    assert _delta(after, before, "agent_service_http_refused_by_cap_total", cap="token_mints") == 1
+    assert (
+        _delta(
+            after,
+            before,
+            "agent_service_http_requests_total",
+            route="/api/v1/auth/token",
+            method="POST",
+            status="429",
+        )
+        == 1
+    )
