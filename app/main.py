@@ -79,6 +79,7 @@ def tune_garbage_collector() -> None:
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_safe()
+    settings.align_celery_environment()  # the producer's broker URL, TLS policy included
     authenticator = ApiKeyAuthenticator.from_setting(settings.api_keys.get_secret_value())
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     tokens = TokenService(secret)

@@ -13,6 +13,7 @@ applies the same policy. The web and worker settings extend this class so the
 two sides can never resolve the same environment to different servers.
 """
 
+import os
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -109,3 +110,18 @@ class RedisSettings(BaseSettings):
     @property
     def result_backend_url(self) -> str:
         return self._normalised(self.celery_result_backend or self.redis_url)
+
+    def align_celery_environment(self) -> None:
+        """Make ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND``, where they are set, say what
+        these settings resolved them to (the certificate policy included).
+
+        Celery reads those two variables before its own configuration, so a ``rediss://`` URL
+        given there would reach kombu and the result backend as it was written: the backend
+        refuses it without ``ssl_cert_reqs``, and kombu connects without checking the
+        certificate. Call it before a Celery app connects."""
+        for name, value in (
+            ("CELERY_BROKER_URL", self.broker_url),
+            ("CELERY_RESULT_BACKEND", self.result_backend_url),
+        ):
+            if os.environ.get(name):
+                os.environ[name] = value

@@ -32,12 +32,15 @@ celery_app = Celery(
 
 @celery_app.on_configure.connect
 def _configure(sender: "Celery[Any]", **_: Any) -> None:
-    sender.conf.update(celery_config(get_settings()))
+    settings = get_settings()
+    settings.align_celery_environment()
+    sender.conf.update(celery_config(settings))
 
 
 def create_celery_app(settings: WorkerSettings) -> "Celery[Any]":
     """A Celery app configured from ``settings``, for a program that sends tasks or reads their
     results (the worker, beat and ``celery`` commands use ``celery_app``)."""
+    settings.align_celery_environment()
     app: Celery[Any] = Celery("agent_service", task_cls=BaseTask)
     app.conf.update(celery_config(settings))
     return app

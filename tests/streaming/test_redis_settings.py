@@ -1,5 +1,7 @@
 """``normalise_redis_url``: TLS URLs usable by both redis-py and Celery; the rest untouched."""
 
+import os
+
 import pytest
 
 from streaming.redis_settings import RedisSettings, normalise_redis_url
@@ -113,3 +115,20 @@ def test_empty_cert_reqs_setting_means_the_url_decides(monkeypatch: pytest.Monke
     settings = RedisSettings(_env_file=None)  # type: ignore[call-arg]
 
     assert settings.redis_url_normalised.endswith("?ssl_cert_reqs=optional")
+
+
+def test_celery_variables_are_rewritten_to_the_resolved_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery reads them before its configuration: a raw rediss:// URL there would skip the
+    certificate policy."""
+    monkeypatch.setenv("CELERY_BROKER_URL", "rediss://broker.example.com:6380/0")
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    settings = RedisSettings(_env_file=None, redis_ssl_cert_reqs="none")  # type: ignore[call-arg]
+
+    settings.align_celery_environment()
+
+    assert os.environ["CELERY_BROKER_URL"] == (
+        "rediss://broker.example.com:6380/0?ssl_cert_reqs=none"
+    )
+    assert "CELERY_RESULT_BACKEND" not in os.environ
