@@ -36,6 +36,7 @@ from storage.revocations import RevocationList
 from storage.sessions import SessionStore
 from streaming.event_log import EventLog
 from streaming.hub import EventHub
+from streaming.redis_retry import reconnect_retry
 from worker.agents.catalog import AgentSpec
 
 CLIENT_NAME = "agent-service:web"
@@ -74,6 +75,7 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
         client_name=name,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=reconnect_retry(),  # connections pooled before a Redis restart are dead
     )
     return Redis(connection_pool=pool)
 
