@@ -5,8 +5,11 @@ The hub (``streaming.hub``) owns the pub/sub connection and offers each announce
 a cursor: first what the log holds, then what is announced, dropping ids it already yielded. When
 its bounded buffer overflows, or when the hub finds the log ahead of it (announcements lost), it
 goes back to the log. A log read that fails (Redis restarting, the pool's connections all busy)
-is retried with a growing pause, never ending the stream early. It knows the hub only as the
-``detach`` callable it is given, which it calls exactly once, however it ends.
+is retried with a growing pause, never ending the stream early. A log that is gone although
+events of it were yielded (Redis came back without its data, or the log expired) can never
+continue: the stream ends with an ``error`` event of type ``TaskLost`` instead of waiting
+forever. It knows the hub only as the ``detach`` callable it is given, which it calls exactly
+once, however it ends.
 """
 
 import asyncio
@@ -20,7 +23,7 @@ import anyio
 from redis.exceptions import RedisError
 
 from streaming.event_log import EventLogReader
-from streaming.events import Event, parse_event_id
+from streaming.events import Event, EventType, encode_payload, parse_event_id
 
 logger = logging.getLogger("agent_service.streaming.subscription")
 T = TypeVar("T")
@@ -38,6 +41,20 @@ async def _retrying(read: Callable[[], Awaitable[T]], *, task_id: str) -> T:
                 logger.warning("log read failed task=%s (%r); retrying", task_id, exc)
             await anyio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+#: The ``error`` payload of a stream whose log vanished (polling then answers 404).
+TASK_LOST = {
+    "type": "TaskLost",
+    "message": "the task's events are gone (Redis lost its data, or they expired); its outcome "
+    "is unknown: submit it again",
+}
+
+
+def lost_event(after: str) -> Event:
+    """The terminal event that ends a stream whose log vanished after event ``after``."""
+    ms, seq = parse_event_id(after)
+    return Event(f"{ms}-{seq + 1}", EventType.ERROR, encode_payload(TASK_LOST))
 
 
 class Listener:
@@ -164,7 +181,11 @@ class Subscription:
                         break
                 if not page and cursor is not None:
                     last = await _retrying(partial(reader.last, task_id), task_id=task_id)
-                    if last is not None and last.terminal and last.order <= listener.seen:
+                    if last is None:  # events were read from it, and it is gone
+                        logger.warning("event log vanished task=%s; ending its stream", task_id)
+                        yield [lost_event(cursor)]
+                        return
+                    if last.terminal and last.order <= listener.seen:
                         return  # a reconnect after the end: nothing more will come
                 # Live announcements, until lagging sends us back to the log.
                 while not listener.lagging:
