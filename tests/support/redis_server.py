@@ -287,14 +287,19 @@ class RedisServer:
             process.wait()
 
     @contextlib.contextmanager
-    def outage(self) -> Iterator[float]:
-        """SIGKILL the server, run the block (the outage; it yields when the kill happened), then
-        start it again on the same port."""
+    def outage(self, *, lasting: float = 0.0) -> Iterator[float]:
+        """SIGKILL the server, run the block (it gets the time of the kill), then start it again
+        on the same port, once the block is done and at least ``lasting`` seconds after the
+        kill: how long Redis stays away is part of the scenario (a restart takes a couple of
+        seconds), not a way to wait for something."""
         self.kill()
         killed_at = time.monotonic()
         try:
             yield killed_at
         finally:
+            remaining = killed_at + lasting - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
             self.start()
 
     def persist_now(self, *, timeout: float = 10.0) -> None:
