@@ -313,7 +313,6 @@ def test_open_stream_resumes_and_ends_after_redis_restarts_from_aof(
         log = BlockingEventLog(aof_redis.client(), maxlen=1000, ttl=3600)
         log.append(task_id, [(EventType.STATUS, {"status": "running"})])
         log.append(task_id, [(EventType.CHUNK, {"text": "before ", "index": 0})])
-        aof_redis.persist_now()
         log.redis.close()
         stream = BackgroundStream(pool, web, task_id)
         stream.wait_open()
@@ -361,8 +360,6 @@ def _run_tasks_through_a_restart(
         wait_for(lambda: len(llm.calls(key)) >= count, timeout=60)
         for stream in streams:
             stream.wait_open()
-        if server.persistence == "aof":
-            server.persist_now()
         with server.outage(lasting=OUTAGE_SECONDS):
             worker.wait_for_output(LOST_BROKER, timeout=30)
         back_ms = int(time.time() * 1000)

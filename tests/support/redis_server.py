@@ -2,9 +2,10 @@
 directory of its own, and either an append-only file (``appendonly yes``, ``appendfsync
 everysec``, as production runs it) or no persistence at all.
 
-``kill()`` sends SIGKILL (no shutdown, no final fsync: up to a second of writes may be lost, as
-in a real crash); ``start()`` again brings the server back on the same port, from its AOF when it
-has one, empty when it has none. ``outage()`` does both around a block.
+``kill()`` sends SIGKILL: no shutdown, and established connections are reset. What Redis had
+written to its AOF survives (the kernel holds it; ``everysec`` loses its last second only when
+the machine itself fails). ``start()`` again brings the server back on the same port, from its
+AOF when it has one, empty when it has none. ``outage()`` does both around a block.
 
 With ``tls=generate_tls(dir)``, the server listens for TLS only (``--port 0 --tls-port P``) with
 a server certificate signed by a CA the test generated, so ``rediss://`` runs end to end;
@@ -301,27 +302,6 @@ class RedisServer:
             if remaining > 0:
                 time.sleep(remaining)
             self.start()
-
-    def persist_now(self, *, timeout: float = 10.0) -> None:
-        """Make everything written so far survive a kill: rewrite the AOF (``BGREWRITEAOF``
-        writes and fsyncs a new base file) and wait until the rewrite is done, instead of
-        hoping that ``appendfsync everysec`` has run."""
-        assert self.persistence == "aof", "a server without persistence keeps nothing"
-        client = self.client()
-        try:
-            client.bgrewriteaof()
-
-            def done() -> bool:
-                info = client.info("persistence")
-                return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
-
-            deadline = time.monotonic() + timeout
-            while not done():
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"the AOF rewrite did not end in {timeout} s")
-                time.sleep(POLL_INTERVAL)
-        finally:
-            client.close()
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
