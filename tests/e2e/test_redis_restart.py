@@ -111,6 +111,16 @@ class BackgroundStream:
         assert self.first_event.wait(timeout), "the stream sent nothing"
 
 
+def _unacked(server: RedisServer) -> int:
+    """Deliveries the broker holds for a worker: an idle worker holds none (polling may show a
+    task completed a moment before the worker acknowledged it)."""
+    client = server.client()
+    try:
+        return int(client.hlen("unacked"))
+    finally:
+        client.close()
+
+
 def _events_after(server: RedisServer, task_id: str, wall_ms: int) -> list[int]:
     """The timestamps (ms) of the task's log entries written at or after ``wall_ms``."""
     client = server.client()
@@ -150,6 +160,7 @@ def test_idle_worker_runs_a_new_task_after_redis_restarts_from_aof(
         # A task before: the worker's clients hold connections that the restart kills.
         before = submit(web.client, "simple_llm_agent", key, stream=True)
         assert poll_until_done(web.client, before, timeout=60)["status"] == "completed"
+        wait_for(lambda: _unacked(aof_redis) == 0, timeout=30, message="the task is not acked")
         with aof_redis.outage(lasting=OUTAGE_SECONDS):
             worker.wait_for_output(LOST_BROKER, timeout=30)
         task_id = submit(web.client, "simple_llm_agent", key, stream=True)
@@ -185,6 +196,7 @@ def test_cancel_reaches_a_running_task_after_redis_restarts_from_aof(
         llm.script("before the restart", tokens=["done"])
         before = submit(web.client, "simple_llm_agent", "before the restart", stream=True)
         assert poll_until_done(web.client, before, timeout=60)["status"] == "completed"
+        wait_for(lambda: _unacked(aof_redis) == 0, timeout=30, message="the task is not acked")
         with aof_redis.outage(lasting=OUTAGE_SECONDS):
             worker.wait_for_output(LOST_BROKER, timeout=30)
         task_id = submit(web.client, "simple_llm_agent", key, stream=True)
@@ -367,9 +379,13 @@ def _run_tasks_through_a_restart(
         def running_again() -> bool:
             return all(_events_after(server, t, back_ms) or _ended(web, t) for t in task_ids)
 
-        wait_for(running_again, timeout=ENDING_TIMEOUT, message="tasks still silent")
+        worker.wait_until(running_again, timeout=ENDING_TIMEOUT, what="every task writing again")
         resumed_in = time.monotonic() - server.ready_at
-        wait_for(lambda: all(_ended(web, t) for t in task_ids), timeout=ENDING_TIMEOUT)
+        worker.wait_until(
+            lambda: all(_ended(web, t) for t in task_ids),
+            timeout=ENDING_TIMEOUT,
+            what="every task ended",
+        )
         finals = [poll_until_done(web.client, t, timeout=10) for t in task_ids]
         received = [s.events.result(timeout=30) for s in streams]
         alive = worker.alive()
