@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint pytest format clean bench
+.PHONY: install dev test test-fast lint pytest format clean bench
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.overhead --samples 20 --posts 2000
 	$(BIN)/python -m bench.scale --calls 200
 	$(BIN)/python -m bench.cancel_latency --tasks 20
+	$(BIN)/python -m bench.llm_client --calls 100 --rounds 2
 
 ## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer).
 dev: install
@@ -36,6 +37,10 @@ test: lint pytest
 
 pytest: install
 	$(BIN)/pytest
+
+## Lint, then the tests that start no process (seconds; the e2e suite is left out).
+test-fast: lint
+	$(BIN)/pytest -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,6 +19,8 @@ from app.services import Services
 from app.tokens import InvalidTokenError, TokenClaims
 
 CHALLENGE = {"WWW-Authenticate": 'ApiKey, Bearer realm="agent-service"'}
+#: Longest token a request may present (ours are a few hundred characters).
+MAX_TOKEN_LENGTH = 4096
 
 
 async def get_services(request: Request) -> Services:
@@ -85,7 +87,10 @@ async def stream_user(
     services: ServicesDep,
     x_api_key: ApiKeyHeader = None,
     authorization: AuthorizationHeader = None,
-    token: Annotated[str | None, Query(description="The token of the submit's stream_url.")] = None,
+    token: Annotated[
+        str | None,
+        Query(max_length=MAX_TOKEN_LENGTH, description="The token of the submit's stream_url."),
+    ] = None,
 ) -> Principal:
     """The caller of a task's stream: any credential ``current_user`` takes, or a token for this
     very task (in ``?token=`` or the bearer header). A token for another task answers 404, as if

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from streaming import keys
+from contract import keys
 
 TTL_SECONDS = 86_400
 MAX_KEY_LENGTH = 255

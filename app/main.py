@@ -16,12 +16,13 @@ from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.errors import install_error_handlers
 from app.log_redaction import install_token_redaction
+from app.openapi_document import install_openapi
 from app.routes import agents, auth, events, health, sessions, tasks
+from app.routes import console as console_routes
 from app.services import open_services
 from app.settings import WebSettings, get_settings
 from app.sse import DEFERRED_STREAM, SubscriptionResponse
 from app.tokens import TokenService
-from worker.agents.plugins import agent_catalog
 
 
 class AgentServiceApp(FastAPI):
@@ -73,15 +74,12 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     authenticator = ApiKeyAuthenticator.from_setting(settings.api_keys.get_secret_value())
     secret = settings.token_secret.get_secret_value() if settings.token_secret else None
     tokens = TokenService(secret)
-    catalog = agent_catalog(settings.agent_modules)  # a bad AGENT_MODULES stops us here
     logging.getLogger("agent_service").setLevel(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_token_redaction("uvicorn.access", "uvicorn.error")
-        async with open_services(
-            settings, catalog=catalog, authenticator=authenticator, tokens=tokens
-        ) as services:
+        async with open_services(settings, authenticator=authenticator, tokens=tokens) as services:
             app.state.services = services
             tune_garbage_collector()
             yield
@@ -91,13 +89,18 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Submit agent invocations, poll them, stream their answers.",
         lifespan=lifespan,
+        # A redirect to the path without its trailing slash repeats the query string, and with
+        # it a stream's token, in a Location header; an unknown path is a 404 instead.
+        redirect_slashes=False,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)
     app.include_router(events.router)
     app.include_router(auth.router)
     app.include_router(sessions.router)
+    app.include_router(console_routes.router)
     return app

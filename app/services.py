@@ -1,6 +1,7 @@
 """The clients the web process holds for its lifetime, opened in the lifespan and closed after.
 
-- ``redis``: owner records, the ``queued`` event, polling, readiness (at most
+- ``redis``: owner records, the ``queued`` event, polling, readiness, the agents workers
+  published (``catalog``) (at most
   ``REQUEST_CONNECTIONS`` connections, requests beyond wait for one);
 - ``backend``: Celery's result backend (the same client when both URLs agree);
 - ``relay``: the open SSE responses and the sweep that sends their heartbeats and drops stalled
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from app.agent_catalog import AgentCatalog
 from app.audit import AuditTrail
 from app.auth import ApiKeyAuthenticator
 from app.idempotency import IdempotencyStore
@@ -37,7 +39,6 @@ from storage.sessions import SessionStore
 from streaming.event_log import EventLog
 from streaming.hub import EventHub
 from streaming.redis_retry import reconnect_retry
-from worker.agents.catalog import AgentSpec
 
 CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
@@ -49,7 +50,7 @@ AUDIT_BATCH_WINDOW = 0.01
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: WebSettings
-    catalog: dict[str, AgentSpec]
+    catalog: AgentCatalog
     authenticator: ApiKeyAuthenticator
     tokens: TokenService
     redis: "Redis"
@@ -84,7 +85,6 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
 async def open_services(
     settings: WebSettings,
     *,
-    catalog: dict[str, AgentSpec],
     authenticator: ApiKeyAuthenticator,
     tokens: TokenService,
 ) -> AsyncIterator[Services]:
@@ -107,7 +107,7 @@ async def open_services(
         ):
             yield Services(
                 settings=settings,
-                catalog=catalog,
+                catalog=AgentCatalog(redis),
                 authenticator=authenticator,
                 tokens=tokens.bind(RevocationList(redis)),
                 redis=redis,

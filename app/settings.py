@@ -56,10 +56,31 @@ class WebSettings(RedisSettings, DatabaseSettings):
         description="Seconds without any stream open after which the relay closes its Redis "
         "connections.",
     )
-    agent_modules: str = Field(
-        default="",
-        description="Comma-separated modules whose AGENTS list adds agents (set it on the "
-        "workers too).",
+    http_max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers); larger ones get 431.",
+    )
+    http_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request head may take to arrive (from its first byte, or from the "
+        "connection's opening); then 408, or the connection closed if nothing came.",
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request body may take after its head; then 408."
+    )
+    # The Procfile passes these three to uvicorn, with the same defaults.
+    http_keep_alive_timeout: int = Field(
+        default=5, ge=1, description="Seconds an idle connection is kept between requests."
+    )
+    http_max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        description="Connections (streams included) one web process holds; more get 503.",
+    )
+    http_backlog: int = Field(
+        default=2048, ge=1, description="Connections waiting to be accepted (the listen queue)."
     )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)

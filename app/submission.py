@@ -6,14 +6,11 @@ blocking kombu call, so it runs in a worker thread to keep the event loop free.
 """
 
 from functools import partial
-from typing import Any
 
 import anyio.to_thread
 from celery import Celery
 
-INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
-INVOKE_AGENT_WITH_STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
-AGENT_QUEUE = "agent-tasks"
+from contract.tasks import AGENT_QUEUE, AgentTaskKwargs
 
 
 class SubmissionError(RuntimeError):
@@ -43,9 +40,13 @@ class TaskSubmitter:
     def __init__(self, producer: Celery) -> None:
         self._producer = producer
 
-    async def submit(self, task_name: str, *, task_id: str, kwargs: dict[str, Any]) -> None:
+    async def submit(self, task_name: str, *, task_id: str, kwargs: AgentTaskKwargs) -> None:
         send = partial(
-            self._producer.send_task, task_name, kwargs=kwargs, task_id=task_id, queue=AGENT_QUEUE
+            self._producer.send_task,
+            task_name,
+            kwargs=dict(kwargs),
+            task_id=task_id,
+            queue=AGENT_QUEUE,
         )
         try:
             await anyio.to_thread.run_sync(send)

@@ -1,31 +1,26 @@
 """Who owns a task: the record the web process writes before it queues anything.
 
 Celery's result backend cannot tell an unknown id from a queued task (both read as PENDING) and
-knows nothing of users, so every accepted task gets a small Redis hash (owner, agent, task name,
-creation time). No record means 404, for unknown ids and foreign producers' tasks alike; a record
-owned by someone else is 404 too, so ids cannot be probed. Records live as long as the task's
-event log (``RedisSettings.task_data_ttl``).
+knows nothing of users, so every accepted task gets a small Redis hash (``contract.task_record``:
+owner, agent, task name, creation time, and what was sent). No record means 404, for unknown ids
+and foreign producers' tasks alike; a record owned by someone else is 404 too, so ids cannot be
+probed. Records live as long as the task's event log (``RedisSettings.task_data_ttl``). Once the
+broker took the task, ``mark_sent`` says so and enters it among the open tasks, where the workers
+find a task whose message was lost.
 """
 
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 from redis.asyncio import Redis
 
 from app.errors import NotFoundError, ServiceUnavailableError
-from streaming import keys
+from contract import keys
+from contract.task_record import SENT, TaskRecord, decode_record, encode_record
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    task_id: str
-    owner: str
-    agent_id: str
-    task_name: str
-    created_at: float
 
 
 class TaskRecordStore:
@@ -36,30 +31,22 @@ class TaskRecordStore:
     async def create(self, record: TaskRecord) -> None:
         key = keys.task_record(record.task_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "owner": record.owner,
-                    "agent_id": record.agent_id,
-                    "task_name": record.task_name,
-                    "created_at": repr(record.created_at),
-                },
-            )
+            pipe.hset(key, mapping=encode_record(record))  # type: ignore[arg-type]
             pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def mark_sent(self, task_id: str) -> None:
+        """The broker took the task: it is open until a worker ends it."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.task_record(task_id), SENT, "1")
+            pipe.zadd(keys.OPEN_TASKS, {task_id: time.time()})
             await pipe.execute()
 
     async def get(self, task_id: str) -> TaskRecord | None:
         raw = await self._redis.hgetall(keys.task_record(task_id))
         if not raw:
             return None
-        fields = {_text(key): _text(value) for key, value in raw.items()}
-        return TaskRecord(
-            task_id=task_id,
-            owner=fields["owner"],
-            agent_id=fields["agent_id"],
-            task_name=fields["task_name"],
-            created_at=float(fields["created_at"]),
-        )
+        return decode_record(task_id, raw)
 
     async def get_owned(self, task_id: str, *, owner: str) -> TaskRecord | None:
         """The record if ``owner`` owns the task; None for unknown and foreign tasks alike."""
@@ -70,17 +57,23 @@ class TaskRecordStore:
         await self._redis.delete(keys.task_record(task_id))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def new_record(*, task_id: str, owner: str, agent_id: str, task_name: str) -> TaskRecord:
+def new_record(
+    *,
+    task_id: str,
+    owner: str,
+    agent_id: str,
+    task_name: str,
+    queue: str,
+    kwargs: Mapping[str, Any],
+) -> TaskRecord:
     return TaskRecord(
         task_id=task_id,
         owner=owner,
         agent_id=agent_id,
         task_name=task_name,
         created_at=time.time(),
+        queue=queue,
+        kwargs=kwargs,
     )
 
 

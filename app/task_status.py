@@ -15,9 +15,10 @@ import orjson
 from redis.asyncio import Redis
 
 from app.schemas import TaskError, TaskStatus, TaskStatusName
-from streaming import keys
+from contract import keys
+from contract.events import EventType
 from streaming.event_log import EventLogReader
-from streaming.events import Event, EventType
+from streaming.events import Event
 
 _STATUS_BY_STATE: dict[str, TaskStatusName] = {
     "PENDING": "queued",

@@ -63,8 +63,8 @@ from bench._common import (
     table,
     web_connections,
 )
+from contract.events import EventType
 from streaming.event_log import EventLog
-from streaming.events import EventType
 from tests.support.sse import events_path
 from tests.support.stack import WebServer, headers_for, start_web
 

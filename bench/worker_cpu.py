@@ -63,7 +63,7 @@ from bench._common import (
     token_texts,
     worker_env,
 )
-from streaming import keys
+from contract import keys
 from tests.support.processes import ManagedProcess
 from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 

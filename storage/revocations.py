@@ -9,7 +9,7 @@ import time
 
 from redis.asyncio import Redis
 
-from streaming.keys import REVOKED_TOKENS
+from contract.keys import REVOKED_TOKENS
 
 #: Seconds a revocation is kept past its token's expiry, for clocks that disagree.
 CLOCK_SKEW_GRACE = 300.0

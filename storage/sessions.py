@@ -92,6 +92,18 @@ class SessionStore:
         turns = [Turn(m.role, m.content, m.task_id, m.created_at) for m in messages]
         return SessionView(row.id, row.user_id, row.created_at, row.last_activity_at, turns)
 
+    async def answer_of(self, session_id: str, *, task_id: str) -> str | None:
+        """The answer ``task_id`` appended to the session, if it did (a delivery of a task that
+        got that far before its worker died)."""
+        async with self._db.session() as db:
+            return await db.scalar(
+                select(SessionMessage.content).where(
+                    SessionMessage.session_id == session_id,
+                    SessionMessage.task_id == task_id,
+                    SessionMessage.role == "assistant",
+                )
+            )
+
     async def append_exchange(
         self, session_id: str, *, user_id: str, task_id: str, message: str, answer: str
     ) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis
 from redis.asyncio import Redis
 
-from streaming import keys
+from contract import keys
 
 logger = logging.getLogger("agent_service.streaming.cancellation")
 

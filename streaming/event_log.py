@@ -12,60 +12,62 @@ far, then what the log holds: never a silent gap.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from streaming import keys
-from streaming.events import Event, EventType, encode_payload, parse_event_id
+from contract import keys
+from contract.events import EventType, lua_log_has_ended
+from streaming.events import Event, encode_payload, parse_event_id
 
-# KEYS: events, content, attempt. ARGV: channel, maxlen, ttl, unless_ended ('1': append nothing
-# if the log already ends with a terminal event), then (type, data, text, attempt)*.
-APPEND_SCRIPT = """
-local channel, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local ids = {}
-if ARGV[4] == '1' then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local fields = last[1][2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'e' and (fields[i + 1] == 'result' or fields[i + 1] == 'error'
-          or fields[i + 1] == 'cancelled') then
-        return ids
-      end
+#: A Lua function that appends events to a task's log: for each (type, data, text, attempt) in
+#: ``argv`` from index ``first``, XADD to the capped Stream, keep the answer so far (a chunk's text
+#: appended, a reset's content set, with its attempt) and PUBLISH the announcement; then refresh
+#: the expiry of the three keys. Returns the entry ids. Every script that writes events includes
+#: it, so there is one way to append.
+APPEND_FUNCTION = """
+local function append_events(log, content, attempt, channel, maxlen, ttl, argv, first)
+  local ids = {}
+  for i = first, #argv, 4 do
+    local kind, data, text, number = argv[i], argv[i + 1], argv[i + 2], argv[i + 3]
+    local id = redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'e', kind, 'd', data)
+    if kind == 'chunk' then
+      redis.call('APPEND', content, text)
+    elseif kind == 'reset' then
+      redis.call('SET', content, text)
+      redis.call('SET', attempt, number)
     end
+    redis.call('PUBLISH', channel, id .. '\\n' .. kind .. '\\n' .. data)
+    ids[#ids + 1] = id
   end
+  redis.call('EXPIRE', log, ttl)
+  redis.call('EXPIRE', content, ttl)
+  redis.call('EXPIRE', attempt, ttl)
+  return ids
 end
-for i = 5, #ARGV, 4 do
-  local kind, data, text, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'd', data)
-  if kind == 'chunk' then
-    redis.call('APPEND', KEYS[2], text)
-  elseif kind == 'reset' then
-    redis.call('SET', KEYS[2], text)
-    redis.call('SET', KEYS[3], attempt)
-  end
-  redis.call('PUBLISH', channel, id .. '\\n' .. kind .. '\\n' .. data)
-  ids[#ids + 1] = id
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
-return ids
 """
+
+# KEYS: events, content, attempt, and the task's Celery state key when ARGV[5] is not empty.
+# ARGV: channel, maxlen, ttl, unless_ended ('1': write nothing if the log already ends with a
+# terminal event), the Celery state to store ('' for none), its expiry, then events.
+APPEND_SCRIPT = (
+    APPEND_FUNCTION
+    + f"""
+if ARGV[4] == '1' and {lua_log_has_ended("KEYS[1]")} then
+  return {{}}
+end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6])
+end
+return append_events(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV, 7)
+"""
+)
 
 #: A new event: its type and its JSON-serialisable payload.
 NewEvent = tuple[EventType, Any]
 
 
-def script_call(
-    task_id: str, events: Sequence[NewEvent], *, maxlen: int, ttl: int, unless_ended: bool = False
-) -> tuple[list[str], list[bytes | str | int]]:
-    args: list[bytes | str | int] = [
-        keys.task_channel(task_id),
-        maxlen,
-        ttl,
-        "1" if unless_ended else "0",
-    ]
+def event_args(events: Sequence[NewEvent]) -> list[bytes | str]:
+    """``events`` as the (type, data, text, attempt) quadruples ``append_events`` reads."""
+    args: list[bytes | str] = []
     for kind, payload in events:
         text, attempt = "", ""
         if kind is EventType.CHUNK:
@@ -73,7 +75,31 @@ def script_call(
         elif kind is EventType.RESET:
             text, attempt = payload["content"], str(payload["attempt"])
         args += [kind.value, encode_payload(payload), text, attempt]
-    task_keys = [keys.task_events(task_id), keys.task_content(task_id), keys.task_attempt(task_id)]
+    return args
+
+
+def log_keys(task_id: str) -> list[str]:
+    """The keys ``append_events`` writes: the log, the answer so far, its attempt."""
+    return [keys.task_events(task_id), keys.task_content(task_id), keys.task_attempt(task_id)]
+
+
+def script_call(
+    task_id: str,
+    events: Sequence[NewEvent],
+    *,
+    maxlen: int,
+    ttl: int,
+    unless_ended: bool = False,
+    state: tuple[bytes, int] | None = None,
+) -> tuple[list[str], list[bytes | str | int]]:
+    """Keys and arguments of ``APPEND_SCRIPT``; ``state`` is the task's Celery state record and
+    its expiry, stored with the events (and, with ``unless_ended``, only if they are)."""
+    task_keys = log_keys(task_id)
+    args: list[bytes | str | int] = [keys.task_channel(task_id), maxlen, ttl]
+    args += ["1" if unless_ended else "0", state[0] if state else "", state[1] if state else 0]
+    if state is not None:
+        task_keys.append(keys.celery_task_meta(task_id))
+    args += event_args(events)
     return task_keys, args
 
 
@@ -82,42 +108,22 @@ def _ids(raw: Sequence[bytes | str]) -> list[str]:
 
 
 class EventLog:
-    """Appends events to task logs, from async code (the worker's loop, the web process)."""
+    """Appends events to task logs, from async code (the web process's ``queued``)."""
 
     def __init__(self, redis: "Redis", *, maxlen: int, ttl: int) -> None:
         self._script = redis.register_script(APPEND_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
 
-    async def append(self, task_id: str, events: Sequence[NewEvent]) -> list[str]:
-        """Append ``events`` in order; their entry ids."""
-        task_keys, args = script_call(task_id, events, maxlen=self._maxlen, ttl=self._ttl)
-        return _ids(await self._script(keys=task_keys, args=args))
-
-
-class BlockingEventLog:
-    """The same, for synchronous code (Celery's task hooks run outside any event loop)."""
-
-    def __init__(self, redis: "SyncRedis", *, maxlen: int, ttl: int) -> None:
-        self.redis = redis
-        self._script = redis.register_script(APPEND_SCRIPT)
-        self._maxlen = maxlen
-        self._ttl = ttl
-
-    def append(
+    async def append(
         self, task_id: str, events: Sequence[NewEvent], *, unless_ended: bool = False
     ) -> list[str]:
-        """Append ``events``; with ``unless_ended``, nothing if the log already ends with a
-        terminal event (returns no ids then)."""
+        """Append ``events`` in order; their entry ids (none if ``unless_ended`` found the log
+        ended)."""
         task_keys, args = script_call(
             task_id, events, maxlen=self._maxlen, ttl=self._ttl, unless_ended=unless_ended
         )
-        return _ids(self._script(keys=task_keys, args=args))
-
-    def content(self, task_id: str) -> str:
-        """The answer so far, as the log keeps it for late readers."""
-        raw = self.redis.get(keys.task_content(task_id))
-        return raw.decode() if isinstance(raw, bytes) else ""
+        return _ids(await self._script(keys=task_keys, args=args))
 
 
 def decode_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Event:

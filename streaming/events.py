@@ -8,26 +8,16 @@ built once per event, however many clients receive it.
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 import orjson
 
+from contract.events import TERMINAL_TYPES, EventType
 
-class EventType(StrEnum):
-    STATUS = "status"
-    PROGRESS = "progress"
-    CHUNK = "chunk"
-    RESET = "reset"
-    RESULT = "result"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_TYPES = frozenset({EventType.RESULT, EventType.ERROR, EventType.CANCELLED})
-
-_EVENT_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+#: ASCII digits only (``\d`` also matches other scripts' digits), the whole string (``$`` would
+#: let a trailing newline through).
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1  # Redis Stream ids are two unsigned 64-bit numbers
 
 
@@ -37,9 +27,10 @@ class InvalidEventIdError(ValueError):
 
 def parse_event_id(value: str) -> tuple[int, int]:
     """``"1700000000000-3"`` as a comparable pair; ``InvalidEventIdError`` otherwise."""
-    match = _EVENT_ID.match(value)
+    match = _EVENT_ID.fullmatch(value)
     if match is None or int(match[1]) > _MAX_PART or int(match[2]) > _MAX_PART:
-        raise InvalidEventIdError(f"{value[:40]!r} is not an event id (<milliseconds>-<sequence>)")
+        shown = value[:40].encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InvalidEventIdError(f"{shown!r} is not an event id (<milliseconds>-<sequence>)")
     return int(match[1]), int(match[2])
 
 

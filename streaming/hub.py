@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from streaming import keys
+from contract import keys
 from streaming.event_log import EventLogReader, decode_announcement
 from streaming.events import Event
 from streaming.subscription import Listener, Subscription

@@ -6,32 +6,42 @@ that arrive within it go out as one ``chunk`` event, so the client still receive
 character, in order, a few ms later at most. Any other event is queued after the pending
 chunks, so the order is kept across types, and is written at once. The writing itself is the
 loop's ``EventWriter``'s: it sends the queued events of every task on the loop in one round
-trip. Used as an async context manager
-inside the task's event loop; leaving it flushes.
+trip, numbering each task's batches so that one sent twice is applied once. If the log lost
+earlier batches (Redis came back without its last writes), the publisher sends a ``reset`` with
+the whole answer so far in their place. Used as an async context manager inside the task's event
+loop; leaving it flushes.
 """
 
+import uuid
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 
+from contract.events import EventType
 from streaming.event_log import NewEvent
-from streaming.event_writer import Batch, EventWriter, SetCommand
-from streaming.events import EventType
+from streaming.event_writer import Batch, EventWriter, Writes
 
 #: How long a publisher that ends with an error waits for its writes already on their way.
 IN_FLIGHT_WAIT = 5.0
 
 
 class TaskEventPublisher:
-    def __init__(self, writer: EventWriter, task_id: str) -> None:
+    def __init__(
+        self, writer: EventWriter, task_id: str, *, attempt: int = 1, run: str | None = None
+    ) -> None:
         self._writer = writer
         self.task_id = task_id
+        #: This run of the task, in the log's numbering of its batches.
+        self.run = run or uuid.uuid4().hex
+        self._attempt = attempt
         self._pending: list[str] = []  # chunk texts not yet sealed into an event
         self._queued: list[NewEvent] = []
-        self._sets: list[SetCommand] = []
+        self._state: bytes | None = None  # the newest Celery state record not yet sent
         self._content: list[str] = []
         self._next_index = 0
+        self._numbered = 0  # batches handed to the writer
+        self._resync = False  # the next batch starts with a reset that replaces a gap
         self._failure: Exception | None = None  # a failed write's error, not raised yet
         #: The first failed write's error: once set, nothing more is written (no gap in the
         #: log), and leaving without error raises it, even if the task caught it once.
@@ -55,23 +65,29 @@ class TaskEventPublisher:
     ) -> bool | None:
         """On success, everything is written before the task goes on (to store its result).
         On an error, what is not sent yet is dropped, and what is on its way is waited for:
-        none of it may land after the outcome the task's hooks publish next."""
+        none of it may land after the outcome written next."""
         if exc is None:
             await self.flush()
+            while self._last_batch is not None and self._resync_pending():
+                await self.flush()  # a gap found by the last batch: its reset goes out now
             if self._last_batch is not None:
                 await self._last_batch.written()  # batches go out in order: all ours are out
             if self._error is not None:
                 self._failure = None
                 raise self._error
             return None
-        self._writer.forget(self)
-        self._pending.clear()
-        self._queued.clear()
-        self._sets.clear()
+        self.discard()
         if self._taken_by is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(IN_FLIGHT_WAIT):
                 await self._taken_by.written()
         return None
+
+    def discard(self) -> None:
+        """Drop everything not sent yet (the task's outcome replaces it)."""
+        self._writer.forget(self)
+        self._pending.clear()
+        self._queued.clear()
+        self._state = None
 
     async def publish(self, kind: EventType, payload: Any) -> None:
         """Publish one event after any pending chunks (a ``reset`` restarts ``content``)."""
@@ -82,6 +98,18 @@ class TaskEventPublisher:
             self._content = [payload["content"]]
         self._note(await self._writer.flush(self))
         self._raise_failure()
+
+    async def queue(self, kind: EventType, payload: Any) -> None:
+        """Publish one event after any pending chunks, with the next batch (coalesced like
+        chunks: an agent's steps, which need not go out the very moment they happen)."""
+        self._raise_failure()
+        self._seal_chunk()
+        self._queued.append((kind, payload))
+        if self._writer.window <= 0:
+            self._note(await self._writer.flush(self))
+            self._raise_failure()
+        else:
+            self._note(self._writer.mark(self))
 
     async def chunk(self, text: str) -> None:
         """Queue ``text`` for the next chunk event (sent at once when there is no window)."""
@@ -96,14 +124,14 @@ class TaskEventPublisher:
         else:
             self._note(self._writer.mark(self))
 
-    def set_with_next(self, key: str, value: bytes, *, expires: int) -> None:
-        """``SET key value EX expires`` with the task's next events (in their round trip);
-        dropped with them if the task fails first."""
-        self._sets.append((key, value, expires))
+    def state_with_next(self, record: bytes) -> None:
+        """Store ``record`` as the task's Celery state with its next events (in their round
+        trip, and only if they are written); a newer record replaces one not sent yet."""
+        self._state = record
         self._note(self._writer.mark(self))
 
     async def flush(self) -> None:
-        if self._pending or self._queued or self._sets:
+        if self._pending or self._queued or self._state is not None or self._resync:
             self._note(await self._writer.flush(self))
 
     def _note(self, batch: Batch) -> None:
@@ -112,18 +140,37 @@ class TaskEventPublisher:
         if self._last_batch is None or batch.number > self._last_batch.number:
             self._last_batch = batch
 
-    def take_writes(self) -> tuple[list[NewEvent], list[SetCommand]]:
+    def _resync_pending(self) -> bool:
+        return self._resync and self._error is None
+
+    def take_writes(self) -> Writes | None:
         if self._error is not None:
-            return [], []
-        self._taken_by = self._writer.sending
+            return None
         self._seal_chunk()
+        if not self._queued and self._state is None and not self._resync:
+            return None
+        self._taken_by = self._writer.sending
         events, self._queued = self._queued, []
-        sets, self._sets = self._sets, []
-        return events, sets
+        resync, self._resync = self._resync, False
+        if resync:  # the reset carries every chunk so far: those queued too
+            reset = {"attempt": self._attempt, "content": self.content}
+            events = [(EventType.RESET, reset), *[e for e in events if e[0] is not EventType.CHUNK]]
+        state, self._state = self._state, None
+        self._numbered += 1
+        return Writes(events=events, state=state, number=self._numbered, resync=resync)
 
     def write_failed(self, error: Exception) -> None:
         if self._error is None:
             self._error = self._failure = error
+
+    def write_gap(self, writes: Writes) -> None:
+        """Earlier batches are missing from the log: send these events again, behind a reset
+        with the whole answer so far (their chunks are in it)."""
+        kept = [(kind, payload) for kind, payload in writes.events if kind is not EventType.CHUNK]
+        self._queued = [*[e for e in kept if e[0] is not EventType.RESET], *self._queued]
+        self._state = self._state or writes.state
+        self._resync = True
+        self._writer.mark(self)
 
     def _seal_chunk(self) -> None:
         if self._pending:

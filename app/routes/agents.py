@@ -15,31 +15,52 @@ from contextlib import suppress
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Path, Response, status
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import Principal
 from app.deps import CurrentUser, ServicesDep
 from app.errors import (
-    InvalidHeaderError,
     NotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    error_responses,
 )
-from app.idempotency import (
-    InvalidIdempotencyKeyError,
-    fingerprint,
-    validate_key,
-)
+from app.idempotency import MAX_KEY_LENGTH, fingerprint
 from app.schemas import AgentInfo, AgentList, InvokeRequest, TaskAccepted
 from app.services import Services
-from app.submission import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, SubmissionError
+from app.storable import printable
+from app.submission import SubmissionError
 from app.task_records import new_record
+from contract.events import EventType
+from contract.tasks import (
+    AGENT_QUEUE,
+    INVOKE_AGENT_ASYNC,
+    INVOKE_AGENT_WITH_STREAMING,
+    agent_task_kwargs,
+)
 from storage.audit import AuditAction, AuditOutcome
-from streaming.events import EventType
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+#: Longest agent id a path may name; agents' ids are short names.
+MAX_AGENT_ID_LENGTH = 128
+
+AgentId = Annotated[
+    str, Path(min_length=1, max_length=MAX_AGENT_ID_LENGTH, description="An id from GET /agents.")
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[ -~]+$",
+        description="Retry-safe submit: the same key and body within 24 h is one task "
+        f"(1 to {MAX_KEY_LENGTH} printable ASCII characters).",
+    ),
+]
 
 
 def task_urls(task_id: str, *, stream_token: str) -> tuple[str, str]:
@@ -47,33 +68,33 @@ def task_urls(task_id: str, *, stream_token: str) -> tuple[str, str]:
     return base, f"{base}/events?token={stream_token}"
 
 
-@router.get("")
+@router.get("", responses=error_responses(401, 503))
 async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
     return AgentList(
         agents=[
             AgentInfo(id=spec.id, description=spec.description)
-            for spec in services.catalog.values()
+            for spec in await services.catalog.all()
         ]
     )
 
 
-@router.post("/{agent_id}/invoke-async", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{agent_id}/invoke-async",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 404, 409, 413, 422, 429, 503),
+)
 async def invoke_async(
-    agent_id: str,
+    agent_id: AgentId,
     body: InvokeRequest,
     user: CurrentUser,
     services: ServicesDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submit: the same key and body within 24 h is one task.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> TaskAccepted:
-    if agent_id not in services.catalog:
-        raise NotFoundError(f"unknown agent {agent_id!r}; GET /api/v1/agents lists them")
+    if await services.catalog.get(agent_id) is None:
+        raise NotFoundError(
+            f"unknown agent {printable(agent_id, limit=64)!r}; GET /api/v1/agents lists them"
+        )
     settings = services.settings
     if len(body.message.encode()) > settings.max_message_bytes:
         raise PayloadTooLargeError(loc=("body", "message"), limit=settings.max_message_bytes)
@@ -140,10 +161,6 @@ async def _claim(
     services: Services, user_id: str, key: str, request_fingerprint: str, *, task_id: str
 ) -> str:
     try:
-        validate_key(key)
-    except InvalidIdempotencyKeyError as exc:
-        raise InvalidHeaderError(header="Idempotency-Key", message=str(exc)) from exc
-    try:
         return await services.idempotency.claim(
             user_id=user_id, key=key, request_fingerprint=request_fingerprint, task_id=task_id
         )
@@ -155,14 +172,21 @@ async def _create_and_queue(
     services: Services, *, user_id: str, agent_id: str, body: InvokeRequest, task_id: str
 ) -> None:
     task_name = INVOKE_AGENT_WITH_STREAMING if body.stream else INVOKE_AGENT_ASYNC
-    record = new_record(task_id=task_id, owner=user_id, agent_id=agent_id, task_name=task_name)
-    kwargs = {
-        "agent_id": agent_id,
-        "message": body.message,
-        "user_id": user_id,
-        "session_id": body.session_id,
-        "metadata": body.metadata,
-    }
+    kwargs = agent_task_kwargs(
+        agent_id=agent_id,
+        message=body.message,
+        user_id=user_id,
+        session_id=body.session_id,
+        metadata=body.metadata,
+    )
+    record = new_record(
+        task_id=task_id,
+        owner=user_id,
+        agent_id=agent_id,
+        task_name=task_name,
+        queue=AGENT_QUEUE,
+        kwargs=kwargs,
+    )
     try:
         await services.records.create(record)
         await services.events.append(task_id, [(EventType.STATUS, {"status": "queued"})])
@@ -174,6 +198,8 @@ async def _create_and_queue(
         with suppress(RedisError, OSError):  # the record expires anyway
             await services.records.delete(task_id)
         raise ServiceUnavailableError(f"{exc}; nothing was queued") from exc
+    with suppress(RedisError, OSError):  # queued: a task not marked sent is only not watched
+        await services.records.mark_sent(task_id)
 
 
 def _accepted(

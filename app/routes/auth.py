@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, status
 from redis.exceptions import RedisError
 
 from app.deps import ApiKeyHeader, CurrentUser, ServicesDep, current_user
-from app.errors import NotFoundError, ServiceUnavailableError
+from app.errors import NotFoundError, ServiceUnavailableError, error_responses
 from app.schemas import RevokeRequest, TokenIssued, TokenRequest, TokenRevoked
 from app.task_records import find_owned_task
 from app.tokens import InvalidTokenError
@@ -21,7 +21,7 @@ from storage.audit import AuditAction
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
-@router.post("/token")
+@router.post("/token", responses=error_responses(401, 404, 413, 422, 429, 503))
 async def issue_token(
     services: ServicesDep, x_api_key: ApiKeyHeader = None, body: TokenRequest | None = None
 ) -> TokenIssued:
@@ -70,7 +70,7 @@ async def issue_token(
     )
 
 
-@router.post("/revoke")
+@router.post("/revoke", responses=error_responses(400, 401, 404, 413, 422, 503))
 async def revoke_token(
     body: RevokeRequest, user: CurrentUser, services: ServicesDep
 ) -> TokenRevoked:

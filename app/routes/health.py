@@ -42,7 +42,11 @@ async def _database_ok(services: Services) -> bool:
     return True
 
 
-@router.get("/readyz", response_model=Health)
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Redis or the database did not answer."}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     redis_ok = await _redis_ok(services)
     database_ok = await _database_ok(services)

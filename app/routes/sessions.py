@@ -10,7 +10,7 @@ import re
 from fastapi import APIRouter, Response, status
 
 from app.deps import CurrentUser, ServicesDep
-from app.errors import NotFoundError
+from app.errors import NotFoundError, error_responses
 from app.schemas import SessionMessageOut, SessionOut
 from storage.audit import AuditAction
 from storage.sessions import SessionNotFoundError, SessionView
@@ -36,7 +36,7 @@ def _out(view: SessionView) -> SessionOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 413, 503))
 async def create_session(
     user: CurrentUser, services: ServicesDep, response: Response
 ) -> SessionOut:
@@ -51,7 +51,7 @@ async def create_session(
     return _out(view)
 
 
-@router.get("/{session_id}")
+@router.get("/{session_id}", responses=error_responses(401, 404, 503))
 async def get_session(session_id: str, user: CurrentUser, services: ServicesDep) -> SessionOut:
     if not SESSION_ID.fullmatch(session_id):
         raise NotFoundError("session not found")
@@ -62,7 +62,11 @@ async def get_session(session_id: str, user: CurrentUser, services: ServicesDep)
     return _out(view)
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404, 503),
+)
 async def delete_session(session_id: str, user: CurrentUser, services: ServicesDep) -> Response:
     if not SESSION_ID.fullmatch(session_id) or not await services.sessions.delete(
         session_id, user_id=user.user_id

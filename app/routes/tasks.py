@@ -6,7 +6,7 @@ Unknown ids, malformed ids and other users' tasks all get the same 404, never a 
 from fastapi import APIRouter, status
 
 from app.deps import CurrentUser, ServicesDep
-from app.errors import ServiceUnavailableError
+from app.errors import ServiceUnavailableError, error_responses
 from app.schemas import TaskStatus
 from app.services import Services
 from app.task_records import find_owned_task
@@ -26,13 +26,17 @@ async def _status(services: Services, task_id: str) -> TaskStatus:
         raise ServiceUnavailableError("task store unavailable") from exc
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id}", responses=error_responses(401, 404, 503))
 async def get_task(task_id: str, user: CurrentUser, services: ServicesDep) -> TaskStatus:
     await find_owned_task(services.records, task_id, owner=user.user_id)
     return await _status(services, task_id)
 
 
-@router.post("/{task_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{task_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 404, 413, 503),
+)
 async def cancel_task(task_id: str, user: CurrentUser, services: ServicesDep) -> TaskStatus:
     """Ask the task to stop; answers its status at once (``cancelled`` follows when it stops).
 

@@ -13,6 +13,7 @@ test can see that bad input queued nothing.
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -120,6 +121,16 @@ def idle_redis(idle_web: Stack) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+E2E_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e runs real processes: ``-m "not e2e"`` leaves it out."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)

@@ -7,17 +7,18 @@ import time
 import redis
 from celery import Celery
 
+from contract import keys
+from contract.tasks import INVOKE_AGENT_ASYNC
 from scripts.embedded_redis import EmbeddedRedis
-from streaming import keys
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done
+from tests.support.polling import poll_until_done, submit
 from tests.support.processes import wait_for
 from tests.support.sse import content_of, events_path, read_stream
 from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
 
 CRASH_DB, SHUTDOWN_DB = 5, 6
-INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
+
 LEASE_SECONDS = 3
 
 
@@ -139,12 +140,13 @@ def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(
     assert llm.calls(key)[0]["disconnected"] is False
 
 
-def test_a_delivery_after_the_outcome_was_stored_but_not_announced_completes_the_stream(
+def test_a_delivery_after_the_outcome_was_stored_makes_the_state_agree_without_the_llm(
     stack: Stack, llm: LLMControl
 ) -> None:
-    """The worker died between Celery storing the result and the hook publishing it: the next
-    delivery must not call the LLM again, and the stream must get its ``result`` at last."""
-    key = "stored, never announced"
+    """An acknowledgement lost with a connection (or a worker that died after writing the log's
+    outcome and before Celery's record, when that lives in another database): the next delivery
+    must not call the LLM again, and Celery's record must end up saying what the stream said."""
+    key = "stored, then delivered again"
     llm.script(key, tokens=["the", " first", " answer"])
     response = stack.web.client.post(
         "/api/v1/agents/simple_llm_agent/invoke-async",
@@ -156,19 +158,17 @@ def test_a_delivery_after_the_outcome_was_stored_but_not_announced_completes_the
     client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
     raw = redis.Redis.from_url(stack.redis_url)
     try:
-        # The state a worker killed right after storing the result leaves: no terminal event.
-        log = keys.task_events(task_id)
-        wait_for(lambda: raw.xrevrange(log, count=1)[0][1][b"e"] == b"result", timeout=5)
-        raw.xdel(log, raw.xrevrange(log, count=1)[0][0])
+        raw.delete(keys.celery_task_meta(task_id))  # Celery's record never written
         llm.reset()
         llm.script(key, tokens=["a", " second", " call"])
 
-        client.send_task(
+        again = client.send_task(
             INVOKE_AGENT_ASYNC,
             task_id=task_id,
             kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "alice"},
             queue="agent-tasks",
         )
+        assert again.get(timeout=20) == stored  # AsyncResult reads the restored record
         events = read_stream(stack.web.client, events_path(task_id), headers=headers_for("alice"))
     finally:
         raw.close()
@@ -179,4 +179,107 @@ def test_a_delivery_after_the_outcome_was_stored_but_not_announced_completes_the
     assert stored["content"] == "the first answer"
     assert [e.event for e in events].count("result") == 1
     assert llm.calls(key) == []
-    assert poll_until_done(stack.web.client, task_id)["result"] == stored
+
+
+LOST_DB, RECOVERER_DB, SAME_NAME_DB = 8, 9, 10
+
+
+def test_a_task_whose_message_was_lost_is_sent_again(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess
+) -> None:
+    """A worker killed between taking a message from the queue and recording it as delivered
+    (kombu's two round trips) leaves it nowhere: the task is sent again from its record."""
+    url = redis_db_url(redis_server.url, LOST_DB)
+    env = {**_llm_worker_env(llm_server), "WORKER_LEASE_SECONDS": "2"}
+    web = start_web(url)
+    raw = redis.Redis.from_url(url)
+    worker = None
+    try:
+        task_id = submit(web.client, "echo", "lost and found")  # no worker yet: it waits
+        assert raw.rpop("agent-tasks") is not None  # taken, as a dying worker's BRPOP takes it
+        worker = start_worker(url, env=env)
+        final = poll_until_done(web.client, task_id, timeout=60)
+        log = worker.output(tail=10**7)
+    finally:
+        if worker is not None:
+            worker.stop()
+        raw.close()
+        web.stop()
+
+    assert final["status"] == "completed"
+    assert final["result"]["content"] == "lost and found"
+    assert f"task_resent task_id={task_id}" in log
+
+
+def test_killing_the_workers_that_recover_a_dead_workers_tasks_loses_none(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """The worker that puts a dead worker's deliveries back takes them itself, at once: killed
+    right then, and its successor too, the third worker still ends every task, once each."""
+    key = "recovered by a worker that dies too"
+    tokens = [f" r{i}" for i in range(20)]
+    llm.script(key, tokens=tokens, delay=0.1)
+    url = redis_db_url(redis_server.url, RECOVERER_DB)
+    env = {**_llm_worker_env(llm_server), "WORKER_LEASE_SECONDS": "2"}
+    web = start_web(url)
+    workers = [start_worker(url, env=env)]
+    try:
+        task_ids = [submit(web.client, "simple_llm_agent", key, stream=True) for _ in range(10)]
+        wait_for(lambda: len(llm.calls(key)) == 10, timeout=30)
+        for _ in range(2):  # kill the worker running them, then the one that recovers them
+            workers[-1].signal(signal.SIGKILL)
+            workers.append(start_worker(url, env=env))
+            recoverer = workers[-1]
+            wait_for(lambda w=recoverer: "task_recovered" in w.output(tail=10**7), timeout=30)
+        killed_at = time.monotonic()
+        workers[-1].signal(signal.SIGKILL)  # at once: it is taking back what it put back
+        workers.append(start_worker(url, env=env))
+        finals = [poll_until_done(web.client, t, timeout=90) for t in task_ids]
+        recovered_in = time.monotonic() - killed_at
+        streams = [
+            read_stream(web.client, events_path(t), headers=headers_for("alice")) for t in task_ids
+        ]
+    finally:
+        for worker in workers:
+            worker.stop()
+        web.stop()
+
+    whole = "".join(tokens)
+    assert [f["status"] for f in finals] == ["completed"] * 10
+    for events in streams:
+        assert content_of(events) == whole
+        assert [e.event for e in events].count("result") == 1
+    print(f"last kill to every task done: {recovered_in:.1f} s")
+
+
+def test_a_replacement_under_the_same_node_name_recovers_the_dead_workers_tasks(
+    redis_server: EmbeddedRedis, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """A unit or container restarted in place reuses its node name: liveness belongs to the
+    process, so the dead one's deliveries do not wait for the visibility timeout."""
+    key = "restarted in place"
+    tokens = [f" n{i}" for i in range(20)]
+    llm.script(key, tokens=tokens, delay=0.1)
+    url = redis_db_url(redis_server.url, SAME_NAME_DB)
+    env = {**_llm_worker_env(llm_server), "WORKER_LEASE_SECONDS": "2"}
+    web = start_web(url)
+    first = start_worker(url, env=env, name="agents@fixed-host")
+    second = None
+    try:
+        task_ids = [submit(web.client, "simple_llm_agent", key) for _ in range(5)]
+        wait_for(lambda: len(llm.calls(key)) == 5, timeout=30)
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        second = start_worker(url, env=env, name="agents@fixed-host")
+        finals = [poll_until_done(web.client, t, timeout=60) for t in task_ids]
+        recovered_in = time.monotonic() - killed_at
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+        web.stop()
+
+    assert [f["status"] for f in finals] == ["completed"] * 5
+    assert [f["result"]["metadata"]["attempt"] for f in finals] == [2] * 5
+    print(f"recovered under the same name in {recovered_in:.1f} s")
+    assert recovered_in < 30

@@ -8,7 +8,7 @@ import orjson
 import redis
 
 from app.idempotency import fingerprint
-from streaming import keys
+from contract import keys
 from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.polling import poll_until_done

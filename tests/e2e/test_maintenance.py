@@ -16,17 +16,18 @@ from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import update
 
+from contract.keys import ARCHIVE_LOCK, REVOKED_TOKENS
+from contract.tasks import CLEANUP_TASK_PREFIX
 from scripts.embedded_redis import EmbeddedRedis
 from storage.archive import ArchiveStore
 from storage.models import AuditLogEntry, ConversationSession, utcnow
-from streaming.keys import ARCHIVE_LOCK, REVOKED_TOKENS
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows, run_sql
 from tests.support.processes import ManagedProcess, wait_for
 from tests.support.stack import headers_for, redis_db_url, start_beat, start_worker
 
-CLEANUP = "agent_service.workers.tasks.cleanup_tasks."
+CLEANUP = CLEANUP_TASK_PREFIX
 BEAT_DB = 8
 
 
@@ -236,7 +237,7 @@ def test_two_beats_send_each_job_once_per_period(
 
         def succeeded() -> int:
             return sum(
-                "cleanup_token_blacklist[" in line and "succeeded in" in line
+                "task_succeeded" in line and "cleanup_token_blacklist" in line
                 for line in worker.output(tail=10**7).splitlines()
             )
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
 from tests.support.agents import BLOCK_SECONDS
@@ -18,7 +19,7 @@ from tests.support.processes import wait_for
 from tests.support.stack import headers_for, redis_db_url, start_worker
 
 SHARED_DB, CROWD_DB = 9, 10
-STREAMING = "agent_service.workers.tasks.agent_tasks.invoke_agent_with_streaming"
+STREAMING = INVOKE_AGENT_WITH_STREAMING
 SOFT_LIMIT = 3
 AGENT_MODULES = "tests.support.agents"
 

@@ -5,12 +5,12 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from contract.tasks import INVOKE_AGENT_ASYNC
 from tests.e2e.conftest import Stack
 from tests.support.llm_server import LLMControl
 from tests.support.processes import wait_for
 from worker.celery_app import create_celery_app, get_task_info, revoke_task
 from worker.settings import WorkerSettings
-from worker.tasks.agent_tasks import INVOKE_AGENT_ASYNC
 
 
 @pytest.fixture

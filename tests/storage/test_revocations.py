@@ -3,8 +3,8 @@
 import pytest
 from redis.asyncio import Redis
 
+from contract.keys import REVOKED_TOKENS
 from storage.revocations import RevocationList
-from streaming.keys import REVOKED_TOKENS
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""SessionStore against a real database (SQLite, and PostgreSQL with TEST_DATABASE_URL)."""
+"""SessionStore against a real database (SQLite, and PostgreSQL where a server answers)."""
 
 from datetime import timedelta
 

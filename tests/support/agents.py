@@ -3,9 +3,10 @@
 import time
 from typing import Any
 
+from contract.agents import AgentSpec
 from worker.agents.base import AgentReply, AgentRequest, ChunkSink
-from worker.agents.catalog import AgentSpec
 from worker.agents.plugins import AgentPlugin
+from worker.agents.tools import Tool
 
 #: How long ``blocking_agent`` holds the event loop.
 BLOCK_SECONDS = 0.4
@@ -37,4 +38,29 @@ def _shouting(settings: Any, http: Any) -> ShoutingAgent:
 AGENTS = [
     AgentPlugin(AgentSpec("blocking_agent", "Blocks its event loop.", needs_llm=False), _blocking),
     AgentPlugin(AgentSpec("shouting_agent", "Answers in capitals.", needs_llm=False), _shouting),
+]
+
+
+CAPITALS = {"france": "Paris", "japan": "Tokyo"}
+
+
+async def _lookup_capital(country: str) -> str:
+    """A tool as a plugin adds one; it fails for a country it does not know."""
+    try:
+        return CAPITALS[country.lower()]
+    except KeyError:
+        raise LookupError(f"no capital known for {country!r}") from None
+
+
+TOOLS = [
+    Tool(
+        name="lookup_capital",
+        description="The capital city of a country.",
+        parameters={
+            "type": "object",
+            "properties": {"country": {"type": "string"}},
+            "required": ["country"],
+        },
+        function=_lookup_capital,
+    )
 ]

@@ -1,5 +1,5 @@
 """The SQL databases of a test run: a migrated SQLite file always, a PostgreSQL database when
-``TEST_DATABASE_URL`` names a server.
+``TEST_DATABASE_URL`` names a server, or the local one answers.
 
 On PostgreSQL the run creates a database of its own (``agent_service_test_<random>``), migrates it,
 and drops it at the end: it never writes into the database the URL names.
@@ -47,6 +47,21 @@ async def _admin(url: str, statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+def postgres_server(url: str) -> tuple[str | None, str]:
+    """(``url``, "") when a PostgreSQL server answers there, else (None, why not)."""
+
+    async def probe() -> None:
+        connection = await asyncpg.connect(_dsn(url), timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        return None, f"no PostgreSQL answers at {shown} ({type(exc).__name__}: {exc})"
+    return url, ""
 
 
 def create_postgres_database(server_url: str) -> str:

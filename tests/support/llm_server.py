@@ -9,11 +9,37 @@ and cancellation paths instead of a mock.
 Behaviour is chosen per call by a *scenario key*: the content of the last
 message with role ``user``. Tests register scenarios through a small control
 API (``PUT /_scenarios/{key}``) to script tokens, per-token delays, failures
-to answer before streaming (status, ``Retry-After``) and whether usage is
+to answer before streaming (status, ``Retry-After``) or in the middle of a stream (after
+some tokens, an OpenAI-style error object, then the stream ends) and whether usage is
 reported. Unscripted keys are echoed back as ``"echo:"`` followed by
 ``" word"`` for each word of the key. Every call is recorded, including
 whether and when (server monotonic clock) the client dropped the stream
 before it finished, and can be read back with ``GET /_scenarios/{key}/calls``.
+
+A scenario is a JSON object (``LLMControl.script`` builds it)::
+
+    {
+      "tokens": ["Hel", "lo"],        # the text answer, one streamed chunk per token
+      "delay": 0.02,                  # seconds before each chunk (default 0)
+      "failures": [                   # answered, in order, before any completion (default none)
+        {"status": 503, "retry_after": 2, "body": "busy"}
+      ],
+      "usage": true,                  # report usage when the client asks for it (default true)
+      "tool_rounds": [                # tool calls answered before the text (default none)
+        [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}", "id": "call_1"}],
+        [{"name": "a", "arguments": "{}"}, {"name": "b", "arguments": "{}"}]
+      ],
+      "piece_chars": 8                # tool arguments are streamed this many characters a piece
+    }
+
+With ``tool_rounds``, the answer depends on how far the conversation got: a request holding
+``n`` assistant messages with ``tool_calls`` is answered with round ``n`` (its calls streamed in
+pieces as OpenAI does: per call, a first delta with ``index``, ``id``, ``type`` and the
+function's ``name``, then deltas of ``arguments``; ``finish_reason`` ``tool_calls``), and once
+every round is answered, with the ``tokens``. A call without ``id`` gets
+``call_<round>_<index>``. As OpenAI does, a request whose ``tool`` messages do not answer the
+calls of the assistant message before them (each ``tool_call_id`` once, none missing) is refused
+with 400.
 
 ``LLMServerProcess`` runs the server as a child process for fixtures and
 ``LLMControl`` is a small synchronous client for the control API.
@@ -58,11 +84,23 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: 
 
 @dataclass(frozen=True)
 class Failure:
-    """One scripted error answer given instead of a completion."""
+    """One scripted error answer given instead of a completion; with ``after_tokens``, a
+    streamed call sends that many of the scenario's tokens first, then the error in the stream
+    (status 200, an ``{"error": ...}`` chunk, no ``[DONE]``)."""
 
     status: int
     retry_after: str | None = None
     message: str | None = None
+    after_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ScriptedToolCall:
+    """One function call the server answers with."""
+
+    name: str
+    arguments: str
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +111,8 @@ class Scenario:
     delay: float = 0.0
     failures: tuple[Failure, ...] = ()
     usage: bool = True
+    tool_rounds: tuple[tuple[ScriptedToolCall, ...], ...] = ()
+    piece_chars: int = 8
 
 
 def echo_scenario(key: str) -> Scenario:
@@ -96,12 +136,35 @@ def parse_scenario(body: object) -> Scenario:
     failures = body.get("failures", [])
     if not isinstance(failures, list):
         raise ValueError("'failures' must be a list")
+    rounds = body.get("tool_rounds", [])
+    if not isinstance(rounds, list) or not all(isinstance(r, list) and r for r in rounds):
+        raise ValueError("'tool_rounds' must be a list of non-empty lists of calls")
+    piece_chars = body.get("piece_chars", 8)
+    if not isinstance(piece_chars, int) or isinstance(piece_chars, bool) or piece_chars < 1:
+        raise ValueError("'piece_chars' must be a positive integer")
     return Scenario(
         tokens=tuple(tokens),
         delay=float(delay),
         failures=tuple(_parse_failure(item) for item in failures),
         usage=usage,
+        tool_rounds=tuple(tuple(_parse_tool_call(call) for call in r) for r in rounds),
+        piece_chars=piece_chars,
     )
+
+
+def _parse_tool_call(item: object) -> ScriptedToolCall:
+    if not isinstance(item, dict):
+        raise ValueError("each tool call must be a JSON object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("tool call 'name' must be a non-empty string")
+    arguments = item.get("arguments", "{}")
+    if not isinstance(arguments, str):
+        raise ValueError("tool call 'arguments' must be a string (the JSON text)")
+    call_id = item.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise ValueError("tool call 'id' must be a string")
+    return ScriptedToolCall(name=name, arguments=arguments, id=call_id)
 
 
 def _parse_failure(item: object) -> Failure:
@@ -116,10 +179,16 @@ def _parse_failure(item: object) -> Failure:
     message = item.get("body")
     if message is not None and not isinstance(message, str):
         raise ValueError("failure 'body' must be a string")
+    after_tokens = item.get("after_tokens")
+    if after_tokens is not None and (
+        not isinstance(after_tokens, int) or isinstance(after_tokens, bool) or after_tokens < 0
+    ):
+        raise ValueError("failure 'after_tokens' must be a non-negative integer")
     return Failure(
         status=status,
         retry_after=None if retry_after is None else str(retry_after),
         message=message,
+        after_tokens=after_tokens,
     )
 
 
@@ -170,6 +239,13 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     authorization: str | None
+    tools: object = None
+    tool_choice: object = None
+
+    @property
+    def tool_rounds_done(self) -> int:
+        """How many rounds of tool calls the conversation has been through."""
+        return sum(1 for m in self.messages if m.get("role") == "assistant" and m.get("tool_calls"))
 
 
 def _text_of(content: object) -> str:
@@ -192,6 +268,7 @@ def parse_chat_request(body: object, *, authorization: str | None) -> ChatReques
     user_messages = [m for m in messages if m.get("role") == "user"]
     if not user_messages:
         raise ValueError("'messages' must contain a message with role 'user'")
+    _check_tool_turns(messages)
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     model = body.get("model")
@@ -202,7 +279,41 @@ def parse_chat_request(body: object, *, authorization: str | None) -> ChatReques
         stream=body.get("stream") is True,
         include_usage=include_usage,
         authorization=authorization,
+        tools=body.get("tools"),
+        tool_choice=body.get("tool_choice"),
     )
+
+
+def _check_tool_turns(messages: list[dict[str, Any]]) -> None:
+    """Refuse, as OpenAI does, ``tool`` messages that do not answer exactly the calls of the
+    assistant message before them."""
+    expected: list[str] = []  # ids of the calls still unanswered
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in expected:
+                raise ValueError(
+                    "messages with role 'tool' must be a response to a preceding message "
+                    f"with 'tool_calls' (no open call {call_id!r})"
+                )
+            expected.remove(call_id)
+            continue
+        if expected:
+            raise ValueError(
+                "an assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'; missing: {', '.join(expected)}"
+            )
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls:
+            if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+                raise ValueError("'tool_calls' must be a list of objects")
+            expected = [str(call.get("id")) for call in calls]
+    if expected:
+        raise ValueError(
+            "an assistant message with 'tool_calls' must be followed by tool messages "
+            f"responding to each 'tool_call_id'; missing: {', '.join(expected)}"
+        )
 
 
 def prompt_token_count(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -210,9 +321,50 @@ def prompt_token_count(messages: Sequence[Mapping[str, Any]]) -> int:
     return sum(len(_text_of(m.get("content")).split()) for m in messages)
 
 
+def tool_round_of(chat: ChatRequest, scenario: Scenario) -> tuple[_JSON, ...] | None:
+    """The calls this request is answered with (OpenAI's shape, ids filled in), or None when
+    its answer is the text."""
+    done = chat.tool_rounds_done
+    if done >= len(scenario.tool_rounds):
+        return None
+    return tuple(
+        {
+            "id": call.id or f"call_{done}_{index}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for index, call in enumerate(scenario.tool_rounds[done])
+    )
+
+
+def tool_call_pieces(calls: Sequence[_JSON], *, piece_chars: int) -> list[_JSON]:
+    """The ``delta.tool_calls`` items that stream ``calls``, one per chunk, in OpenAI's order:
+    per call its id, type and name first, then its arguments a few characters at a time."""
+    pieces: list[_JSON] = []
+    for index, call in enumerate(calls):
+        function = call["function"]
+        pieces.append(
+            {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": ""},
+            }
+        )
+        arguments = function["arguments"]
+        for start in range(0, len(arguments), piece_chars):
+            piece = arguments[start : start + piece_chars]
+            pieces.append({"index": index, "function": {"arguments": piece}})
+    return pieces
+
+
 def usage_of(chat: ChatRequest, scenario: Scenario) -> _JSON:
     prompt = prompt_token_count(chat.messages)
-    completion = len(scenario.tokens)
+    calls = tool_round_of(chat, scenario)
+    if calls is None:
+        completion = len(scenario.tokens)
+    else:
+        completion = len(tool_call_pieces(calls, piece_chars=scenario.piece_chars))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -250,9 +402,15 @@ class _Completion:
     def usage_chunk(self, usage: _JSON) -> _JSON:
         return self._envelope("chat.completion.chunk", choices=[], usage=usage)
 
-    def whole(self, content: str, usage: _JSON | None) -> _JSON:
-        message = {"role": "assistant", "content": content}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    def whole(
+        self, content: str, usage: _JSON | None, *, tool_calls: Sequence[_JSON] = ()
+    ) -> _JSON:
+        message: _JSON = {"role": "assistant", "content": content}
+        finish_reason = "stop"
+        if tool_calls:
+            message = {"role": "assistant", "content": None, "tool_calls": list(tool_calls)}
+            finish_reason = "tool_calls"
+        choice = {"index": 0, "message": message, "finish_reason": finish_reason}
         extra = {"usage": usage} if usage is not None else {}
         return self._envelope("chat.completion", choices=[choice], **extra)
 
@@ -267,16 +425,42 @@ class _Completion:
 
 
 async def stream_events(
-    chat: ChatRequest, scenario: Scenario, *, call: _CallRecord
+    chat: ChatRequest,
+    scenario: Scenario,
+    *,
+    call: _CallRecord,
+    failure: Failure | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The SSE frames of one streamed completion, pacing tokens by the delay."""
+    """The SSE frames of one streamed completion, pacing tokens (or tool-call pieces) by the
+    delay; with a ``failure``, its first ``after_tokens`` tokens and then the error."""
     completion = _Completion(chat)
-    for index, token in enumerate(scenario.tokens):
-        if scenario.delay:
-            await asyncio.sleep(scenario.delay)
-        delta = {"role": "assistant", "content": token} if index == 0 else {"content": token}
-        yield _sse(completion.chunk(delta=delta, finish_reason=None))
-    yield _sse(completion.chunk(delta={}, finish_reason="stop"))
+    calls = tool_round_of(chat, scenario)
+    if calls is None:
+        tokens = scenario.tokens
+        if failure is not None:
+            tokens = tokens[: failure.after_tokens]
+        for index, token in enumerate(tokens):
+            if scenario.delay:
+                await asyncio.sleep(scenario.delay)
+            delta = {"role": "assistant", "content": token} if index == 0 else {"content": token}
+            yield _sse(completion.chunk(delta=delta, finish_reason=None))
+        if failure is not None:
+            message = failure.message or f"scripted failure with status {failure.status}"
+            error = {"message": message, "type": "server_error", "code": failure.status}
+            yield _sse({"error": error})
+            call["completed"] = True
+            return
+        yield _sse(completion.chunk(delta={}, finish_reason="stop"))
+    else:
+        pieces = tool_call_pieces(calls, piece_chars=scenario.piece_chars)
+        for index, piece in enumerate(pieces):
+            if scenario.delay:
+                await asyncio.sleep(scenario.delay)
+            delta: _JSON = {"tool_calls": [piece]}
+            if index == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            yield _sse(completion.chunk(delta=delta, finish_reason=None))
+        yield _sse(completion.chunk(delta={}, finish_reason="tool_calls"))
     if chat.include_usage and scenario.usage:
         yield _sse(completion.usage_chunk(usage_of(chat, scenario)))
     yield _sse("[DONE]")
@@ -344,6 +528,8 @@ def _new_call(chat: ChatRequest, *, status: int) -> _CallRecord:
         "headers": {"authorization": chat.authorization},
         "status": status,
         "stream": chat.stream,
+        "tools": chat.tools,
+        "tool_choice": chat.tool_choice,
         "started_at": time.monotonic(),
         "completed": False,
         "disconnected": False,
@@ -366,6 +552,11 @@ async def chat_completions(request: Request) -> Response:
         return error_response(400, str(exc))
     store = _store(request)
     failure = store.take_failure(chat.key)
+    if failure is not None and failure.after_tokens is not None and chat.stream:
+        scenario = store.scenario_for(chat.key)
+        call = store.record(chat.key, _new_call(chat, status=200))
+        frames = stream_events(chat, scenario, call=call, failure=failure)
+        return RecordingEventStream(frames, call=call)
     if failure is not None:
         call = store.record(chat.key, _new_call(chat, status=failure.status))
         call["completed"] = True
@@ -385,7 +576,8 @@ async def _whole_completion(
         await asyncio.sleep(scenario.delay * len(scenario.tokens))
     usage = usage_of(chat, scenario) if scenario.usage else None
     call["completed"] = True
-    return JSONResponse(_Completion(chat).whole("".join(scenario.tokens), usage))
+    calls = tool_round_of(chat, scenario) or ()
+    return JSONResponse(_Completion(chat).whole("".join(scenario.tokens), usage, tool_calls=calls))
 
 
 async def put_scenario(request: Request) -> Response:
@@ -521,13 +713,18 @@ class LLMControl:
         delay: float = 0.0,
         failures: Sequence[Mapping[str, object]] = (),
         usage: bool = True,
+        tool_rounds: Sequence[Sequence[Mapping[str, str]]] = (),
+        piece_chars: int = 8,
     ) -> None:
-        """Register (or replace) the scenario answered for ``key``."""
+        """Register (or replace) the scenario answered for ``key`` (the module's docstring
+        describes the fields)."""
         body = {
             "tokens": list(tokens),
             "delay": delay,
             "failures": [dict(f) for f in failures],
             "usage": usage,
+            "tool_rounds": [[dict(call) for call in calls] for calls in tool_rounds],
+            "piece_chars": piece_chars,
         }
         self._client.put(self._path(key), json=body).raise_for_status()
 

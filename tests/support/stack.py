@@ -50,9 +50,11 @@ def start_worker(
     concurrency: int = 100,
     pool: str = "threads",
     queues: str = "agent-tasks,agent-service",
+    name: str | None = None,
 ) -> ManagedProcess:
-    """A Celery worker process, waited on until it is consuming."""
-    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    """A Celery worker process (named ``name``, else a name of its own), waited on until it is
+    consuming."""
+    name = name or f"test-{uuid.uuid4().hex[:8]}@%h"
     argv = python_module(
         "celery",
         "-A",
@@ -100,10 +102,15 @@ class WebServer:
 
 
 def start_web(
-    redis_url: str, *, env: Mapping[str, str] | None = None, ready_path: str = "/readyz"
+    redis_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/readyz",
+    port: int | None = None,
 ) -> WebServer:
-    """A uvicorn process serving ``create_app``, waited on until ``ready_path`` answers 200."""
-    port = free_port()
+    """A uvicorn process serving ``create_app``, waited on until ``ready_path`` answers 200;
+    on ``port`` when given (a restart on the same address), on a free port otherwise."""
+    port = port or free_port()
     argv = python_module(
         "uvicorn",
         "app.main:create_app",

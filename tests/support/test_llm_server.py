@@ -116,6 +116,25 @@ def test_stream_answers_after_scripted_failures_when_failures_registered(
     assert _content(chunks) == "abc"
 
 
+def test_stream_fails_midway_then_answers_when_a_failure_has_after_tokens(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script(
+        "cut short",
+        tokens=["a", "b", "c", "d"],
+        failures=[{"status": 503, "after_tokens": 2, "body": "overloaded"}],
+    )
+
+    first = _stream_chunks(client, _body("cut short"))
+    second = _stream_chunks(client, _body("cut short"))
+
+    assert _content(first[:-1]) == "ab"
+    assert first[-1] == {"error": {"message": "overloaded", "type": "server_error", "code": 503}}
+    assert "[DONE]" not in first
+    assert _content(second) == "abcd"
+    assert [call["status"] for call in control.calls("cut short")] == [200, 200]
+
+
 def test_stream_reports_usage_when_include_usage(client: httpx.Client, control: LLMControl) -> None:
     control.script("count me", tokens=["x", "y"])
 
@@ -230,3 +249,134 @@ def test_embedded_redis_answers_ping_until_stopped() -> None:
 
     assert not is_reachable(server.url)
     server.stop()  # idempotent
+
+
+def _tool_calls_of(chunks: list[Any]) -> tuple[list[dict[str, Any]], int]:
+    """The streamed tool calls joined by index (id, name, arguments), and how many pieces."""
+    calls: dict[int, dict[str, Any]] = {}
+    pieces = 0
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        for choice in chunk["choices"]:
+            for piece in choice["delta"].get("tool_calls") or ():
+                pieces += 1
+                call = calls.setdefault(piece["index"], {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.get("id") or call["id"]
+                call["name"] += piece.get("function", {}).get("name") or ""
+                call["arguments"] += piece.get("function", {}).get("arguments") or ""
+    return [calls[i] for i in sorted(calls)], pieces
+
+
+WEATHER_ROUND = [
+    {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}', "id": "call_p"},
+    {"name": "get_time", "arguments": '{"zone": "Europe/Oslo"}'},
+]
+
+
+def test_stream_answers_tool_calls_in_pieces_then_text_when_tool_rounds_scripted(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script("weather?", tokens=["It is ", "sunny."], tool_rounds=[WEATHER_ROUND])
+    first = _body("weather?", include_usage=True)
+    first["tools"] = [{"type": "function", "function": {"name": "get_weather"}}]
+
+    chunks = _stream_chunks(client, first)
+
+    calls, pieces = _tool_calls_of(chunks)
+    assert calls == [
+        {"id": "call_p", "name": "get_weather", "arguments": WEATHER_ROUND[0]["arguments"]},
+        {"id": "call_0_1", "name": "get_time", "arguments": WEATHER_ROUND[1]["arguments"]},
+    ]
+    assert pieces > 2 * len(calls), "arguments come in several pieces"
+    assert chunks[-3]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-2]["usage"]["completion_tokens"] == pieces
+    assert _content(chunks) == ""
+
+    second = _body("weather?")
+    second["messages"] += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in calls
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_p", "content": "21 C"},
+        {"role": "tool", "tool_call_id": "call_0_1", "content": "14:00"},
+    ]
+    chunks = _stream_chunks(client, second)
+
+    assert _content(chunks) == "It is sunny."
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert _tool_calls_of(chunks) == ([], 0)
+    recorded = control.calls("weather?")
+    assert recorded[0]["tools"] == first["tools"]
+    assert recorded[1]["messages"] == second["messages"]
+
+
+def test_completion_returns_tool_calls_whole_when_not_streaming(
+    client: httpx.Client, control: LLMControl
+) -> None:
+    control.script("weather?", tokens=["sunny"], tool_rounds=[WEATHER_ROUND[:1]])
+
+    response = client.post("/chat/completions", json=_body("weather?", stream=False))
+
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": "call_p",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": WEATHER_ROUND[0]["arguments"]},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [{"role": "tool", "tool_call_id": "call_x", "content": "orphan"}],
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "f"}}],
+            },
+            {"role": "user", "content": "and the result?"},
+        ],
+    ],
+    ids=["tool-without-call", "call-without-result"],
+)
+def test_request_rejected_when_tool_messages_do_not_answer_calls(
+    client: httpx.Client, control: LLMControl, extra: list[dict[str, Any]]
+) -> None:
+    body = _body("hi")
+    body["messages"] = [body["messages"][0], *extra, body["messages"][1]]
+
+    response = client.post("/chat/completions", json=body)
+
+    assert response.status_code == 400
+    assert "tool" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        {"tokens": [], "tool_rounds": [[]]},
+        {"tokens": [], "tool_rounds": [[{"arguments": "{}"}]]},
+        {"tokens": [], "tool_rounds": [[{"name": "f", "arguments": {"a": 1}}]]},
+        {"tokens": [], "piece_chars": 0},
+    ],
+)
+def test_scenario_rejected_when_tool_rounds_malformed(
+    llm_server: LLMServerProcess, control: LLMControl, scenario: dict[str, Any]
+) -> None:
+    response = httpx.put(f"{llm_server.root_url}/_scenarios/bad", json=scenario, timeout=10.0)
+
+    assert response.status_code == 400

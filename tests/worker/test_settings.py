@@ -6,8 +6,12 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import ValidationError
 
+from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, TIME_LIMITS
 from streaming.redis_settings import DEFAULT_REDIS_URL
-from worker.settings import INVOKE_TIME_LIMIT, STREAMING_TIME_LIMIT, WorkerSettings
+from worker.settings import WorkerSettings
+
+INVOKE_TIME_LIMIT = TIME_LIMITS[INVOKE_AGENT_ASYNC]
+STREAMING_TIME_LIMIT = TIME_LIMITS[INVOKE_AGENT_WITH_STREAMING]
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,12 @@
 """Agents of your own, added by module name: ``AGENT_MODULES=myproject.agents,other.agents``.
 
 Each module lists its agents in ``AGENTS``, a sequence of ``AgentPlugin`` (what clients see, and
-how the worker builds it). The web process reads the same setting for ``GET /api/v1/agents`` and
-to accept invocations of them; the worker builds them like the built-in ones, on the loop that
-runs the task::
+how the worker builds it). The worker builds them like the built-in ones, on the loop that runs
+the task, and publishes their specs to Redis when it starts, where the web process finds them for
+``GET /api/v1/agents`` and to accept invocations of them (the web never imports these modules)::
 
     # myproject/agents.py
-    from worker.agents.catalog import AgentSpec
+    from contract.agents import AgentSpec
     from worker.agents.plugins import AgentPlugin
 
     AGENTS = [AgentPlugin(AgentSpec("summariser", "Summarises text.", needs_llm=True), build)]
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from worker.agents.catalog import AGENT_CATALOG, AgentSpec
+from contract.agents import BUILTIN_AGENTS, AgentSpec
 
 if TYPE_CHECKING:
     import httpx
@@ -66,7 +66,7 @@ def load_agent_modules(names: tuple[str, ...]) -> dict[str, AgentPlugin]:
             )
         for agent in agents:
             agent_id = agent.spec.id
-            if agent_id in AGENT_CATALOG or agent_id in plugins:
+            if agent_id in BUILTIN_AGENTS or agent_id in plugins:
                 raise AgentModuleError(
                     f"AGENT_MODULES: {name!r} registers agent {agent_id!r}, which already exists"
                 )
@@ -74,7 +74,6 @@ def load_agent_modules(names: tuple[str, ...]) -> dict[str, AgentPlugin]:
     return plugins
 
 
-def agent_catalog(setting: str) -> dict[str, AgentSpec]:
-    """The built-in agents and those of ``AGENT_MODULES``, as clients see them."""
-    plugins = load_agent_modules(module_names(setting))
-    return {**AGENT_CATALOG, **{agent_id: p.spec for agent_id, p in plugins.items()}}
+def plugin_specs(setting: str) -> list[AgentSpec]:
+    """The specs of the agents ``AGENT_MODULES`` adds, as the worker publishes them."""
+    return [plugin.spec for plugin in load_agent_modules(module_names(setting)).values()]

@@ -11,59 +11,65 @@ to do) and returns counts of what it did, which Celery stores as the result:
 - ``cleanup_temp_files(temp_dir=None, max_age_hours=24)``: old files under ``TEMP_DIR``
   (``worker.maintenance.temp_files``: never outside it).
 
-``worker.schedule`` puts them on beat. Database work runs on the process's runtime, like the
-agent tasks (the cleanup worker's solo pool gives each task a loop of its own).
+``worker.maintenance.schedule`` puts them on beat. Database work runs on the process's runtime,
+like the agent tasks (the cleanup worker's solo pool gives each task a loop of its own).
 """
 
 import logging
 from contextlib import suppress
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from redis.exceptions import LockError
 
+from contract.keys import ARCHIVE_LOCK
+from contract.tasks import (
+    ARCHIVE_OLD_AUDIT_LOGS,
+    CLEANUP_EXPIRED_SESSIONS,
+    CLEANUP_TEMP_FILES,
+    CLEANUP_TOKEN_BLACKLIST,
+)
 from storage.archive import ArchiveStore, AuditArchiver
 from storage.models import utcnow
 from storage.revocations import RevocationList
 from storage.sessions import SessionStore
-from streaming.keys import ARCHIVE_LOCK
-from worker.base_task import BaseTask
 from worker.celery_app import celery_app
-from worker.logs import log_event
 from worker.maintenance.temp_files import sweep_old_files
-from worker.runtime import LoopResources, get_runtime
-from worker.settings import get_settings
-
-CLEANUP_EXPIRED_SESSIONS = "agent_service.workers.tasks.cleanup_tasks.cleanup_expired_sessions"
-ARCHIVE_OLD_AUDIT_LOGS = "agent_service.workers.tasks.cleanup_tasks.archive_old_audit_logs"
-CLEANUP_TOKEN_BLACKLIST = "agent_service.workers.tasks.cleanup_tasks.cleanup_token_blacklist"  # noqa: S105
-CLEANUP_TEMP_FILES = "agent_service.workers.tasks.cleanup_tasks.cleanup_temp_files"
+from worker.observability.logs import log_event
+from worker.process import WorkerProcess
+from worker.runtime.loop import LoopResources, TaskCall
+from worker.settings import WorkerSettings
+from worker.tasks.base_task import BaseTask
 
 logger = logging.getLogger("agent_service.maintenance")
-_settings = get_settings()
-#: Inside-the-loop limit of a maintenance run; Celery's hard limit stays the backstop.
-_SOFT_LIMIT, _HARD_LIMIT = _settings.time_limits(_settings.celery_task_time_limit)
+T = TypeVar("T")
 
-_task_options: dict[str, Any] = {
-    "base": BaseTask,
-    "acks_late": True,
-    "time_limit": _HARD_LIMIT,
-    "ignore_result": False,
-}
+#: Hard time limits come from the settings (``worker.config``'s task annotations).
+_task_options: dict[str, Any] = {"base": BaseTask, "acks_late": True, "ignore_result": False}
+
+
+def _soft_limit(settings: WorkerSettings) -> float:
+    """Inside-the-loop limit of a maintenance run; Celery's hard limit stays the backstop."""
+    return settings.time_limits(settings.celery_task_time_limit)[0]
+
+
+def _run(call: TaskCall[T]) -> T:
+    process = WorkerProcess.current()
+    return process.runtime.run(call, time_limit=_soft_limit(process.settings))
 
 
 @celery_app.task(name=CLEANUP_EXPIRED_SESSIONS, **_task_options)
 def cleanup_expired_sessions() -> dict[str, Any]:
     """Delete sessions idle longer than ``SESSION_EXPIRY_HOURS``."""
-    settings = get_settings()
+    settings = WorkerProcess.current().settings
     idle_since = utcnow() - timedelta(hours=settings.session_expiry_hours)
 
     async def run(loop: LoopResources) -> dict[str, Any]:
         expired = await SessionStore(loop.database.get()).delete_idle(idle_since=idle_since)
         return {"deleted_sessions": expired.sessions, "deleted_messages": expired.messages}
 
-    counts = get_runtime(settings).run(run, time_limit=_SOFT_LIMIT)
+    counts = _run(run)
     counts["idle_since"] = idle_since.isoformat()
     log_event(logger, logging.INFO, "sessions_expired", **counts)
     return counts
@@ -72,11 +78,12 @@ def cleanup_expired_sessions() -> dict[str, Any]:
 @celery_app.task(name=ARCHIVE_OLD_AUDIT_LOGS, **_task_options)
 def archive_old_audit_logs() -> dict[str, Any]:
     """Move audit rows older than ``AUDIT_LOG_RETENTION_DAYS`` to the archive, then delete them."""
-    settings = get_settings()
+    settings = WorkerProcess.current().settings
     cutoff = utcnow() - timedelta(days=settings.audit_log_retention_days)
 
     async def run(loop: LoopResources) -> dict[str, Any]:
-        lock = loop.redis.lock(ARCHIVE_LOCK, timeout=_HARD_LIMIT + 60, blocking=False)
+        hard_limit = settings.time_limits(settings.celery_task_time_limit)[1]
+        lock = loop.redis.lock(ARCHIVE_LOCK, timeout=hard_limit + 60, blocking=False)
         if not await lock.acquire():
             return {"skipped": "another archive run is in progress"}
         try:
@@ -100,7 +107,7 @@ def archive_old_audit_logs() -> dict[str, Any]:
             "files_resumed": report.files_resumed,
         }
 
-    counts = get_runtime(settings).run(run, time_limit=_SOFT_LIMIT)
+    counts = _run(run)
     counts["cutoff"] = cutoff.isoformat()
     log_event(logger, logging.INFO, "audit_logs_archived", **counts)
     return counts
@@ -109,13 +116,12 @@ def archive_old_audit_logs() -> dict[str, Any]:
 @celery_app.task(name=CLEANUP_TOKEN_BLACKLIST, **_task_options)
 def cleanup_token_blacklist() -> dict[str, Any]:
     """Forget revoked tokens that have expired anyway."""
-    settings = get_settings()
 
     async def run(loop: LoopResources) -> dict[str, Any]:
         removed, remaining = await RevocationList(loop.redis).remove_expired()
         return {"removed": removed, "remaining": remaining}
 
-    counts = get_runtime(settings).run(run, time_limit=_SOFT_LIMIT)
+    counts = _run(run)
     log_event(logger, logging.INFO, "token_blacklist_cleaned", **counts)
     return counts
 
@@ -127,7 +133,7 @@ def cleanup_temp_files(temp_dir: str | None = None, max_age_hours: float = 24) -
     A ``temp_dir`` outside ``TEMP_DIR`` fails the task with ``TempDirOutsideRootError`` before
     anything is deleted.
     """
-    settings = get_settings()
+    settings = WorkerProcess.current().settings
     sweep = sweep_old_files(settings.temp_dir, requested=temp_dir, max_age_hours=max_age_hours)
     counts = sweep.as_dict()
     log_event(logger, logging.INFO, "temp_files_cleaned", **counts)

@@ -2,16 +2,23 @@
 
 import pytest
 
-from worker.agents.catalog import AGENT_CATALOG
-from worker.agents.plugins import AgentModuleError, agent_catalog, load_agent_modules
+from contract.agents import decode_specs, encode_specs
+from worker.agents.plugins import AgentModuleError, load_agent_modules, plugin_specs
 
 
-def test_modules_add_their_agents_to_the_catalogue() -> None:
-    catalog = agent_catalog(" tests.support.agents , ")
+def test_modules_add_their_agents_and_their_specs_survive_publication() -> None:
+    specs = plugin_specs(" tests.support.agents , ")
 
-    assert set(catalog) == {*AGENT_CATALOG, "blocking_agent", "shouting_agent"}
-    assert catalog["shouting_agent"].description == "Answers in capitals."
-    assert agent_catalog("") == AGENT_CATALOG
+    assert [spec.id for spec in specs] == ["blocking_agent", "shouting_agent"]
+    published = decode_specs(encode_specs(specs))
+    assert published["shouting_agent"].description == "Answers in capitals."
+    assert plugin_specs("") == []
+
+
+def test_a_published_field_that_is_not_a_spec_is_skipped() -> None:
+    fields = {**encode_specs(plugin_specs("tests.support.agents")), "junk": b"{not json"}
+
+    assert set(decode_specs(fields)) == {"blocking_agent", "shouting_agent"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""A pipeline with the least client-side work: the hot path's way of talking to Redis.
+
+Every streamed answer sends a few dozen script calls (its events, its claim, its outcome). Through
+redis-py's ``Pipeline`` each one costs ~40 us of the worker's CPU on the client side, mostly in
+packing arguments in Python; packed by hiredis into one buffer, written at once, and read back in
+order, ~15 us (bench/README.md, "The event writer's pipeline"). The replies come back in order,
+each one the command's answer or its error (a ``ResponseError``: a script Redis does not have, a
+key of the wrong type), so one command's error never hides the others'.
+
+The replies of one round trip share one deadline (``READ_TIMEOUT``) rather than one timer per
+reply as redis-py's reads have. A lost connection, a deadline passed or a cancellation while
+replies are pending closes the connection instead of returning it to the pool: a connection with
+unread replies must never answer someone else.
+"""
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+from hiredis import pack_command
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: Seconds the replies of one round trip may take.
+READ_TIMEOUT = 10.0
+
+Command = Sequence[bytes | str | int | float]
+
+
+async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
+    """Send ``commands`` in one write and return their replies (an error as its exception)."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        packed = b"".join(
+            pack_command(tuple(command))  # type: ignore[arg-type]
+            for command in commands
+        )
+        await connection.send_packed_command(packed, check_health=False)
+        replies: list[object] = []
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as error:
+                        replies.append(error)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from Redis within {READ_TIMEOUT:g} s") from exc
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+    return replies

@@ -1,0 +1,1 @@
+"""What an operator sees of a worker: structured log lines, and failures sent to Sentry."""
