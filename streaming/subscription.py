@@ -24,8 +24,9 @@ from typing import TypeVar
 import anyio
 from redis.exceptions import RedisError
 
+from contract.events import EventType
 from streaming.event_log import EventLogReader
-from streaming.events import Event, EventType, encode_payload, parse_event_id
+from streaming.events import Event, encode_payload, parse_event_id
 
 logger = logging.getLogger("agent_service.streaming.subscription")
 T = TypeVar("T")

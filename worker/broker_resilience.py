@@ -10,14 +10,17 @@ not marked closed; the second ``close()`` then closes it for real, and that clos
 unacknowledged messages (every task running or reserved) through a new connection pool, whose
 parameters kombu reads from ``transport.client.hostname``: ``AttributeError: 'NoneType' object
 has no attribute 'hostname'``. Celery ignores only connection and channel errors there, so the
-AttributeError ends the worker ("Unrecoverable error"). An idle worker has nothing to restore and
-survives; Celery 5.6 never closed a collected connection and survives either way.
+AttributeError ends the worker ("Unrecoverable error": it lets its running tasks finish, leaves
+their deliveries unacknowledged and exits). It takes both a delivery held (a task running or
+reserved) and a ``BRPOP`` in flight (a free slot) when the connection drops: an idle worker, or
+one whose every slot is busy, survives. Celery 5.6 never closed a collected connection.
 
 ``Transport`` is kombu's Redis transport whose channels remember their connection parameters, so
 that close (and the acknowledgements of tasks that were running across the outage, which go
 through the same channel) reach Redis again instead of raising. Select it with Celery's
 documented ``broker_transport`` setting (``BROKER_TRANSPORT``); the ``redis://`` or ``rediss://``
-URL, its TLS options and the transport options keep working as with kombu's own transport.
+URL, its TLS options and the transport options keep working as with kombu's own transport (the
+worker's banner and "Connected to" lines then name the transport class instead of ``redis``).
 """
 
 from typing import Any

@@ -14,15 +14,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from streaming import keys
-from streaming.event_log import BlockingEventLog
-from streaming.events import EventType, parse_event_id
+from contract import keys
+from contract.events import EventType
+from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
+from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
 from tests.support.llm_server import LLMControl, LLMServerProcess
 from tests.support.polling import TERMINAL, poll_until_done, submit
@@ -41,22 +43,13 @@ OUTAGE_SECONDS = 2.0
 ENDING_TIMEOUT = 60.0
 #: Which of the stream's events ends it, for each final status of polling.
 TERMINAL_EVENT = {"completed": "result", "failed": "error", "cancelled": "cancelled"}
-#: Until the broker transport of ``worker.broker_resilience`` is Celery's ``broker_transport``
-#: (a line in ``worker/celery_app.py``), a worker holding tasks dies at the first lost
-#: connection (Celery 5.7.0, see that module). These tests say so until it is.
-NEEDS_WORKER_WIRING = (
-    "the worker exits on a lost broker while it holds tasks until worker/celery_app.py selects "
-    "worker.broker_resilience's transport, and its tasks fail on their first event write during "
-    "the outage (streaming/event_writer.py) with no outcome stored"
-)
-
-
-#: The shared loop's Redis pool (worker/runtime.py) keeps the connections the restart killed and
-#: does not retry: the first task after the restart fails in ``claim_run``.
-NEEDS_RUNTIME_RETRY = (
-    "worker/runtime.py's BlockingConnectionPool has no retry: the first task after a restart "
-    "fails with ConnectionError('Connection closed by server.') in claim_run "
-    "(worker/recovery.py) until the pool gets retry=streaming.redis_retry.reconnect_retry()"
+#: Until Celery's ``broker_transport`` is ``worker.broker_resilience.BROKER_TRANSPORT`` (one
+#: line in ``worker/config.py``), a worker that holds tasks when the broker connection drops
+#: logs "Unrecoverable error: AttributeError(... 'hostname')", lets its running tasks finish and
+#: exits (Celery 5.7.0 and kombu 5.7.0: see that module), leaving their deliveries unacknowledged.
+NEEDS_BROKER_TRANSPORT = (
+    "the worker exits after a lost broker connection while it holds tasks until "
+    "worker/config.py sets broker_transport to worker.broker_resilience.BROKER_TRANSPORT"
 )
 
 
@@ -111,6 +104,16 @@ class BackgroundStream:
         assert self.first_event.wait(timeout), "the stream sent nothing"
 
 
+def _append(server: RedisServer, task_id: str, events: list[NewEvent]) -> None:
+    """Append ``events`` to the task's log the way a worker does (the log's own script)."""
+    client = server.client()
+    try:
+        task_keys, args = script_call(task_id, events, maxlen=1000, ttl=3600)
+        client.register_script(APPEND_SCRIPT)(keys=task_keys, args=args)
+    finally:
+        client.close()
+
+
 def _unacked(server: RedisServer) -> int:
     """Deliveries the broker holds for a worker: an idle worker holds none (polling may show a
     task completed a moment before the worker acknowledged it)."""
@@ -139,13 +142,7 @@ def _assert_stream_agrees(final: dict[str, Any], events: list[Received]) -> None
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "pool",
-    [
-        pytest.param("threads", marks=pytest.mark.xfail(strict=True, reason=NEEDS_RUNTIME_RETRY)),
-        "prefork",
-    ],
-)
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_idle_worker_runs_a_new_task_after_redis_restarts_from_aof(
     pool: str, aof_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
 ) -> None:
@@ -322,19 +319,15 @@ def test_open_stream_resumes_and_ends_after_redis_restarts_from_aof(
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         task_id = submit(web.client, "echo", "no worker runs me", stream=True)
-        log = BlockingEventLog(aof_redis.client(), maxlen=1000, ttl=3600)
-        log.append(task_id, [(EventType.STATUS, {"status": "running"})])
-        log.append(task_id, [(EventType.CHUNK, {"text": "before ", "index": 0})])
-        log.redis.close()
+        _append(aof_redis, task_id, [(EventType.STATUS, {"status": "running"})])
+        _append(aof_redis, task_id, [(EventType.CHUNK, {"text": "before ", "index": 0})])
         stream = BackgroundStream(pool, web, task_id)
         stream.wait_open()
         with aof_redis.outage():
             wait_for(lambda: _readyz(web) == 503, timeout=30)
         wait_for(lambda: _readyz(web) == 200, timeout=RECOVERY_TIMEOUT)
-        log = BlockingEventLog(aof_redis.client(), maxlen=1000, ttl=3600)
-        log.append(task_id, [(EventType.CHUNK, {"text": "after", "index": 1})])
-        log.append(task_id, [(EventType.RESULT, {"content": "before after"})])
-        log.redis.close()
+        _append(aof_redis, task_id, [(EventType.CHUNK, {"text": "after", "index": 1})])
+        _append(aof_redis, task_id, [(EventType.RESULT, {"content": "before after"})])
         events = stream.events.result(timeout=RECOVERY_TIMEOUT)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -345,6 +338,22 @@ def test_open_stream_resumes_and_ends_after_redis_restarts_from_aof(
     assert content_of(events) == "before after"
 
 
+@dataclass
+class RestartRun:
+    """What ``count`` streaming tasks running through a Redis restart came to."""
+
+    finals: list[dict[str, Any]]
+    streams: list[list[Received]]
+    #: Seconds from Redis's return until every task that had not ended wrote an event again.
+    resumed_in: float
+    #: The LLM calls made for the tasks (a task run twice calls it twice).
+    llm_calls: int
+    #: The final poll of a task submitted once the others had ended.
+    after: dict[str, Any]
+    #: Whether the worker was still running after that task.
+    alive: bool
+
+
 def _run_tasks_through_a_restart(
     *,
     pool: str,
@@ -352,10 +361,9 @@ def _run_tasks_through_a_restart(
     llm_server: LLMServerProcess,
     llm: LLMControl,
     count: int,
-) -> tuple[list[dict[str, Any]], list[list[Received]], float, bool]:
-    """``count`` streaming tasks, each streamed by a client, running while Redis restarts.
-    Returns the final polls, the streams, the seconds from Redis's return until every task that
-    had not ended wrote an event again, and whether the worker is still alive."""
+) -> RestartRun:
+    """``count`` streaming tasks, each read by a streaming client, running while Redis restarts;
+    then, once they ended and the worker acknowledged them, one more task."""
     key = f"through a restart {uuid.uuid4().hex[:6]}"
     tokens = [f" r{i}" for i in range(60)]
     llm.script(key, tokens=tokens, delay=0.1)
@@ -388,11 +396,21 @@ def _run_tasks_through_a_restart(
         )
         finals = [poll_until_done(web.client, t, timeout=10) for t in task_ids]
         received = [s.events.result(timeout=30) for s in streams]
-        alive = worker.alive()
+        worker.wait_until(lambda: _unacked(server) == 0, timeout=30, what="every delivery acked")
+        llm.script("after the restart", tokens=["still here"])
+        later = submit(web.client, "simple_llm_agent", "after the restart", stream=True)
+        after = poll_until_done(web.client, later, timeout=RECOVERY_TIMEOUT)
+        return RestartRun(
+            finals=finals,
+            streams=received,
+            resumed_in=resumed_in,
+            llm_calls=len(llm.calls(key)),
+            after=after,
+            alive=worker.alive(),
+        )
     finally:
         readers.shutdown(wait=False, cancel_futures=True)
         _stop_all(web, worker)
-    return finals, received, resumed_in, alive
 
 
 def _ended(web: WebServer, task_id: str) -> bool:
@@ -401,22 +419,26 @@ def _ended(web: WebServer, task_id: str) -> bool:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason=NEEDS_WORKER_WIRING)
+@pytest.mark.xfail(strict=True, reason=NEEDS_BROKER_TRANSPORT)
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_streaming_tasks_running_through_a_redis_restart_all_end_agreeing(
     pool: str, aof_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
 ) -> None:
-    count = 10 if pool == "threads" else 4
-    finals, streams, resumed_in, alive = _run_tasks_through_a_restart(
+    # Fewer tasks than the pool has room for: the worker is waiting for more (a BRPOP in flight)
+    # when the connection drops, as a worker with spare capacity is.
+    count = 10 if pool == "threads" else 3
+    run = _run_tasks_through_a_restart(
         pool=pool, server=aof_redis, llm_server=llm_server, llm=llm, count=count
     )
-    print(f"\n[{pool}] Redis back -> every task running again: {resumed_in:.1f} s")
-    assert alive, "the worker exited"
-    for final, events in zip(finals, streams, strict=True):
+    print(f"\n[{pool}] Redis back -> every task running again: {run.resumed_in:.1f} s")
+    for final, events in zip(run.finals, run.streams, strict=True):
         assert final["status"] in TERMINAL
         _assert_stream_agrees(final, events)
-    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in finals]
+    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in run.finals]
     assert outcomes == [("completed", None)] * count, "work that could go on did"
+    assert run.llm_calls == count, "no task ran twice"
+    assert run.after["status"] == "completed", "the worker takes new tasks after the restart"
+    assert run.alive, "the worker exited"
 
 
 @pytest.mark.e2e
@@ -429,11 +451,7 @@ def test_tasks_lost_with_a_redis_without_persistence_get_a_clear_answer(
     readers = ThreadPoolExecutor(max_workers=1)
     try:
         task_id = submit(web.client, "echo", "lost", stream=True)  # no worker: it stays queued
-        client = volatile_redis.client()
-        BlockingEventLog(client, maxlen=1000, ttl=3600).append(
-            task_id, [(EventType.STATUS, {"status": "running"})]
-        )
-        client.close()
+        _append(volatile_redis, task_id, [(EventType.STATUS, {"status": "running"})])
         stream = BackgroundStream(readers, web, task_id)
         stream.wait_open()
         with volatile_redis.outage():

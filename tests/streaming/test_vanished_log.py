@@ -4,9 +4,9 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from streaming import keys
+from contract import keys
+from contract.events import EventType
 from streaming.event_log import EventLog
-from streaming.events import EventType
 from streaming.hub import EventHub
 from streaming.subscription import TASK_LOST
 
