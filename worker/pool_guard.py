@@ -4,18 +4,20 @@ The agents' work runs on asyncio event loops (``worker.runtime``). Celery's gree
 eventlet) run every task as a greenlet of one OS thread, and asyncio keeps one running loop per
 OS thread, so the tasks' loops trip over each other:
 
-- a loop per task on asyncio's own loop: the second task that starts while another's loop runs
-  fails with ``RuntimeError: Already running asyncio in this thread`` (19 of 20 streaming calls
-  failed under ``--pool gevent --concurrency 100``);
+- a loop per task on asyncio's own loop: a task whose loop starts while another's runs fails
+  (``Cannot run the event loop while another loop is running``, or ``Already running asyncio in
+  this thread``), and is retried until it happens to run alone;
 - a loop per task on uvloop (the default): uvloop blocks the thread in its own poll, so the
-  greenlets run one at a time, and calls stall until their time limit;
-- one shared loop: on uvloop the worker hangs; on asyncio's loop it runs only because gevent
-  patched the selector, and then the broker's connection pool runs out (acknowledgements fail
-  with ``MaxConnectionsError``).
+  tasks run one after the other, hundreds of times slower than in the threads pool;
+- one shared loop (``AGENT_EVENT_LOOP=shared``): on uvloop the worker hangs; on asyncio's own
+  loop it runs, but only because gevent patched the selector, without uvloop, and with every
+  blocking call the loop hands to a thread running as a greenlet of that same thread (a blocking
+  C call, such as SQLite's, stops every task). The threads pool runs the same loop without any
+  of that.
 
 The threads pool with the shared loop is what the green pools were for (a hundred I/O-bound
-tasks on one process, ~40 threads' worth of memory less than prefork), so a worker started with
-a green pool stops at once with one line that says what to use instead, rather than failing tasks.
+tasks in one process, on one event loop), so a worker started with a green pool stops at once
+with one line that says what to use instead, rather than failing or crawling through its tasks.
 """
 
 import os
