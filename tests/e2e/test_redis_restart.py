@@ -1,10 +1,11 @@
-"""The service rides out a Redis restart: Redis is SIGKILLed (no shutdown, no last fsync) and
-started again on the same port, from its append-only file, or empty when it has no persistence.
+"""The service rides out a Redis restart: Redis is SIGKILLed (no shutdown) and started again on
+the same port, from its append-only file, or empty when it has no persistence.
 
 Each test starts its own Redis (``tests.support.redis_server``), never the session's, since it
 kills it; and its own worker, web or beat, since a restart is felt by every process at once. The
 outage lasts until the processes under test have noticed it (the worker logs the lost broker,
-the web's ``/readyz`` answers 503), not a fixed time.
+the web's ``/readyz`` answers 503), and, where a worker is under test, at least the couple of
+seconds a restart takes (``OUTAGE_SECONDS``), so that its reconnect attempts meet a closed port.
 """
 
 from __future__ import annotations
