@@ -40,6 +40,7 @@ from storage.database import Database
 from storage.revocations import RevocationList
 from storage.sessions import SessionStore
 from streaming.hub import EventHub
+from streaming.redis_retry import reconnect_retry
 
 CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
@@ -77,6 +78,7 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
         client_name=name,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=reconnect_retry(),  # connections pooled before a Redis restart are dead
     )
     return Redis(connection_pool=pool)
 

@@ -7,8 +7,11 @@ its bounded buffer overflows, or when the hub finds the log ahead of it (announc
 goes back to the log. A log read that fails (Redis restarting, the pool's connections all busy)
 is retried with a growing pause, never ending the stream early. A terminal event ends the
 subscription even when it is not after the cursor (a cursor ahead of the log, which the web
-refuses at the door but may meet in a race): a stream must end with its task. It knows the hub
-only as the ``detach`` callable it is given, which it calls exactly once, however it ends.
+refuses at the door but may meet in a race): a stream must end with its task. A log that is gone
+although events of it were yielded (Redis came back without its data, or the log expired) can
+never continue: the stream ends with an ``error`` event of type ``TaskLost`` instead of waiting
+forever. It knows the hub only as the ``detach`` callable it is given, which it calls exactly
+once, however it ends.
 """
 
 import asyncio
@@ -21,8 +24,9 @@ from typing import TypeVar
 import anyio
 from redis.exceptions import RedisError
 
+from contract.events import EventType
 from streaming.event_log import EventLogReader
-from streaming.events import Event, parse_event_id
+from streaming.events import Event, encode_payload, parse_event_id
 
 logger = logging.getLogger("agent_service.streaming.subscription")
 T = TypeVar("T")
@@ -40,6 +44,20 @@ async def _retrying(read: Callable[[], Awaitable[T]], *, task_id: str) -> T:
                 logger.warning("log read failed task=%s (%r); retrying", task_id, exc)
             await anyio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+#: The ``error`` payload of a stream whose log vanished (polling then answers 404).
+TASK_LOST = {
+    "type": "TaskLost",
+    "message": "the task's events are gone (Redis lost its data, or they expired); its outcome "
+    "is unknown: submit it again",
+}
+
+
+def lost_event(after: str) -> Event:
+    """The terminal event that ends a stream whose log vanished after event ``after``."""
+    ms, seq = parse_event_id(after)
+    return Event(f"{ms}-{seq + 1}", EventType.ERROR, encode_payload(TASK_LOST))
 
 
 class Listener:
@@ -166,7 +184,11 @@ class Subscription:
                         break
                 if not page and cursor is not None:
                     last = await _retrying(partial(reader.last, task_id), task_id=task_id)
-                    if last is not None and last.terminal and last.order <= listener.seen:
+                    if last is None:  # events were read from it, and it is gone
+                        logger.warning("event log vanished task=%s; ending its stream", task_id)
+                        yield [lost_event(cursor)]
+                        return
+                    if last.terminal and last.order <= listener.seen:
                         return  # a reconnect after the end: nothing more will come
                 # Live announcements, until lagging sends us back to the log.
                 while not listener.lagging:

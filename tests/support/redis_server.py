@@ -1,0 +1,321 @@
+"""A real ``redis-server`` that a test may crash and bring back: on a free port, with a data
+directory of its own, and either an append-only file (``appendonly yes``, ``appendfsync
+everysec``, as production runs it) or no persistence at all.
+
+``kill()`` sends SIGKILL: no shutdown, and established connections are reset. What Redis had
+written to its AOF survives (the kernel holds it; ``everysec`` loses its last second only when
+the machine itself fails). ``start()`` again brings the server back on the same port, from its
+AOF when it has one, empty when it has none. ``outage()`` does both around a block.
+
+With ``tls=generate_tls(dir)``, the server listens for TLS only (``--port 0 --tls-port P``) with
+a server certificate signed by a CA the test generated, so ``rediss://`` runs end to end;
+``url`` is then ``rediss://`` and names the CA bundle (``ssl_ca_certs``) unless told otherwise.
+
+The session's shared Redis (``scripts.embedded_redis``) is never restarted: tests that restart a
+server start their own with this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+from urllib.parse import quote
+
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from scripts.embedded_redis import die_with_parent_hook, find_server_binary, free_port
+
+Persistence = Literal["aof", "none"]
+LOG_NAME = "server.log"
+READY_TIMEOUT = 15.0
+POLL_INTERVAL = 0.02
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the CA that signed the server's certificate, and the server's key pair."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def generate_tls(directory: Path, *, host: str = "127.0.0.1") -> TlsFiles:
+    """A throwaway CA and a server certificate for ``host`` (and ``localhost``), valid a day."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {"not_valid_before": now - datetime.timedelta(minutes=5)}
+    valid["not_valid_after"] = now + datetime.timedelta(days=1)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("agent-service test CA"))
+        .issuer_name(_name("agent-service test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(host))
+        .issuer_name(ca_cert.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    files = TlsFiles(
+        ca_cert=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server-key.pem",
+    )
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(files.server_key, server_key)
+    return files
+
+
+class RedisServer:
+    """One ``redis-server`` child process on a fixed port, with a data directory that outlives
+    the process (so a restart finds the AOF)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        persistence: Persistence = "aof",
+        tls: TlsFiles | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.persistence: Persistence = persistence
+        self.tls = tls
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+        #: When the server last answered PING after a start (``time.monotonic()``).
+        self.ready_at = 0.0
+        #: How many times the server was started.
+        self.starts = 0
+
+    # -- addresses -------------------------------------------------------------------------
+
+    def url(self, db: int = 0, *, cert_reqs: str | None = None, ca_certs: bool = True) -> str:
+        """``redis://host:port/db``; with TLS ``rediss://`` plus, unless ``ca_certs=False``, the
+        CA bundle as ``ssl_ca_certs``, and ``ssl_cert_reqs`` when given (``required``,
+        ``optional``, ``none``), the query parameters redis-py and kombu read."""
+        if self.tls is None:
+            return f"redis://{self.host}:{self.port}/{db}"
+        query = []
+        if ca_certs:
+            query.append(f"ssl_ca_certs={quote(str(self.tls.ca_cert), safe='')}")
+        if cert_reqs is not None:
+            query.append(f"ssl_cert_reqs={cert_reqs}")
+        suffix = f"?{'&'.join(query)}" if query else ""
+        return f"rediss://{self.host}:{self.port}/{db}{suffix}"
+
+    def client(self, db: int = 0, *, timeout: float = 2.0) -> redis.Redis:
+        """A blocking client of this server (the caller closes it)."""
+        options: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        if self.tls is not None:
+            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
+        return redis.Redis(host=self.host, port=self.port, db=db, **options)  # type: ignore[arg-type]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the server is not started"
+        return self._process.pid
+
+    def _command(self) -> list[str]:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if self.persistence == "aof"
+            else ["--appendonly", "no"]
+        )
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            listen = [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.server_cert),
+                "--tls-key-file", str(self.tls.server_key),
+                "--tls-ca-cert-file", str(self.tls.ca_cert),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        return [
+            find_server_binary(),
+            *listen,
+            "--bind", self.host,
+            "--save", "",
+            *persistence,
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--dir", str(self.data_dir),
+        ]  # fmt: skip
+
+    def start(self, *, timeout: float = READY_TIMEOUT) -> RedisServer:
+        """Start the server (again, after ``kill``) and wait until it answers PING; with AOF, a
+        restart answers once the file is loaded."""
+        if self.running:
+            raise RuntimeError("the Redis server is already running")
+        if self.persistence == "none":  # a server without persistence comes back empty
+            for leftover in self.data_dir.glob("*.rdb"):
+                leftover.unlink()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / LOG_NAME).open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                preexec_fn=die_with_parent_hook(),
+                start_new_session=True,
+            )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{self.log_tail()}")
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise RuntimeError(
+                    f"redis-server did not answer in {timeout} s:\n{self.log_tail()}"
+                )
+            time.sleep(POLL_INTERVAL)
+        self.ready_at = time.monotonic()
+        return self
+
+    def _answers(self) -> bool:
+        client = self.client(timeout=0.5)
+        try:
+            info = client.info("server")
+            return bool(info.get("process_id") == self.pid) and client.ping()
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last fsync; established connections are reset."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL after 5 s."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @contextlib.contextmanager
+    def outage(self, *, lasting: float = 0.0) -> Iterator[float]:
+        """SIGKILL the server, run the block (it gets the time of the kill), then start it again
+        on the same port, once the block is done and at least ``lasting`` seconds after the
+        kill: how long Redis stays away is part of the scenario (a restart takes a couple of
+        seconds), not a way to wait for something."""
+        self.kill()
+        killed_at = time.monotonic()
+        try:
+            yield killed_at
+        finally:
+            remaining = killed_at + lasting - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+            self.start()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return (self.data_dir / LOG_NAME).read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no server log>"
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,59 @@
+"""The Redis broker transport, repaired so that a worker outlives a Redis restart.
+
+Celery 5.7.0's consumer, when it loses the broker, first ``collect()``s the kombu connection and
+then ``close()``s it (``Consumer.on_connection_error_after_connected``; added by
+celery/celery#10242, "prevent graceful shutdown regression in connection recovery", first
+released in 5.7.0). ``collect()`` ends by cutting the transport loose from its connection
+(``transport.client = None``). Its close of the default channel usually stops early, because the
+channel first reads the reply of its pending ``BRPOP`` from the dead socket, so the channel is
+not marked closed; the second ``close()`` then closes it for real, and that close restores the
+unacknowledged messages (every task running or reserved) through a new connection pool, whose
+parameters kombu reads from ``transport.client.hostname``: ``AttributeError: 'NoneType' object
+has no attribute 'hostname'``. Celery ignores only connection and channel errors there, so the
+AttributeError ends the worker ("Unrecoverable error": it lets its running tasks finish, leaves
+their deliveries unacknowledged and exits). It takes both a delivery held (a task running or
+reserved) and a ``BRPOP`` in flight (a free slot) when the connection drops: an idle worker, or
+one whose every slot is busy, survives. Celery 5.6 never closed a collected connection.
+
+``Transport`` is kombu's Redis transport whose channels remember their connection parameters, so
+that close (and the acknowledgements of tasks that were running across the outage, which go
+through the same channel) reach Redis again instead of raising. Select it with Celery's
+documented ``broker_transport`` setting (``BROKER_TRANSPORT``); the ``redis://`` or ``rediss://``
+URL, its TLS options and the transport options keep working as with kombu's own transport (the
+worker's banner and "Connected to" lines then name the transport class instead of ``redis``).
+"""
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+#: The value of Celery's ``broker_transport`` setting that selects this transport.
+BROKER_TRANSPORT = "worker.broker_resilience:Transport"
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel, which can still open connections after kombu collected its
+    transport (see the module's docstring)."""
+
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        #: The kombu ``Connection`` whose URL, credentials and TLS options this channel uses.
+        self._conninfo = connection.client
+        super().__init__(connection, *args, **kwargs)
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        transport = self.connection
+        if transport is None:  # closed for good: say so the way kombu's callers expect
+            raise RedisConnectionError("the broker channel is closed")
+        if transport.client is None:
+            # Collected by Celery 5.7's reconnect (celery/celery#10242), then asked for a pool
+            # to restore or acknowledge messages: give it back the parameters it was made with.
+            transport.client = self._conninfo
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        return params
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with ``Channel``; the same URLs and options."""
+
+    Channel = Channel
