@@ -16,6 +16,7 @@ import pytest
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.test_http_edge import start_procfile_web
 from tests.support import redis_databases
+from tests.support.metrics import Scrape
 from tests.support.processes import ManagedProcess
 from tests.support.sse import events_path
 from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
@@ -100,3 +101,33 @@ def test_sigterm_ends_every_open_stream_of_every_process_at_once(web: WebServer)
     assert web.process.process.wait(timeout=30) in (0, -signal.SIGTERM)
     print(f"{STREAMS} streams on {PROCESSES} processes ended {ended:.2f} s after SIGTERM")
     assert ended < ENDED_WITHIN, "open streams held the shutdown up"
+
+
+def test_metrics_sum_every_web_process_that_shares_the_directory(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    url = redis_db_url(redis_server.url, redis_databases.WEB_PROCESSES)
+    web = start_procfile_web(
+        url, env={"WEB_CONCURRENCY": str(PROCESSES), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
+
+    def writers() -> set[str]:
+        return {path.name.rsplit("_", 1)[1] for path in tmp_path.glob("counter_*.db")}
+
+    try:
+        sent = 0
+        # A connection each, until both processes have answered some (the kernel spreads them).
+        while sent < 20 or (len(writers()) < PROCESSES and sent < 1000):
+            with httpx.Client(base_url=web.base_url, timeout=10) as client:
+                assert client.get("/healthz").status_code == 200
+            sent += 1
+        scrapes = []
+        for _ in range(4):  # whichever process answers, the same sum
+            with httpx.Client(base_url=web.base_url, timeout=10) as client:
+                scrapes.append(Scrape(client.get("/metrics").text))
+    finally:
+        web.stop()
+
+    assert len(writers()) == PROCESSES
+    counts = {s.value("agent_service_http_requests_total", {"route": "/healthz"}) for s in scrapes}
+    assert counts == {float(sent)}
