@@ -46,6 +46,7 @@ LLM_ERRORS = (LLMUnavailableError, LLMConnectionError, LLMRequestRejectedError, 
 #: kombu's hash of deliveries taken and not yet acknowledged.
 UNACKED_KEY = "unacked"
 QUEUES = (AGENT_QUEUE, DEFAULT_QUEUE, CLEANUP_QUEUE)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 QUEUED_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
@@ -227,9 +228,11 @@ class MetricsExporter:
         if self._directory is not None:  # the children's counts, from their files
             registry = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(registry, path=self._directory)  # type: ignore[no-untyped-call]
-        queues = QueueDepthCollector(self._settings.broker_url)
-        self._collectors.append(queues)
-        registry.register(queues)
+        broker_url = self._settings.broker_url
+        if broker_url.startswith(REDIS_SCHEMES):  # queue lists to count (RabbitMQ: its own UI)
+            queues = QueueDepthCollector(broker_url)
+            self._collectors.append(queues)
+            registry.register(queues)
         registry.register(LoopLagCollector(loop_lag))
         self._server, _ = start_http_server(
             port, addr=self._settings.worker_metrics_address, registry=registry

@@ -19,7 +19,11 @@ from typing import Any
 
 from celery import Celery
 
+from worker.observability.logs import ThrottledLog
+
 logger = logging.getLogger("agent_service.worker.events")
+#: A broker that refuses every event is said once a minute, not once per report.
+SEND_FAILURES = ThrottledLog(logger)
 #: Reports waiting to be sent at most; more are dropped (progress is superseded anyway).
 BACKLOG = 10_000
 
@@ -66,6 +70,12 @@ class ProgressEvents:
                 self._thread.start()
 
     def _send_forever(self) -> None:
+        try:
+            self._send_all()
+        except Exception as exc:  # the connection itself: the reports are given up
+            logger.warning("task-progress events stopped: %r", exc)
+
+    def _send_all(self) -> None:
         with self._app.connection_for_write() as connection:
             dispatcher = self._app.events.Dispatcher(connection, hostname=self._hostname)
             try:
@@ -80,7 +90,12 @@ class ProgressEvents:
                             stage=meta.get("stage"),
                         )
                     except Exception as exc:  # never stop: the next report may go through
-                        logger.warning("task-progress not sent: %r", exc)
+                        SEND_FAILURES.log(
+                            logging.WARNING,
+                            "task_progress_not_sent",
+                            key=type(exc).__name__,
+                            error=repr(exc)[:300],
+                        )
             finally:
                 dispatcher.close()
 
