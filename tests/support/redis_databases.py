@@ -24,3 +24,6 @@ FUZZ = 18
 SHARED, CROWD = 19, 20
 RATE_LIMIT, PRIORITY = 21, 22
 MESSAGE_FORMAT = 23
+GREEN = 24
+#: Streams, results and caps of the stack whose broker is RabbitMQ.
+RABBITMQ_STREAMS = 25
