@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from app.storable import MAX_JSON_DEPTH, JsonObject, StorableStr
+from contract.tasks import DEFAULT_PRIORITY
 
 #: A character that is not whitespace as JSON Schema's (ECMAScript's) ``\S`` reads it, so that
 #: the schema's pattern and the check agree on every string.
@@ -40,10 +41,6 @@ SessionId = Annotated[
 ]
 #: Task ids are UUIDs; one that could not be ours is refused before any look-up.
 TaskId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
-
-
-#: The priority of a task sent without one: the middle of 0-9.
-DEFAULT_PRIORITY = 5
 
 
 class InvokeRequest(BaseModel):

@@ -19,6 +19,7 @@ from celery import Celery
 from contract.task_repr import agent_kwargs_repr
 from contract.tasks import (
     AGENT_QUEUE,
+    DEFAULT_PRIORITY,
     PRIORITIES,
     REDIS_PRIORITY_SEPARATOR,
     SENT_AT_HEADER,
@@ -51,6 +52,9 @@ def create_producer(*, broker_url: str) -> Celery:
         broker_pool_limit=64,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         broker_transport_options=broker_transport_options(),
+        # RabbitMQ: priority queues, declared as the workers declare them.
+        task_queue_max_priority=PRIORITIES[-1],
+        task_default_priority=DEFAULT_PRIORITY,
     )
     return producer
 

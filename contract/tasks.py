@@ -41,6 +41,8 @@ SENT_AT_HEADER = "sent_at"
 #: (kombu's priority steps, named ``<queue><separator><priority>``, the plain name for 0), and
 #: the workers take from the most urgent first.
 PRIORITIES = tuple(range(10))
+#: The priority of a task sent without one: the middle.
+DEFAULT_PRIORITY = 5
 REDIS_PRIORITY_SEPARATOR = "\x06\x16"
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from hiredis import pack_command
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,7 +30,24 @@ Command = Sequence[bytes | str | int | float]
 
 
 async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
-    """Send ``commands`` in one write and return their replies (an error as its exception)."""
+    """Send ``commands`` in one write and return their replies (an error as its exception).
+
+    A connection that turns out dead before any reply came (Redis restarted while it sat in the
+    pool) is replaced and the commands sent once more, as redis-py's own retry does: the ones of
+    this package are safe to send twice (each applies once, or is a no-op the second time)."""
+    try:
+        return await _execute_once(redis, commands)
+    except _NoReplyError:
+        return await _execute_once(redis, commands, retrying=True)
+
+
+class _NoReplyError(Exception):
+    """The connection failed before the first reply: nothing is known to have been done."""
+
+
+async def _execute_once(
+    redis: "Redis", commands: Sequence[Command], *, retrying: bool = False
+) -> list[object]:
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
@@ -37,9 +55,9 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
             pack_command(tuple(command))  # type: ignore[arg-type]
             for command in commands
         )
-        await connection.send_packed_command(packed, check_health=False)
         replies: list[object] = []
         try:
+            await connection.send_packed_command(packed, check_health=False)
             async with asyncio.timeout(READ_TIMEOUT):
                 for _ in commands:
                     try:
@@ -48,6 +66,10 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
                         replies.append(error)
         except TimeoutError as exc:
             raise RedisTimeoutError(f"no reply from Redis within {READ_TIMEOUT:g} s") from exc
+        except (RedisConnectionError, OSError) as exc:
+            if replies or retrying:
+                raise
+            raise _NoReplyError() from exc
     except BaseException:
         await connection.disconnect()
         raise

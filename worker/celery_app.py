@@ -18,6 +18,7 @@ from worker.agents.plugins import load_agent_modules, module_names
 from worker.config import celery_config
 from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
 from worker.observability.sentry import init_sentry
+from worker.pool_guard import refuse_green_pool
 from worker.process import WorkerProcess
 from worker.revocation import install_revoke_command, request_revoke
 from worker.settings import WorkerSettings, get_settings
@@ -66,6 +67,7 @@ def _log_format(logger: Any = None, **_: Any) -> None:
 def _open_worker_process(sender: Any = None, **_: Any) -> None:
     """The process's resources; loading ``AGENT_MODULES`` now makes a bad one stop the worker
     before it takes a task."""
+    refuse_green_pool(getattr(sender, "pool_cls", ""))  # exits: the loops need real threads
     settings = get_settings()
     install_answer_redaction()
     install_revoke_command()

@@ -22,12 +22,14 @@ from contract.tasks import (
     CLEANUP_QUEUE,
     CLEANUP_TASK_PREFIX,
     CLEANUP_TASKS,
+    DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     PRIORITIES,
     REDIS_PRIORITY_SEPARATOR,
     TIME_LIMITS,
 )
 from worker.maintenance.schedule import beat_schedule
+from worker.redis_transport import BROKER_TRANSPORT
 from worker.settings import WorkerSettings
 
 TASK_ROUTES = {
@@ -52,8 +54,12 @@ def task_annotations(settings: WorkerSettings) -> dict[str, dict[str, Any]]:
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """Every Celery setting the worker, beat and ``celery`` commands use."""
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
+        # Our Redis transport: it outlives a Redis restart under Celery 5.7, and takes the most
+        # urgent priority first (worker.redis_transport).
+        **({"broker_transport": BROKER_TRANSPORT} if redis_broker else {}),
         "result_backend": settings.result_backend_url,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -61,6 +67,9 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_default_queue": settings.celery_task_default_queue,
         "task_queues": (Queue(DEFAULT_QUEUE), Queue(AGENT_QUEUE), Queue(CLEANUP_QUEUE)),
+        # RabbitMQ: priority queues (x-max-priority), declared alike by the web's producer.
+        "task_queue_max_priority": PRIORITIES[-1],
+        "task_default_priority": DEFAULT_PRIORITY,
         "task_routes": TASK_ROUTES,
         "task_annotations": task_annotations(settings),
         "task_acks_late": True,
@@ -86,8 +95,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "redis_max_connections": max(200, 2 * settings.worker_concurrency),
         "broker_transport_options": {
             "visibility_timeout": settings.celery_broker_visibility_timeout,
-            # A list per priority (0-9), as the web sends them (app.submission).
-            "priority_steps": list(PRIORITIES),
+            # A list per priority (0-9), as the web sends them (app.acceptance).
             "sep": REDIS_PRIORITY_SEPARATOR,
         },
         "broker_connection_retry_on_startup": True,

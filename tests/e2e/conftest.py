@@ -16,12 +16,13 @@ every process reporting errors to the session's loopback Sentry receiver (``sent
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
-from tests.support import redis_databases
+from tests.support import rabbitmq, redis_databases
 from tests.support.llm_server import LLMServerProcess
 from tests.support.processes import ManagedProcess
 from tests.support.sentry_receiver import SentryReceiver
@@ -49,7 +50,14 @@ def _stack(
     worker_env: dict[str, str] | None,
     web_env: dict[str, str] | None = None,
     pool: str = "threads",
+    broker_url: str | None = None,
 ) -> Iterator[Stack]:
+    """A worker (unless ``worker_env`` is None) and a web process on ``redis_url``; with
+    ``broker_url``, the broker is there instead (RabbitMQ), Redis keeping everything else."""
+    if broker_url is not None:
+        broker = {"CELERY_BROKER_URL": broker_url}
+        worker_env = None if worker_env is None else {**worker_env, **broker}
+        web_env = {**(web_env or {}), **broker}
     worker = None
     if worker_env is not None:
         concurrency = 100 if pool == "threads" else 2
@@ -81,12 +89,26 @@ def _llm_worker_env(llm_server: LLMServerProcess) -> dict[str, str]:
 
 
 LOOP_MODES = ["shared", "per-task"]
+#: The stack of a module that also runs on RabbitMQ (``RUN_ON_BOTH_BROKERS``).
+RABBITMQ = "rabbitmq"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    both = getattr(metafunc.module, "RUN_IN_BOTH_LOOP_MODES", False)
-    if both and "stack" in metafunc.fixturenames:
-        metafunc.parametrize("stack", LOOP_MODES, indirect=True, scope="session")
+    """``RUN_IN_BOTH_LOOP_MODES``: the module's ``stack`` tests run in both loop modes;
+    ``RUN_ON_BOTH_BROKERS``: also with RabbitMQ as the broker (skipped, saying why, where no
+    RabbitMQ answers)."""
+    if "stack" not in metafunc.fixturenames:
+        return
+    params: list[Any] = ["shared"]
+    if getattr(metafunc.module, "RUN_IN_BOTH_LOOP_MODES", False):
+        params = list(LOOP_MODES)
+    if getattr(metafunc.module, "RUN_ON_BOTH_BROKERS", False):
+        missing = rabbitmq.unavailable()
+        params.append(
+            pytest.param(RABBITMQ, marks=pytest.mark.skipif(bool(missing), reason=str(missing)))
+        )
+    if len(params) > 1:
+        metafunc.parametrize("stack", params, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +116,14 @@ def stack(
     request: pytest.FixtureRequest, redis_server: EmbeddedRedis, llm_server: LLMServerProcess
 ) -> Iterator[Stack]:
     mode = getattr(request, "param", "shared")
+    if mode == RABBITMQ:
+        with rabbitmq.private_vhost() as broker_url:
+            yield from _stack(
+                redis_db_url(redis_server.url, redis_databases.RABBITMQ_STREAMS),
+                worker_env={**_llm_worker_env(llm_server), "AGENT_EVENT_LOOP": "shared"},
+                broker_url=broker_url,
+            )
+        return
     yield from _stack(
         redis_db_url(redis_server.url, MAIN_DB),
         worker_env={**_llm_worker_env(llm_server), "AGENT_EVENT_LOOP": mode},

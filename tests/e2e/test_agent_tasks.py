@@ -13,6 +13,7 @@ from tests.support.stack import headers_for
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True
+RUN_ON_BOTH_BROKERS = True
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke_agent_async", "with_streaming"])

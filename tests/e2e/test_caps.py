@@ -12,13 +12,14 @@ import redis
 
 from app.settings import WebSettings
 from contract import keys
+from contract.tasks import AGENT_QUEUE
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _stack
 from tests.support import redis_databases
 from tests.support.polling import TERMINAL, poll_until_done, submit
 from tests.support.processes import wait_for
 from tests.support.sse import events_path
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from tests.support.stack import headers_for, queued, redis_db_url, start_web, start_worker
 
 CAPS = {
     "MAX_ACTIVE_TASKS_PER_USER": "3",
@@ -62,10 +63,10 @@ def test_active_tasks_cap_refuses_then_frees_a_slot_when_a_task_ends(capped: Sta
     raw = redis.Redis.from_url(capped.redis_url)
     try:
         accepted = [submit(capped.web.client, "echo", WORDS) for _ in range(3)]
-        queued_before = raw.llen("agent-tasks")
+        queued_before = queued(raw, AGENT_QUEUE)
         refused = _invoke(capped)
         _refused(refused, "active_tasks")
-        assert raw.llen("agent-tasks") <= queued_before  # nothing was queued for it
+        assert queued(raw, AGENT_QUEUE) <= queued_before  # nothing was queued for it
         assert "one too many" not in str(raw.keys("agent-service:task:*"))
 
         poll_until_done(capped.web.client, accepted[0], timeout=60)

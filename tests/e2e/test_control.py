@@ -16,6 +16,7 @@ from tests.support.stack import headers_for, redis_db_url, start_web, start_work
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True
+RUN_ON_BOTH_BROKERS = True
 
 ALICE = headers_for("alice")
 QUEUED_DB = redis_databases.QUEUED

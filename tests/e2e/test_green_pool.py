@@ -5,18 +5,14 @@ thread"."""
 import pytest
 
 from scripts.embedded_redis import EmbeddedRedis
+from tests.support import redis_databases
 from tests.support.processes import ManagedProcess, python_module, wait_for
 from tests.support.stack import base_env, redis_db_url
 
 pytest.importorskip("gevent", reason="gevent is not installed")
-GREEN_DB = 8
+GREEN_DB = redis_databases.GREEN
 
 
-@pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="until worker/celery_app.py calls worker.pool_guard.refuse_green_pool on worker_init",
-)
 def test_worker_refuses_the_gevent_pool_with_one_clear_line(redis_server: EmbeddedRedis) -> None:
     argv = python_module(
         "celery", "-A", "worker.celery_app", "worker", "--pool", "gevent", "--concurrency", "10",

@@ -24,6 +24,7 @@ import pytest
 
 from contract import keys
 from contract.events import EventType
+from contract.tasks import CLEANUP_QUEUE
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
 from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
@@ -32,7 +33,14 @@ from tests.support.polling import TERMINAL, poll_until_done, submit
 from tests.support.processes import ManagedProcess, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.sse import Received, content_of, events_path, read_stream
-from tests.support.stack import WebServer, headers_for, start_beat, start_web, start_worker
+from tests.support.stack import (
+    WebServer,
+    headers_for,
+    queued,
+    start_beat,
+    start_web,
+    start_worker,
+)
 
 ALICE = headers_for("alice")
 LOST_BROKER = "Connection to broker lost"
@@ -44,14 +52,6 @@ OUTAGE_SECONDS = 2.0
 ENDING_TIMEOUT = 60.0
 #: Which of the stream's events ends it, for each final status of polling.
 TERMINAL_EVENT = {"completed": "result", "failed": "error", "cancelled": "cancelled"}
-#: Until Celery's ``broker_transport`` is ``worker.broker_resilience.BROKER_TRANSPORT`` (one
-#: line in ``worker/config.py``), a worker that holds tasks when the broker connection drops
-#: logs "Unrecoverable error: AttributeError(... 'hostname')", lets its running tasks finish and
-#: exits (Celery 5.7.0 and kombu 5.7.0: see that module), leaving their deliveries unacknowledged.
-NEEDS_BROKER_TRANSPORT = (
-    "the worker exits after a lost broker connection while it holds tasks until "
-    "worker/config.py sets broker_transport to worker.broker_resilience.BROKER_TRANSPORT"
-)
 
 
 @pytest.fixture
@@ -244,14 +244,14 @@ def test_beat_keeps_sending_jobs_after_redis_restarts_from_aof(
     )
     client = aof_redis.client()
     try:
-        beat.wait_until(lambda: client.llen("cleanup-tasks") >= 2, timeout=30, what="2 jobs")
+        beat.wait_until(lambda: queued(client, CLEANUP_QUEUE) >= 2, timeout=30, what="2 jobs")
         client.close()
         with aof_redis.outage():
             beat.wait_for_output("beat_skipped", timeout=30)
         client = aof_redis.client()
-        queued_after_restart = client.llen("cleanup-tasks")
+        queued_after_restart = queued(client, CLEANUP_QUEUE)
         beat.wait_until(
-            lambda: client.llen("cleanup-tasks") >= queued_after_restart + 3,
+            lambda: queued(client, CLEANUP_QUEUE) >= queued_after_restart + 3,
             timeout=RECOVERY_TIMEOUT,
             what="3 jobs sent after the restart",
         )
@@ -420,7 +420,6 @@ def _ended(web: WebServer, task_id: str) -> bool:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason=NEEDS_BROKER_TRANSPORT)
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_streaming_tasks_running_through_a_redis_restart_all_end_agreeing(
     pool: str, aof_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl

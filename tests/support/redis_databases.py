@@ -24,7 +24,10 @@ FUZZ = 18
 SHARED, CROWD = 19, 20
 RATE_LIMIT, PRIORITY = 21, 22
 MESSAGE_FORMAT = 23
+GREEN = 24
+#: Streams, results and caps of the stack whose broker is RabbitMQ.
+RABBITMQ_STREAMS = 25
 #: The operator's view: Flower, metrics, Sentry and JSON logs (tests/e2e/conftest.py ops_stack).
-OPS = 24
-PREFORK_METRICS = 25
-WEB_PROCESSES = 26
+OPS = 26
+PREFORK_METRICS = 27
+WEB_PROCESSES = 28

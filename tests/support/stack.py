@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
+import redis
 
+from contract.tasks import PRIORITIES, redis_queue_list
 from scripts.embedded_redis import free_port
 from tests.support.processes import ManagedProcess, python_module
 
@@ -29,6 +31,11 @@ GENEROUS_CAPS = {
     "MAX_STREAMS_PER_USER": "100000",
     "MAX_TOKEN_MINTS_PER_MINUTE": "100000",
 }
+
+
+def queued(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue`` on a Redis broker: the lists of every priority."""
+    return sum(int(client.llen(redis_queue_list(queue, p))) for p in PRIORITIES)
 
 
 def redis_db_url(server_url: str, db: int) -> str:

@@ -41,6 +41,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from storage.audit import AuditLog
 from storage.database import LazyDatabase
 from streaming.event_writer import EventWriter
+from streaming.redis_retry import reconnect_retry
 from worker.agents.llm_session import LazyLLMSession
 from worker.errors import AgentTimeoutError
 from worker.runtime.http_client import open_http_client
@@ -107,6 +108,7 @@ def _redis(url: str, *, connections: int) -> "Redis":
         client_name=CLIENT_NAME,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=reconnect_retry(),  # connections pooled before a Redis restart are dead
     )
     return Redis(connection_pool=pool)
 

@@ -1,4 +1,14 @@
-"""The Redis broker transport, repaired so that a worker outlives a Redis restart.
+"""The Redis broker transport the workers use: kombu's, repaired so that a worker outlives a
+Redis restart, and taking the most urgent priority first.
+
+**Priorities.** A message waits in the list of its priority (0-9, ``contract.tasks``), and a
+worker's ``BRPOP`` names the lists in its priority steps' order, taking from the first that has
+a message. kombu orders them from 0 up, so that 0 comes first; here the steps run from 9 down,
+so that 9, the most urgent, comes first, as on RabbitMQ (``x-max-priority``) and as the seed's
+``apply_async(priority=9)`` means it. Every priority has a list of its own, so a priority is its
+own step.
+
+**A Redis restart.**
 
 Celery 5.7.0's consumer, when it loses the broker, first ``collect()``s the kombu connection and
 then ``close()``s it (``Consumer.on_connection_error_after_connected``; added by
@@ -28,13 +38,23 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from contract.tasks import PRIORITIES
+
 #: The value of Celery's ``broker_transport`` setting that selects this transport.
-BROKER_TRANSPORT = "worker.broker_resilience:Transport"
+BROKER_TRANSPORT = "worker.redis_transport:Transport"
 
 
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel, which can still open connections after kombu collected its
-    transport (see the module's docstring)."""
+    transport, and takes the most urgent priority first (see the module's docstring)."""
+
+    #: BRPOP's order: the most urgent first (the transport options cannot reorder it: kombu
+    #: needs its steps in ascending order to round a priority down to one).
+    priority_steps = sorted(PRIORITIES, reverse=True)
+
+    def priority(self, n: int) -> int:
+        """Every priority is a step of its own (kombu rounds down to the nearest step)."""
+        return max(min(int(n), PRIORITIES[-1]), PRIORITIES[0])
 
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         #: The kombu ``Connection`` whose URL, credentials and TLS options this channel uses.

@@ -1,0 +1,77 @@
+"""Priorities (0-9, 9 the most urgent) on Redis and RabbitMQ alike: a priority-9 task overtakes a
+worker's backlog of low-priority work."""
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+import redis
+
+from contract import keys
+from scripts.embedded_redis import EmbeddedRedis
+from tests.support import rabbitmq, redis_databases
+from tests.support.polling import poll_until_done, submit
+from tests.support.stack import redis_db_url, start_web, start_worker
+
+BACKLOG = 8
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        pytest.param(
+            "rabbitmq",
+            marks=pytest.mark.skipif(
+                rabbitmq.unavailable() is not None, reason=str(rabbitmq.unavailable())
+            ),
+        ),
+    ]
+)
+def broker(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[dict[str, str]]:
+    url = redis_db_url(redis_server.url, redis_databases.PRIORITY)
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # the session's own Redis: a fresh database per broker
+    client.close()
+    with ExitStack() as stack:
+        env = {"REDIS_URL": url, "CELERY_RESULT_BACKEND": url, "CELERY_BROKER_URL": url}
+        if request.param == "rabbitmq":
+            env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq.private_vhost())
+        yield env
+
+
+def _started_at(raw: redis.Redis, task_id: str) -> int:
+    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
+        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
+            return int(entry_id.split(b"-")[0])
+    raise AssertionError(f"task {task_id} never ran")
+
+
+def test_a_priority_9_task_overtakes_a_backlog_of_low_priority_work(
+    broker: dict[str, str],
+) -> None:
+    url = broker["REDIS_URL"]
+    web = start_web(url, env=broker)
+    raw = redis.Redis.from_url(url)
+    worker = None
+    try:
+        # Queued before any worker runs: the broker holds the whole backlog.
+        backlog = [submit(web.client, "echo", "slow low work", priority=1) for _ in range(BACKLOG)]
+        urgent = submit(web.client, "echo", "urgent", priority=9)
+        worker = start_worker(
+            url,
+            env={**broker, "ECHO_WORD_DELAY": "0.2", "AGENT_TASK_RATE_LIMIT": ""},
+            concurrency=1,
+        )
+        for task_id in [*backlog, urgent]:
+            poll_until_done(web.client, task_id, timeout=60)
+        order = sorted([*backlog, urgent], key=lambda t: _started_at(raw, t))
+    finally:
+        raw.close()
+        if worker is not None:
+            worker.stop()
+        web.stop()
+
+    position = order.index(urgent)
+    print(f"the urgent task started {position + 1} of {BACKLOG + 1}")
+    # The worker may have taken one backlog task before the urgent one was in reach.
+    assert position <= 1
