@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 
+from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
 from tests.support.flower import Flower, procfile_flower
@@ -181,3 +183,40 @@ def test_flower_never_shows_the_message_of_a_task_a_foreign_producer_sent(
     info = flower.client.get(f"/api/task/info/{sent.id}").text
     assert f"<{len(message)} characters>" in info
     assert message not in info
+
+
+def test_flower_revoke_of_a_task_not_yet_started_ends_it_cancelled_without_the_llm(
+    ops_stack: OpsStack, flower: Flower, llm: LLMControl
+) -> None:
+    """Celery would discard a revoked task on arrival (REVOKED, and its stream never ends); ours
+    runs it as far as its claim, which finds the cancel request."""
+    from celery import Celery
+
+    message = f"flower-revoked-early-{uuid.uuid4().hex}"
+    llm.script(message, tokens=["never"])
+    task_id = str(uuid.uuid4())
+    revoked = flower.client.post(f"/api/task/revoke/{task_id}")
+    assert revoked.status_code == 200, revoked.text
+
+    producer = Celery(broker=ops_stack.redis_url)
+    try:
+        producer.send_task(
+            "agent_service.workers.tasks.agent_tasks.invoke_agent_async",
+            kwargs={"agent_id": "simple_llm_agent", "message": message, "user_id": "ops"},
+            task_id=task_id,
+            queue="agent-tasks",
+        )
+    finally:
+        producer.close()
+
+    client = redis.Redis.from_url(ops_stack.redis_url)
+    try:
+
+        def last_event() -> bytes | None:
+            entries = client.xrevrange(keys.task_events(task_id), count=1)
+            return entries[0][1][b"e"] if entries else None
+
+        wait_for(lambda: last_event() == b"cancelled", timeout=30, message="never cancelled")
+    finally:
+        client.close()
+    assert llm.calls(message) == []
