@@ -8,7 +8,13 @@ from worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Read by the Procfile or ``make dev``, not by a settings class.
-PROCESS_VARIABLES = {"PORT", "WEB_HOST", "BEAT_SCHEDULE_FILE"}
+PROCESS_VARIABLES = {
+    "PORT",
+    "WEB_HOST",
+    "WEB_CONCURRENCY",
+    "BEAT_SCHEDULE_FILE",
+    "FLOWER_BASIC_AUTH",
+}
 
 
 def test_env_example_lists_every_setting() -> None:
