@@ -1,9 +1,9 @@
 """A pipeline with the least client-side work: the hot path's way of talking to Redis.
 
 Every streamed answer sends a few dozen script calls (its events, its claim, its outcome). Through
-redis-py's ``Pipeline`` each one costs ~40 us of the worker's CPU on the client side, mostly in
-packing arguments in Python; packed by hiredis into one buffer, written at once, and read back in
-order, ~15 us (bench/README.md, "The event writer's pipeline"). The replies come back in order,
+redis-py's ``Pipeline`` most of each one's client-side CPU goes to packing arguments in Python;
+packed by hiredis into one buffer, written at once, and read back in order, it costs a fraction
+of that (bench/README.md, "The event writer's pipeline"). The replies come back in order,
 each one the command's answer or its error (a ``ResponseError``: a script Redis does not have, a
 key of the wrong type), so one command's error never hides the others'.
 
