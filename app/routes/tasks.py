@@ -3,7 +3,9 @@
 Unknown ids, malformed ids and other users' tasks all get the same 404, never a made-up PENDING.
 """
 
+import orjson
 from fastapi import APIRouter, status
+from redis.exceptions import RedisError
 
 from app.deps import CurrentUser, ServicesDep
 from app.errors import ServiceUnavailableError, error_responses
@@ -19,10 +21,16 @@ router = APIRouter(prefix="/api/v1/agents/tasks", tags=["tasks"])
 _FINAL = {"completed", "failed", "cancelled"}
 
 
+#: What an unreachable or failing Redis raises, and a record in it that is not JSON (written by
+#: something else than Celery's JSON backend): the store's trouble, a 503. Anything else is a bug
+#: of ours and must surface as one (a 500, reported to Sentry), not hide behind a 503.
+_STORE_ERRORS = (RedisError, OSError, TimeoutError, orjson.JSONDecodeError)
+
+
 async def _status(services: Services, task_id: str) -> TaskStatus:
     try:
         return await read_task_status(services.backend, services.redis, task_id)
-    except Exception as exc:
+    except _STORE_ERRORS as exc:
         raise ServiceUnavailableError("task store unavailable") from exc
 
 
@@ -50,7 +58,7 @@ async def cancel_task(task_id: str, user: CurrentUser, services: ServicesDep) ->
     if requested:
         try:
             await request_cancel(services.redis, task_id, ttl=services.settings.task_data_ttl)
-        except Exception as exc:
+        except _STORE_ERRORS as exc:
             raise ServiceUnavailableError("cancel could not be sent; try again") from exc
     await services.audit.record(
         AuditAction.TASK_CANCEL,

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from contract import keys
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.polling import poll_until_done, submit
@@ -166,6 +167,20 @@ def test_another_users_task_is_404(stack: Stack) -> None:
 
     assert response.status_code == 404
     assert response.json() == {"detail": "task not found"}
+
+
+def test_a_status_record_that_is_not_json_is_503_naming_the_store(stack: Stack) -> None:
+    """A record Celery's JSON backend did not write is the store's trouble, said as one, not a 500."""
+    task_id = submit(stack.web.client, "echo", "hi", user="alice")
+    poll_until_done(stack.web.client, task_id, user="alice")
+    client = redis.Redis.from_url(stack.redis_url)
+    client.delete(keys.task_events(task_id))
+    client.set(keys.celery_task_meta(task_id), b"\x80\x04not json")
+
+    response = stack.web.client.get(f"/api/v1/agents/tasks/{task_id}", headers=headers_for("alice"))
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "task store unavailable"}
 
 
 def test_submit_answers_202_with_urls_and_location(stack: Stack) -> None:
