@@ -31,6 +31,11 @@ through the same channel) reach Redis again instead of raising. Select it with C
 documented ``broker_transport`` setting (``BROKER_TRANSPORT``); the ``redis://`` or ``rediss://``
 URL, its TLS options and the transport options keep working as with kombu's own transport (the
 worker's banner and "Connected to" lines then name the transport class instead of ``redis``).
+
+**One client per pool.** kombu builds a new ``redis.Redis`` for every bookkeeping operation of
+every delivery (``conn_or_acquire``: the unacknowledged record, the acknowledgement); the channel
+here keeps one per connection pool (a client holds no connection of its own and is thread-safe),
+and builds a new one when kombu replaces the pool (after a fork, or a lost connection).
 """
 
 from typing import Any
@@ -59,7 +64,18 @@ class Channel(kombu_redis.Channel):
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         #: The kombu ``Connection`` whose URL, credentials and TLS options this channel uses.
         self._conninfo = connection.client
+        #: The synchronous client of ``self.pool``, built on first use (see the module).
+        self._pool_client: Any = None
         super().__init__(connection, *args, **kwargs)
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        pool = self.pool
+        client = self._pool_client
+        if client is None or client.connection_pool is not pool:
+            client = self._pool_client = super()._create_client()  # type: ignore[misc]
+        return client
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         transport = self.connection
