@@ -109,10 +109,11 @@ class AuditLog:
             raise batch.error
 
     async def _write(self, rows: list["_Row"]) -> None:
-        """One transaction, one INSERT for all the rows (no ORM objects: a row here is a dict,
-        which costs a fraction of a mapped instance)."""
+        """One transaction, one INSERT for all the rows, on the session's connection: plain
+        Core, neither ORM objects nor the ORM's bulk-insert path, which cost more per row."""
         async with self._db.session() as db, db.begin():
-            await db.execute(insert(AuditLogEntry), rows)
+            connection = await db.connection()
+            await connection.execute(_INSERT, rows)
 
     async def _write_once(self, row: "_Row") -> None:
         async with self._db.session() as db, db.begin():
@@ -126,10 +127,12 @@ class AuditLog:
                 .limit(1)
             )
             if found is None:
-                await db.execute(insert(AuditLogEntry), [row])
+                connection = await db.connection()
+                await connection.execute(_INSERT, [row])
 
 
 _Row = dict[str, Any]
+_INSERT = insert(AuditLogEntry.metadata.tables[AuditLogEntry.__tablename__])
 
 
 @dataclass
