@@ -26,8 +26,8 @@ import redis
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import PROJECT_ROOT, environment
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.processes import PROJECT_ROOT, environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WEB_CLIENT_PREFIX = "agent-service:web"

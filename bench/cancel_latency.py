@@ -36,7 +36,7 @@ from bench._common import (
     stop_on_sigterm,
     table,
 )
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
 

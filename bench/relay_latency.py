@@ -76,8 +76,8 @@ from bench._common import (
 )
 from contract.events import EventType
 from streaming.event_log import EventLog
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, headers_for, start_web
+from teststack.sse import events_path
+from teststack.stack import WebServer, headers_for, start_web
 
 OnReady = Callable[[], None]
 

@@ -44,7 +44,7 @@ from bench.throughput import (
     run_ours,
     workload,
 )
-from tests.support.stack import redis_db_url
+from teststack.stack import redis_db_url
 
 SETUPS = {
     "1w1web": {"workers": 1, "webs": 1, "cross": False},

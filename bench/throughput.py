@@ -70,9 +70,9 @@ from bench._common import (
     tree_cpu_seconds,
     worker_env,
 )
-from tests.support.processes import ManagedProcess, python_module
-from tests.support.sse import events_path
-from tests.support.stack import (
+from teststack.processes import ManagedProcess, python_module
+from teststack.sse import events_path
+from teststack.stack import (
     WORKER_READY_TIMEOUT,
     WebServer,
     base_env,

@@ -64,8 +64,8 @@ from bench._common import (
     worker_env,
 )
 from contract import keys
-from tests.support.processes import ManagedProcess
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.processes import ManagedProcess
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 
 TERMINAL = {b"result", b"error", b"cancelled"}
 SUBMIT_CONCURRENCY = 20

@@ -12,7 +12,7 @@ from contract.task_repr import agent_kwargs_repr
 from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, SENT_AT_HEADER, agent_task_kwargs
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import redis_databases
-from tests.support.stack import redis_db_url
+from teststack.stack import redis_db_url
 
 KWARGS = agent_task_kwargs(agent_id="echo", message="hi", user_id="alice")
 

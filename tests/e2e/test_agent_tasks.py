@@ -5,11 +5,11 @@ import uuid
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import headers_for
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True

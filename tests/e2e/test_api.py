@@ -13,8 +13,8 @@ import redis
 from contract import keys
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, Stack
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for, redis_db_url, start_web
+from teststack.polling import poll_until_done, submit
+from teststack.stack import headers_for, redis_db_url, start_web
 
 INVOKE = "/api/v1/agents/echo/invoke-async"
 
@@ -170,7 +170,8 @@ def test_another_users_task_is_404(stack: Stack) -> None:
 
 
 def test_a_status_record_that_is_not_json_is_503_naming_the_store(stack: Stack) -> None:
-    """A record Celery's JSON backend did not write is the store's trouble, said as one, not a 500."""
+    """A record Celery's JSON backend did not write is the store's trouble, said as one, not a
+    500."""
     task_id = submit(stack.web.client, "echo", "hi", user="alice")
     poll_until_done(stack.web.client, task_id, user="alice")
     client = redis.Redis.from_url(stack.redis_url)

@@ -16,10 +16,10 @@ from contract.tasks import AGENT_QUEUE
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _stack
 from tests.support import redis_databases
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import events_path
-from tests.support.stack import headers_for, queued, redis_db_url, start_web, start_worker
+from teststack.polling import TERMINAL, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import events_path
+from teststack.stack import headers_for, queued, redis_db_url, start_web, start_worker
 
 CAPS = {
     "MAX_ACTIVE_TASKS_PER_USER": "3",

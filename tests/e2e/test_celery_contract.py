@@ -6,8 +6,8 @@ import time
 from celery import Celery
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 

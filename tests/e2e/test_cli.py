@@ -23,11 +23,11 @@ import pytest
 from cli.errors import ExitCode
 from scripts.embedded_redis import free_port
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import API_KEYS, headers_for, start_web
-from tests.support.web_restart import RestartableWeb
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import API_KEYS, headers_for, start_web
+from teststack.web_restart import RestartableWeb
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,10 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from tests.e2e.conftest import Stack
 from tests.support.browser import PageRecorder, launch_chromium
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import API_KEYS
-from tests.support.web_restart import RestartableWeb
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.stack import API_KEYS
+from teststack.web_restart import RestartableWeb
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,10 @@ import pytest
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack
 from tests.support import redis_databases
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done
-from tests.support.sse import Received, content_of, events_path, read_stream
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.polling import poll_until_done
+from teststack.sse import Received, content_of, events_path, read_stream
+from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True

@@ -13,11 +13,11 @@ from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support import redis_databases
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
 CRASH_DB, SHUTDOWN_DB = redis_databases.CRASH, redis_databases.SHUTDOWN
 

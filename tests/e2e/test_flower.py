@@ -13,11 +13,11 @@ import redis
 from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from tests.support.flower import Flower, procfile_flower
-from tests.support.llm_server import LLMControl
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.flower import Flower, procfile_flower
+from teststack.llm_server import LLMControl
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import headers_for
 
 ALICE = headers_for("alice")
 AUTH = ("operator", "flower-test-password")

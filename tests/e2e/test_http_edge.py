@@ -21,8 +21,8 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.support import redis_databases
-from tests.support.processes import PROJECT_ROOT, ManagedProcess, wait_for
-from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
+from teststack.processes import PROJECT_ROOT, ManagedProcess, wait_for
+from teststack.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
 
 #: A Redis database of this module's own: its tasks stay queued (no worker), nothing else reads it.
 EDGE_DB = redis_databases.EDGE

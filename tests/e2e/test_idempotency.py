@@ -10,9 +10,9 @@ import redis
 from app.idempotency import fingerprint
 from contract import keys
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done
-from tests.support.stack import headers_for
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done
+from teststack.stack import headers_for
 
 INVOKE = "/api/v1/agents/simple_llm_agent/invoke-async"
 

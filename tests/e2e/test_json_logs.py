@@ -6,10 +6,10 @@ import uuid
 from typing import Any
 
 from tests.e2e.conftest import OpsStack
-from tests.support.llm_server import LLMControl
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import API_KEYS, headers_for
+from teststack.llm_server import LLMControl
+from teststack.processes import ManagedProcess, wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import API_KEYS, headers_for
 
 ALICE = headers_for("alice")
 #: Celery prints its banner on stdout before logging is set up; everything after it is logged.

@@ -25,8 +25,8 @@ from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support import redis_databases
 from tests.support.audit import audit_rows, run_sql
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.stack import headers_for, redis_db_url, start_beat, start_worker
+from teststack.processes import ManagedProcess, wait_for
+from teststack.stack import headers_for, redis_db_url, start_beat, start_worker
 
 CLEANUP = CLEANUP_TASK_PREFIX
 BEAT_DB = redis_databases.BEAT

@@ -11,11 +11,11 @@ from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, OpsStack
 from tests.support import redis_databases
-from tests.support.llm_server import LLMControl
 from tests.support.metrics import Scrape, scrape
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.llm_server import LLMControl
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
 PREFORK_DB = redis_databases.PREFORK_METRICS

@@ -10,8 +10,8 @@ import redis
 from contract import keys
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import rabbitmq, redis_databases
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import redis_db_url, start_web, start_worker
+from teststack.polling import poll_until_done, submit
+from teststack.stack import redis_db_url, start_web, start_worker
 
 BACKLOG = 8
 

@@ -1,7 +1,7 @@
 """The service rides out a Redis restart: Redis is SIGKILLed (no shutdown) and started again on
 the same port, from its append-only file, or empty when it has no persistence.
 
-Each test starts its own Redis (``tests.support.redis_server``), never the session's, since it
+Each test starts its own Redis (``teststack.redis_server``), never the session's, since it
 kills it; and its own worker, web or beat, since a restart is felt by every process at once. The
 outage lasts until the processes under test have noticed it (the worker logs the lost broker,
 the web's ``/readyz`` answers 503), and, where a worker is under test, at least the couple of
@@ -28,12 +28,12 @@ from contract.tasks import CLEANUP_QUEUE
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
 from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.redis_server import RedisServer
-from tests.support.sse import Received, content_of, events_path, read_stream
-from tests.support.stack import (
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.polling import TERMINAL, poll_until_done, submit
+from teststack.processes import ManagedProcess, wait_for
+from teststack.redis_server import RedisServer
+from teststack.sse import Received, content_of, events_path, read_stream
+from teststack.stack import (
     WebServer,
     headers_for,
     queued,

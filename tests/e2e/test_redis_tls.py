@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done, submit
-from tests.support.redis_server import RedisServer, generate_tls
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, start_web, start_worker
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.polling import poll_until_done, submit
+from teststack.redis_server import RedisServer, generate_tls
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, start_web, start_worker
 
 ALICE = headers_for("alice")
 

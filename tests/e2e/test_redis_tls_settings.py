@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import wait_for
-from tests.support.redis_server import RedisServer, generate_tls
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, start_beat, start_web, start_worker
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.processes import wait_for
+from teststack.redis_server import RedisServer, generate_tls
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, start_beat, start_web, start_worker
 
 ALICE = headers_for("alice")
 

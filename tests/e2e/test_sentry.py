@@ -12,10 +12,10 @@ import redis
 from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from tests.support.llm_server import LLMControl
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import API_KEYS, headers_for
+from teststack.llm_server import LLMControl
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import API_KEYS, headers_for
 
 ALICE = headers_for("alice")
 LLM_API_KEY = "test-llm-key"  # the ops stack's LLM_API_KEY

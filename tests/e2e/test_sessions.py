@@ -8,9 +8,9 @@ from celery import Celery
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.stack import headers_for
 
 SESSIONS = "/api/v1/sessions"
 

@@ -14,10 +14,10 @@ from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
 from tests.support import redis_databases
 from tests.support.agents import BLOCK_SECONDS
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import headers_for, redis_db_url, start_worker
+from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.polling import TERMINAL, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import headers_for, redis_db_url, start_worker
 
 SHARED_DB, CROWD_DB = redis_databases.SHARED, redis_databases.CROWD
 STREAMING = INVOKE_AGENT_WITH_STREAMING

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import WebServer, headers_for, start_web
+from teststack.llm_server import LLMControl
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import WebServer, headers_for, start_web
 
 ALICE = headers_for("alice")
 

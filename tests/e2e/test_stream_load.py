@@ -10,9 +10,9 @@ import httpx
 from httpx_sse import connect_sse
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.sse import Received, content_of, events_path, is_heartbeat, read_stream
-from tests.support.stack import headers_for
+from teststack.llm_server import LLMControl
+from teststack.sse import Received, content_of, events_path, is_heartbeat, read_stream
+from teststack.stack import headers_for
 
 ALICE = headers_for("alice")
 

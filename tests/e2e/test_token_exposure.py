@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.processes import wait_for
-from tests.support.sse import events_path
-from tests.support.stack import headers_for
+from teststack.processes import wait_for
+from teststack.sse import events_path
+from teststack.stack import headers_for
 
 
 def _stream_token(client: httpx.Client) -> tuple[str, str]:

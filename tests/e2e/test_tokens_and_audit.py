@@ -11,10 +11,10 @@ from scripts.embedded_redis import EmbeddedRedis
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.audit import audit_rows
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import headers_for, redis_db_url, start_web
+from teststack.llm_server import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import headers_for, redis_db_url, start_web
 
 TOKEN = "/api/v1/auth/token"
 REVOKE = "/api/v1/auth/revoke"

@@ -17,9 +17,9 @@ from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.test_http_edge import start_procfile_web
 from tests.support import redis_databases
 from tests.support.metrics import Scrape
-from tests.support.processes import ManagedProcess
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
+from teststack.processes import ManagedProcess
+from teststack.sse import events_path
+from teststack.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
 
 ALICE = headers_for("alice")
 PROCESSES = 2

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from tests.support.llm_server import LLMControl, LLMServerProcess
+from teststack.llm_server import LLMControl, LLMServerProcess
 from worker.agents.base import ChatMessage, ToolCall
 from worker.agents.llm_session import open_llm_session
 from worker.agents.openai_client import (

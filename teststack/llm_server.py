@@ -44,7 +44,7 @@ with 400.
 
 ``LLMServerProcess`` runs the server as a child process for fixtures and
 ``LLMControl`` is a small synchronous client for the control API.
-Run it by hand with ``python -m tests.support.llm_server --port P``.
+Run it by hand with ``python -m teststack.llm_server --port P``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from scripts.embedded_redis import free_port
-from tests.support.processes import ManagedProcess, python_module
+from teststack.processes import ManagedProcess, python_module
 
 DEFAULT_MODEL = "loopback-model"
 _JSON = dict[str, Any]
@@ -644,7 +644,7 @@ def serve(*, port: int, host: str = "127.0.0.1") -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.llm_server",
+        prog="python -m teststack.llm_server",
         description="Loopback OpenAI-compatible streaming chat-completions server for tests.",
     )
     parser.add_argument("--port", type=int, required=True)
@@ -660,7 +660,7 @@ class LLMServerProcess:
         self.port = port if port is not None else free_port()
         self._startup_timeout = startup_timeout
         self._process = ManagedProcess(
-            "llm-server", python_module("tests.support.llm_server", "--port", str(self.port))
+            "llm-server", python_module("teststack.llm_server", "--port", str(self.port))
         )
 
     @property

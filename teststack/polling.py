@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.stack import headers_for
+from teststack.stack import headers_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
 

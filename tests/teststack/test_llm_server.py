@@ -18,7 +18,7 @@ import redis
 from httpx_sse import connect_sse
 
 from scripts.embedded_redis import EmbeddedRedis, free_port, is_reachable
-from tests.support.llm_server import LLMControl, LLMServerProcess
+from teststack.llm_server import LLMControl, LLMServerProcess
 
 
 @pytest.fixture(scope="module")
