@@ -26,7 +26,8 @@ import redis
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.processes import PROJECT_ROOT, environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

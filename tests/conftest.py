@@ -32,7 +32,8 @@ from tests.support.databases import (
     migrated_sqlite,
     postgres_server,
 )
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.processes import environment as environment_variables
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

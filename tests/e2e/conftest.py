@@ -24,7 +24,7 @@ import redis
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.support import rabbitmq, redis_databases
 from tests.support.sentry_receiver import SentryReceiver
-from teststack.llm_server import LLMServerProcess
+from teststack.llm.process import LLMServerProcess
 from teststack.processes import ManagedProcess
 from teststack.stack import WebServer, redis_db_url, start_web, start_worker
 

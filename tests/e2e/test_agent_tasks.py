@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.processes import wait_for
 from teststack.sse import events_path, read_stream

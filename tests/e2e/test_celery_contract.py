@@ -6,7 +6,7 @@ import time
 from celery import Celery
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"

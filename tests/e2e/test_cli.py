@@ -23,7 +23,7 @@ import pytest
 from cli.errors import ExitCode
 from scripts.embedded_redis import free_port
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.processes import wait_for
 from teststack.stack import API_KEYS, headers_for, start_web

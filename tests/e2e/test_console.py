@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from tests.e2e.conftest import Stack
 from tests.support.browser import PageRecorder, launch_chromium
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.stack import API_KEYS
 from teststack.web_restart import RestartableWeb

@@ -9,7 +9,8 @@ import pytest
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack
 from tests.support import redis_databases
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.polling import poll_until_done
 from teststack.sse import Received, content_of, events_path, read_stream
 from teststack.stack import headers_for, redis_db_url, start_web, start_worker

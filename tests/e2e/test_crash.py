@@ -13,7 +13,8 @@ from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support import redis_databases
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.polling import poll_until_done, submit
 from teststack.processes import wait_for
 from teststack.sse import content_of, events_path, read_stream

@@ -14,7 +14,7 @@ from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
 from teststack.flower import Flower, procfile_flower
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.processes import wait_for
 from teststack.sse import events_path, read_stream
 from teststack.stack import headers_for

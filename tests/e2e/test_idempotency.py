@@ -10,7 +10,7 @@ import redis
 from app.idempotency import fingerprint
 from contract import keys
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done
 from teststack.stack import headers_for
 

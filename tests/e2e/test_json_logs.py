@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from tests.e2e.conftest import OpsStack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.processes import ManagedProcess, wait_for
 from teststack.sse import events_path, read_stream
 from teststack.stack import API_KEYS, headers_for

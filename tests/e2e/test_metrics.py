@@ -12,7 +12,7 @@ from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, OpsStack
 from tests.support import redis_databases
 from tests.support.metrics import Scrape, scrape
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.processes import wait_for
 from teststack.sse import events_path, read_stream
 from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker

@@ -28,7 +28,8 @@ from contract.tasks import CLEANUP_QUEUE
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
 from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.polling import TERMINAL, poll_until_done, submit
 from teststack.processes import ManagedProcess, wait_for
 from teststack.redis_server import RedisServer

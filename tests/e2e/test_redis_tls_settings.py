@@ -13,11 +13,13 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import _llm_worker_env
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.processes import wait_for
-from teststack.redis_server import RedisServer, generate_tls
+from teststack.redis_server import RedisServer
 from teststack.sse import content_of, events_path, read_stream
 from teststack.stack import headers_for, start_beat, start_web, start_worker
+from teststack.tls import generate_tls
 
 ALICE = headers_for("alice")
 

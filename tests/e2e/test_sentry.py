@@ -12,7 +12,7 @@ import redis
 from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.processes import wait_for
 from teststack.sse import events_path, read_stream
 from teststack.stack import API_KEYS, headers_for

@@ -8,7 +8,7 @@ from celery import Celery
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.stack import headers_for
 

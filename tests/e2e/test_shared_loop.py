@@ -14,7 +14,8 @@ from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
 from tests.support import redis_databases
 from tests.support.agents import BLOCK_SECONDS
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from teststack.polling import TERMINAL, poll_until_done, submit
 from teststack.processes import wait_for
 from teststack.stack import headers_for, redis_db_url, start_worker

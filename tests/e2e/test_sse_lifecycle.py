@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.sse import content_of, events_path, read_stream
 from teststack.stack import WebServer, headers_for, start_web
 

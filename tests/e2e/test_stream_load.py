@@ -10,7 +10,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.sse import Received, content_of, events_path, is_heartbeat, read_stream
 from teststack.stack import headers_for
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done
 from teststack.processes import wait_for
 from teststack.sse import Received, content_of, events_path, read_stream

@@ -7,7 +7,7 @@ from celery import Celery
 
 from contract.tasks import INVOKE_AGENT_ASYNC
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.processes import wait_for
 from worker.celery_app import create_celery_app, get_task_info, revoke_task
 from worker.settings import WorkerSettings

@@ -11,7 +11,7 @@ from scripts.embedded_redis import EmbeddedRedis
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.audit import audit_rows
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.processes import wait_for
 from teststack.stack import headers_for, redis_db_url, start_web

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from tests.e2e.conftest import Stack
-from teststack.llm_server import LLMControl
+from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
 from teststack.sse import content_of, events_path, read_stream
 from teststack.stack import headers_for

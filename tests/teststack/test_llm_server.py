@@ -18,7 +18,8 @@ import redis
 from httpx_sse import connect_sse
 
 from scripts.embedded_redis import EmbeddedRedis, free_port, is_reachable
-from teststack.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 
 
 @pytest.fixture(scope="module")
