@@ -1,9 +1,15 @@
-"""Polling a task over REST the way a client without a stream would."""
+"""Submitting a task and polling it over REST, the way a client without a stream would.
+
+``invoke`` is the one request every test and benchmark submits with; ``accept`` and ``submit``
+add the check that it was accepted (202, queued) and give its answer or only its task id.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -12,25 +18,70 @@ from teststack.stack import headers_for
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def submit(
-    client: httpx.Client,
-    agent_id: str,
-    message: str,
-    *,
-    user: str = "alice",
-    stream: bool = False,
-    **extra: Any,
-) -> str:
-    response = client.post(
-        f"/api/v1/agents/{agent_id}/invoke-async",
-        json={"message": message, "stream": stream, **extra},
-        headers=headers_for(user),
-    )
+def invoke_path(agent_id: str) -> str:
+    return f"/api/v1/agents/{agent_id}/invoke-async"
+
+
+class InvokeOptions(TypedDict, total=False):
+    """What a submission may say besides its agent and message (the API's defaults otherwise)."""
+
+    #: Whose API key it is sent with (``"alice"`` unless said).
+    user: str
+    #: Sent instead of ``user``'s API key: a bearer token, say.
+    headers: Mapping[str, str]
+    stream: bool
+    priority: int
+    session_id: str
+    metadata: Mapping[str, object]
+    idempotency_key: str
+
+
+def invoke(
+    client: httpx.Client, agent_id: str, message: str, **options: Unpack[InvokeOptions]
+) -> httpx.Response:
+    """``POST invoke-async``, whatever it answers (tests of a refusal read the answer)."""
+    body: dict[str, object] = {"message": message, "stream": options.get("stream", False)}
+    for name in ("priority", "session_id", "metadata"):
+        if name in options:
+            body[name] = options[name]
+    headers = dict(options.get("headers") or headers_for(options.get("user", "alice")))
+    if "idempotency_key" in options:
+        headers["Idempotency-Key"] = options["idempotency_key"]
+    return client.post(invoke_path(agent_id), json=body, headers=headers)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The 202 answer to a submission."""
+
+    task_id: str
+    status_url: str
+    stream_url: str
+
+    @property
+    def stream_token(self) -> str:
+        """The stream token the answer's ``stream_url`` carries."""
+        return self.stream_url.split("token=", 1)[1]
+
+
+def accept(
+    client: httpx.Client, agent_id: str, message: str, **options: Unpack[InvokeOptions]
+) -> Accepted:
+    """Submit, and check that the task was accepted and queued."""
+    response = invoke(client, agent_id, message, **options)
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] == "queued"
-    task_id: str = body["task_id"]
-    return task_id
+    return Accepted(
+        task_id=body["task_id"], status_url=body["status_url"], stream_url=body["stream_url"]
+    )
+
+
+def submit(
+    client: httpx.Client, agent_id: str, message: str, **options: Unpack[InvokeOptions]
+) -> str:
+    """Submit, check that the task was accepted, and give its id."""
+    return accept(client, agent_id, message, **options).task_id
 
 
 def poll_until_done(

@@ -11,7 +11,7 @@ from tests.e2e.conftest import Stack
 from tests.support import redis_databases
 from teststack.llm.control import LLMControl
 from teststack.llm.process import LLMServerProcess
-from teststack.polling import poll_until_done
+from teststack.polling import poll_until_done, submit
 from teststack.sse import Received, content_of, events_path, read_stream
 from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
@@ -23,17 +23,6 @@ ALICE = headers_for("alice")
 QUEUED_DB = redis_databases.QUEUED
 
 
-def _submit(client: httpx.Client, agent_id: str, message: str) -> str:
-    response = client.post(
-        f"/api/v1/agents/{agent_id}/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["task_id"]
-    return task_id
-
-
 def _cancel(client: httpx.Client, task_id: str, user: str = "alice") -> httpx.Response:
     return client.post(f"/api/v1/agents/tasks/{task_id}/cancel", headers=headers_for(user))
 
@@ -43,7 +32,7 @@ def test_cancel_mid_stream_closes_the_llm_stream_and_ends_cancelled(
 ) -> None:
     key = "a long answer to cancel"
     llm.script(key, tokens=[f" w{i}" for i in range(200)], delay=0.05)
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
     cancelled_at: list[float] = []
 
     def cancel_after_five_chunks(events: list[Received]) -> bool:
@@ -73,7 +62,7 @@ def test_cancel_mid_stream_closes_the_llm_stream_and_ends_cancelled(
 
 
 def test_cancel_of_another_users_or_unknown_task_is_404(stack: Stack) -> None:
-    task_id = _submit(stack.web.client, "echo", "not yours to cancel")
+    task_id = submit(stack.web.client, "echo", "not yours to cancel", stream=True)
 
     assert _cancel(stack.web.client, task_id, user="bob").status_code == 404
     assert _cancel(stack.web.client, "0" * 36).status_code == 404
@@ -81,7 +70,7 @@ def test_cancel_of_another_users_or_unknown_task_is_404(stack: Stack) -> None:
 
 
 def test_cancel_of_a_finished_task_changes_nothing(stack: Stack) -> None:
-    task_id = _submit(stack.web.client, "echo", "already finished")
+    task_id = submit(stack.web.client, "echo", "already finished", stream=True)
     done = poll_until_done(stack.web.client, task_id)
 
     response = _cancel(stack.web.client, task_id)
@@ -104,7 +93,7 @@ def test_cancelled_queued_task_never_calls_the_llm(
     llm.script(key, tokens=["never"])
     web = start_web(queued_db)
     try:
-        task_id = _submit(web.client, "simple_llm_agent", key)
+        task_id = submit(web.client, "simple_llm_agent", key, stream=True)
         response = _cancel(web.client, task_id)
         assert response.status_code == 202
         assert response.json()["status"] == "queued"
@@ -128,7 +117,7 @@ def test_soft_time_limit_ends_with_a_timeout_error_and_the_partial_answer(
 ) -> None:
     words = " ".join(f"w{i}" for i in range(20))  # 0.3 s a word: the 1 s limit cuts it short
 
-    task_id = _submit(bare_stack.web.client, "echo", words)
+    task_id = submit(bare_stack.web.client, "echo", words, stream=True)
     events = read_stream(bare_stack.web.client, events_path(task_id), headers=ALICE)
     polled = poll_until_done(bare_stack.web.client, task_id)
 
@@ -145,7 +134,7 @@ def test_soft_time_limit_ends_with_a_timeout_error_and_the_partial_answer(
 
 def test_cancel_stops_a_running_task_in_the_prefork_pool(bare_stack: Stack) -> None:
     words = " ".join(f"p{i}" for i in range(20))
-    task_id = _submit(bare_stack.web.client, "echo", words)
+    task_id = submit(bare_stack.web.client, "echo", words, stream=True)
     cancelled_at: list[float] = []
 
     def cancel_after_two_chunks(events: list[Received]) -> bool:

@@ -39,13 +39,7 @@ def test_tasks_of_a_killed_worker_complete_on_another_with_a_reset(
     try:
         task_ids = []
         for _ in range(20):
-            response = web.client.post(
-                "/api/v1/agents/simple_llm_agent/invoke-async",
-                json={"message": key, "stream": True},
-                headers=headers_for("alice"),
-            )
-            assert response.status_code == 202
-            task_ids.append(response.json()["task_id"])
+            task_ids.append(submit(web.client, "simple_llm_agent", key, stream=True))
         wait_for(lambda: len(llm.calls(key)) == 20, timeout=20)
 
         first.signal(signal.SIGKILL)
@@ -81,12 +75,7 @@ def test_a_second_delivery_of_a_finished_task_does_not_call_the_llm(
 ) -> None:
     key = "delivered twice"
     llm.script(key, tokens=["done"])
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": key},
-        headers=headers_for("alice"),
-    )
-    task_id = response.json()["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key)
     before = poll_until_done(stack.web.client, task_id)
     client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
     try:
@@ -121,12 +110,7 @@ def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(
     web = start_web(url)
     worker = start_worker(url, env=_llm_worker_env(llm_server))
     try:
-        response = web.client.post(
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": key},
-            headers=headers_for("alice"),
-        )
-        task_id = response.json()["task_id"]
+        task_id = submit(web.client, "simple_llm_agent", key)
         wait_for(lambda: len(llm.calls(key)) == 1, timeout=20)
 
         worker.signal(signal.SIGTERM)
@@ -151,12 +135,7 @@ def test_a_delivery_after_the_outcome_was_stored_makes_the_state_agree_without_t
     must not call the LLM again, and Celery's record must end up saying what the stream said."""
     key = "stored, then delivered again"
     llm.script(key, tokens=["the", " first", " answer"])
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": key},
-        headers=headers_for("alice"),
-    )
-    task_id = response.json()["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key)
     stored = poll_until_done(stack.web.client, task_id)["result"]
     client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
     raw = redis.Redis.from_url(stack.redis_url)

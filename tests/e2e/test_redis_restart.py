@@ -30,7 +30,7 @@ from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
 from teststack.llm.control import LLMControl
 from teststack.llm.process import LLMServerProcess
-from teststack.polling import TERMINAL, poll_until_done, submit
+from teststack.polling import TERMINAL, invoke, poll_until_done, submit
 from teststack.processes import ManagedProcess, wait_for
 from teststack.redis_server import RedisServer
 from teststack.sse import Received, content_of, events_path, read_stream
@@ -274,12 +274,7 @@ def test_readyz_is_503_during_the_outage_and_200_after(aof_redis: RedisServer) -
         wait_for(lambda: _readyz(web) == 200, timeout=RECOVERY_TIMEOUT)
         took = time.monotonic() - aof_redis.ready_at
         # Every request after the return works, the first ones included.
-        submitted = [
-            web.client.post(
-                "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=ALICE
-            ).status_code
-            for _ in range(5)
-        ]
+        submitted = [invoke(web.client, "echo", "hi").status_code for _ in range(5)]
     finally:
         web.stop()
     print(f"\nRedis back -> /readyz 200: {took:.1f} s")
@@ -299,9 +294,7 @@ def test_first_requests_after_a_restart_succeed_when_nothing_probed_the_outage(
         with aof_redis.outage():
             pass
         answers = [
-            web.client.post(
-                "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=ALICE
-            ).status_code,
+            invoke(web.client, "echo", "hi").status_code,
             web.client.get(f"/api/v1/agents/tasks/{first}", headers=ALICE).status_code,
             _readyz(web),
         ]

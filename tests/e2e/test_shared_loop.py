@@ -57,13 +57,7 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
     started = time.monotonic()
     task_ids = {}
     for message in messages:
-        response = client.post(
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": message, "stream": True},
-            headers=headers_for("alice"),
-        )
-        assert response.status_code == 202
-        task_ids[message] = response.json()["task_id"]
+        task_ids[message] = submit(client, "simple_llm_agent", message, stream=True)
     wait_for(lambda: len(llm.calls("the one that is cancelled")) == 1, timeout=10)
     cancel = client.post(
         f"/api/v1/agents/tasks/{task_ids['the one that is cancelled']}/cancel",
