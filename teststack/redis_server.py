@@ -81,10 +81,16 @@ class RedisServer:
 
     def client(self, db: int = 0, *, timeout: float = 2.0) -> redis.Redis:
         """A blocking client of this server (the caller closes it)."""
-        options: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if self.tls is not None:
-            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
-        return redis.Redis(host=self.host, port=self.port, db=db, **options)  # type: ignore[arg-type]
+        ca_certs = None if self.tls is None else str(self.tls.ca_cert)
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=db,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            ssl=ca_certs is not None,
+            ssl_ca_certs=ca_certs,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 process carries many I/O-bound invocations at once."""
 
 import time
+from typing import Any
 
 from celery import Celery
 
@@ -50,13 +51,14 @@ def test_foreign_celery_client_sees_progress_while_the_task_runs(
     finally:
         client.close()
 
-    progress = [info for state, info in seen if state == "PROGRESS"]
+    progress: list[dict[str, Any]] = []
+    for state, info in seen:
+        if state == "PROGRESS":
+            assert isinstance(info, dict), seen
+            progress.append(info)
     assert progress, seen
-    assert all(set(info) == {"progress", "stage"} for info in progress)  # type: ignore[arg-type]
-    assert [info["progress"] for info in progress] == sorted(  # type: ignore[index]
-        info["progress"]
-        for info in progress  # type: ignore[index]
-    )
+    assert all(set(info) == {"progress", "stage"} for info in progress)
+    assert [info["progress"] for info in progress] == sorted(info["progress"] for info in progress)
     assert value["content"] == "".join(f" p{i}" for i in range(40))
     assert result.state == "SUCCESS"
 

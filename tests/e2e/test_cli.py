@@ -94,7 +94,8 @@ class TerminalRun:
     def __init__(self, url: str, *args: str) -> None:
         self.screen = pyte.Screen(COLUMNS, LINES)
         self._stream = pyte.ByteStream(self.screen)
-        self.child = pexpect.spawn(
+        # Without an encoding, pexpect reads bytes (which the stubs cannot infer).
+        self.child: pexpect.spawn[bytes] = pexpect.spawn(
             str(CLI), list(args), env=_env(url), dimensions=(LINES, COLUMNS), timeout=30
         )
         self.screens: list[str] = []

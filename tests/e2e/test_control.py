@@ -51,7 +51,8 @@ def test_cancel_mid_stream_closes_the_llm_stream_and_ends_cancelled(
     assert 5 <= sum(e.event == "chunk" for e in events) < 200
     (call,) = llm.calls(key)
     assert call["disconnected"] is True
-    assert float(call["disconnected_at"]) - cancelled_at[0] < 0.25  # type: ignore[arg-type]
+    assert call["disconnected_at"] is not None
+    assert call["disconnected_at"] - cancelled_at[0] < 0.25
     assert stream_ended_at - cancelled_at[0] < 1.0
     polled = poll_until_done(stack.web.client, task_id)
     assert polled["status"] == "cancelled"

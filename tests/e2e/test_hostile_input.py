@@ -128,7 +128,10 @@ def test_non_ascii_idempotency_key_is_422_naming_the_header(web: httpx.Client) -
     response = web.post(
         INVOKE,
         json={"message": "hi"},
-        headers={**JSON, "Idempotency-Key": b"caf\xe9"},
+        headers={
+            **{name.encode(): value.encode() for name, value in JSON.items()},
+            b"Idempotency-Key": b"caf\xe9",
+        },
     )
 
     _assert_422(response, ["header", "Idempotency-Key"])

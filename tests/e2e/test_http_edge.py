@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -304,7 +305,7 @@ def test_connections_beyond_the_limit_get_503(
             return False
 
         for url in stream_urls:  # two connections held open by their streams
-            wait_for(lambda url=url: open_stream(url), timeout=SLACK)
+            wait_for(partial(open_stream, url), timeout=SLACK)
         with httpx.Client(base_url=web.base_url, timeout=10) as client:
             refused = client.get("/healthz")
             streams.pop().close()

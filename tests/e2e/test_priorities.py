@@ -7,11 +7,11 @@ from contextlib import ExitStack
 import pytest
 import redis
 
-from contract import keys
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import rabbitmq, redis_databases
 from teststack.polling import poll_until_done, submit
 from teststack.stack import redis_db_url, start_web, start_worker
+from teststack.task_log import log_entries
 
 BACKLOG = 8
 
@@ -40,9 +40,9 @@ def broker(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Itera
 
 
 def _started_at(raw: redis.Redis, task_id: str) -> int:
-    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
-        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
-            return int(entry_id.split(b"-")[0])
+    for entry in log_entries(raw, task_id):
+        if entry.event == b"status" and b'"running"' in entry.data:
+            return entry.written_ms
     raise AssertionError(f"task {task_id} never ran")
 
 

@@ -3,11 +3,11 @@ setting names, within 10%, and a task over the limit waits its turn in the queue
 
 import redis
 
-from contract import keys
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import redis_databases
 from teststack.polling import poll_until_done, submit
 from teststack.stack import redis_db_url, start_web, start_worker
+from teststack.task_log import log_entries
 
 RATE_PER_SECOND = 4
 TASKS = 40
@@ -15,9 +15,9 @@ TASKS = 40
 
 def _started_at(raw: redis.Redis, task_id: str) -> float:
     """When the task started running: the id of its log's ``running`` status (milliseconds)."""
-    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
-        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
-            return int(entry_id.split(b"-")[0]) / 1000
+    for entry in log_entries(raw, task_id):
+        if entry.event == b"status" and b'"running"' in entry.data:
+            return entry.written_ms / 1000
     raise AssertionError(f"task {task_id} never ran")
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-from contract import keys
 from contract.events import EventType
 from contract.tasks import CLEANUP_QUEUE
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
@@ -42,6 +41,7 @@ from teststack.stack import (
     start_web,
     start_worker,
 )
+from teststack.task_log import log_entries
 
 ALICE = headers_for("alice")
 LOST_BROKER = "Connection to broker lost"
@@ -130,10 +130,10 @@ def _events_after(server: RedisServer, task_id: str, wall_ms: int) -> list[int]:
     """The timestamps (ms) of the task's log entries written at or after ``wall_ms``."""
     client = server.client()
     try:
-        entries = client.xrange(keys.task_events(task_id), min=f"{wall_ms}-0")
+        entries = log_entries(client, task_id, start=f"{wall_ms}-0")
     finally:
         client.close()
-    return [parse_event_id(entry_id.decode())[0] for entry_id, _ in entries]
+    return [parse_event_id(entry.id)[0] for entry in entries]
 
 
 def _assert_stream_agrees(final: dict[str, Any], events: list[Received]) -> None:

@@ -5,9 +5,11 @@ and a task that blocks the loop is named in the worker's log. The test agents co
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from celery import Celery
+from celery.result import AsyncResult
 
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis
@@ -65,7 +67,7 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
     )
     assert cancel.status_code == 202
 
-    final: dict[str, dict[str, object]] = {}
+    final: dict[str, dict[str, Any]] = {}
 
     def all_done() -> bool:
         for message, task_id in task_ids.items():
@@ -82,14 +84,14 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
 
     for message in messages[:48]:
         assert final[message]["status"] == "completed", final[message]
-        assert final[message]["result"]["content"] == "".join(short)  # type: ignore[index]
+        assert final[message]["result"]["content"] == "".join(short)
     timed_out = final["the one that runs out of time"]
     assert timed_out["status"] == "failed"
     error = timed_out["error"]
-    assert error["type"] == "AgentTimeoutError"  # type: ignore[index]
-    assert error["reason"] == "timeout"  # type: ignore[index]
-    assert "".join(long).startswith(error["content"])  # type: ignore[index]
-    assert 0 < len(error["content"]) < len("".join(long))  # type: ignore[index]
+    assert error["type"] == "AgentTimeoutError"
+    assert error["reason"] == "timeout"
+    assert "".join(long).startswith(error["content"])
+    assert 0 < len(error["content"]) < len("".join(long))
     assert final["the one that is cancelled"]["status"] == "cancelled"
     assert llm.calls("the one that is cancelled")[0]["disconnected"] is True
     # Side by side, not one after another (48 x 0.5 s alone would take 24 s).
@@ -148,10 +150,18 @@ def test_more_tasks_at_once_than_a_default_redis_pool_holds_all_complete(
         states = Counter(
             r.state if r.state == "SUCCESS" else f"{r.state}:{r.result!r}" for r in results
         )
-        contents = {r.result["content"] for r in results if r.state == "SUCCESS"}
+        contents = {_content(r) for r in results if r.state == "SUCCESS"}
     finally:
         producer.close()
         worker.stop()
 
     assert states == {"SUCCESS": 300}
     assert contents == {"".join(tokens)}
+
+
+def _content(result: AsyncResult[Any]) -> str:
+    """The answer of an agent task that succeeded."""
+    value = result.result
+    assert isinstance(value, dict), value
+    content: str = value["content"]
+    return content

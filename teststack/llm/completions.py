@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from teststack.llm.scenarios import CallRecord, Failure, Scenario
+from teststack.llm.scenarios import Failure, RecordedCall, Scenario
 
 DEFAULT_MODEL = "loopback-model"
 JSON = dict[str, Any]
@@ -219,7 +219,7 @@ async def stream_events(
     chat: ChatRequest,
     scenario: Scenario,
     *,
-    call: CallRecord,
+    call: RecordedCall,
     failure: Failure | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE frames of one streamed completion, pacing tokens (or tool-call pieces) by the
@@ -247,10 +247,8 @@ async def stream_events(
         for index, piece in enumerate(pieces):
             if scenario.delay:
                 await asyncio.sleep(scenario.delay)
-            delta: JSON = {"tool_calls": [piece]}
-            if index == 0:
-                delta = {"role": "assistant", "content": None, **delta}
-            yield _sse(completion.chunk(delta=delta, finish_reason=None))
+            first = {"role": "assistant", "content": None} if index == 0 else {}
+            yield _sse(completion.chunk(delta={**first, "tool_calls": [piece]}, finish_reason=None))
         yield _sse(completion.chunk(delta={}, finish_reason="tool_calls"))
     if chat.include_usage and scenario.usage:
         yield _sse(completion.usage_chunk(usage_of(chat, scenario)))

@@ -8,6 +8,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from teststack.llm.scenarios import RecordedCall
+
 
 class LLMControl:
     """Synchronous client for the server's control API."""
@@ -39,11 +41,11 @@ class LLMControl:
         }
         self._client.put(self._path(key), json=body).raise_for_status()
 
-    def calls(self, key: str) -> list[dict[str, object]]:
+    def calls(self, key: str) -> list[RecordedCall]:
         """The calls recorded for ``key``, oldest first."""
         response = self._client.get(f"{self._path(key)}/calls")
         response.raise_for_status()
-        calls: list[dict[str, object]] = response.json()["calls"]
+        calls: list[RecordedCall] = response.json()["calls"]
         return calls
 
     def reset(self) -> None:

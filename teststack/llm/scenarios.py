@@ -4,9 +4,26 @@ before or in the middle of it, the tool calls of each round; and every call the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
-#: One call as the control API reports it (``GET /_scenarios/{key}/calls``).
-CallRecord = dict[str, object]
+
+class RecordedCall(TypedDict):
+    """One call the server took, as the control API reports it (the server's monotonic clock)."""
+
+    messages: list[dict[str, Any]]
+    model: str
+    headers: dict[str, str | None]
+    #: The HTTP status it was answered with (200 for a stream that failed in the middle).
+    status: int
+    stream: bool
+    #: As the client sent them.
+    tools: Any
+    tool_choice: Any
+    started_at: float
+    completed: bool
+    #: Whether the client dropped the stream before it finished, and when.
+    disconnected: bool
+    disconnected_at: float | None
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,7 @@ class ScenarioStore:
 
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     failures_used: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, list[CallRecord]] = field(default_factory=dict)
+    calls: dict[str, list[RecordedCall]] = field(default_factory=dict)
 
     def put(self, key: str, scenario: Scenario) -> None:
         self.scenarios[key] = scenario
@@ -160,6 +177,6 @@ class ScenarioStore:
         self.failures_used[key] = used + 1
         return failure
 
-    def record(self, key: str, call: CallRecord) -> CallRecord:
+    def record(self, key: str, call: RecordedCall) -> RecordedCall:
         self.calls.setdefault(key, []).append(call)
         return call

@@ -29,10 +29,10 @@ from teststack.llm.completions import (
     tool_round_of,
     usage_of,
 )
-from teststack.llm.scenarios import CallRecord, Scenario, ScenarioStore, parse_scenario
+from teststack.llm.scenarios import RecordedCall, Scenario, ScenarioStore, parse_scenario
 
 
-def _mark_disconnected(call: CallRecord) -> None:
+def _mark_disconnected(call: RecordedCall) -> None:
     if not call["completed"] and not call["disconnected"]:
         call["disconnected"] = True
         call["disconnected_at"] = time.monotonic()
@@ -46,7 +46,7 @@ class RecordingEventStream(StreamingResponse):
     between tokens; the frame generator is then cancelled and closed.
     """
 
-    def __init__(self, frames: AsyncGenerator[bytes, None], *, call: CallRecord) -> None:
+    def __init__(self, frames: AsyncGenerator[bytes, None], *, call: RecordedCall) -> None:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         super().__init__(frames, media_type="text/event-stream", headers=headers)
         self._frames = frames
@@ -83,7 +83,7 @@ def _store(request: Request) -> ScenarioStore:
     return store
 
 
-def _new_call(chat: ChatRequest, *, status: int) -> CallRecord:
+def _new_call(chat: ChatRequest, *, status: int) -> RecordedCall:
     return {
         "messages": chat.messages,
         "model": chat.model,
@@ -131,7 +131,9 @@ async def chat_completions(request: Request) -> Response:
     return await _whole_completion(chat, scenario, call=call)
 
 
-async def _whole_completion(chat: ChatRequest, scenario: Scenario, *, call: CallRecord) -> Response:
+async def _whole_completion(
+    chat: ChatRequest, scenario: Scenario, *, call: RecordedCall
+) -> Response:
     if scenario.delay:
         await asyncio.sleep(scenario.delay * len(scenario.tokens))
     usage = usage_of(chat, scenario) if scenario.usage else None
