@@ -13,9 +13,13 @@ Each ``create_app`` has a registry of its own. Several web processes behind one 
 --workers N``, gunicorn) are summed when ``PROMETHEUS_MULTIPROC_DIR`` names a directory they
 share (emptied before they start): prometheus_client then keeps every process's counts in files
 there, and whichever process answers a scrape serves the sum (gauges: of the live processes).
+A process that died (a supervisor replaced it) leaves its gauge files behind, and uvicorn's
+supervisor has no hook to say so: the process answering a scrape first removes the gauge files of
+every process that no longer exists (``mark_process_dead``), so its streams stop counting.
 """
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +27,7 @@ from typing import Any
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import Message, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -31,6 +35,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 UNMATCHED = "unmatched"
 #: Seconds between two readings of the relay and the hub.
 FOLLOW_INTERVAL = 1.0
+#: A live gauge's file in the multiprocess directory, by the process that writes it.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*_(\d+)\.db")
 
 
 def _route_of(scope: Scope) -> str:
@@ -91,6 +97,7 @@ class WebMetrics:
         """The text format Prometheus scrapes."""
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
+        forget_dead_processes(self._multiprocess_dir)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
@@ -136,3 +143,24 @@ class WebMetrics:
         if delivered > delivered_before:
             self.delivered.inc(delivered - delivered_before)
         return delivered
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Remove the live-gauge files of the processes in ``directory`` that no longer exist."""
+    pids = {
+        int(match.group(1))
+        for name in os.listdir(directory)
+        if (match := _LIVE_GAUGE_FILE.fullmatch(name))
+    }
+    for pid in sorted(pid for pid in pids if not _alive(pid)):
+        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -11,6 +11,8 @@ one-second soft time limit.
 test can see that bad input queued nothing.
 ``ops_stack`` runs as an operator would watch it: JSON logs, the worker's metrics port, and
 every process reporting errors to the session's loopback Sentry receiver (``sentry``).
+``broker`` is the environment of a stack a test starts itself, once with Redis as the broker and
+once with RabbitMQ, on a fresh Redis database (the module's ``BROKER_TEST_DB``).
 """
 
 from collections.abc import Iterator
@@ -109,6 +111,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
     if len(params) > 1:
         metafunc.parametrize("stack", params, indirect=True, scope="session")
+
+
+@pytest.fixture(
+    params=[
+        "redis",
+        pytest.param(
+            RABBITMQ,
+            marks=pytest.mark.skipif(
+                rabbitmq.unavailable() is not None, reason=str(rabbitmq.unavailable())
+            ),
+        ),
+    ]
+)
+def broker(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[dict[str, str]]:
+    url = redis_db_url(redis_server.url, request.module.BROKER_TEST_DB)
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # the session's own Redis: a fresh database per broker
+    client.close()
+    env = {"REDIS_URL": url, "CELERY_RESULT_BACKEND": url, "CELERY_BROKER_URL": url}
+    if request.param == RABBITMQ:
+        with rabbitmq.private_vhost() as broker_url:
+            yield {**env, "CELERY_BROKER_URL": broker_url}
+        return
+    yield env
 
 
 @pytest.fixture(scope="session")

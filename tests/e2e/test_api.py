@@ -170,8 +170,7 @@ def test_another_users_task_is_404(stack: Stack) -> None:
 
 
 def test_a_status_record_that_is_not_json_is_503_naming_the_store(stack: Stack) -> None:
-    """A record Celery's JSON backend did not write is the store's trouble, said as one, not a
-    500."""
+    """A record Celery's JSON backend did not write: the store's trouble, said as one, not a 500."""
     task_id = submit(stack.web.client, "echo", "hi", user="alice")
     poll_until_done(stack.web.client, task_id, user="alice")
     client = redis.Redis.from_url(stack.redis_url)

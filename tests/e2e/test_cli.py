@@ -33,6 +33,8 @@ pytestmark = pytest.mark.e2e
 
 CLI = Path(sys.executable).with_name("agent-service")
 COLUMNS, LINES = 100, 24
+#: Where the CLI's redraws begin: at each escape sequence (cursor up, clear to the end).
+_REDRAW = re.compile(rb"(?=\x1b\[)")
 
 
 def _env(url: str, *, key: str = API_KEYS["alice"]) -> dict[str, str]:
@@ -103,32 +105,44 @@ class TerminalRun:
     def text(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display).rstrip()
 
-    def _pump(self) -> bool:
-        """Read what there is; False once the command has exited and all is read."""
+    def _pump(self) -> list[str] | None:
+        """Read what there is and return the screens it passed through; None once the command
+        has exited and all is read.
+
+        What was read is fed redraw by redraw (each begins with an escape sequence), so a
+        screen that a busy machine let the command replace before this read is still seen."""
         try:
-            self._stream.feed(self.child.read_nonblocking(65536, timeout=0.05))
+            data = self.child.read_nonblocking(65536, timeout=0.05)
         except pexpect.TIMEOUT:
-            return True
+            return []
         except pexpect.EOF:
-            return False
-        text = self.text()
-        if not self.screens or self.screens[-1] != text:
-            self.screens.append(text)
-        return True
+            return None
+        passed: list[str] = []
+        for piece in _REDRAW.split(data):
+            self._stream.feed(piece)
+            text = self.text()
+            if not self.screens or self.screens[-1] != text:
+                self.screens.append(text)
+                passed.append(text)
+        return passed
 
     def wait_for(self, condition: Callable[[str], bool], *, what: str, timeout: float = 30) -> str:
+        """The first screen, from the current one on, that meets ``condition``."""
+        found = [self.text()] if condition(self.text()) else []
+
         def met() -> bool:
-            alive = self._pump()
-            if not alive and not condition(self.text()):
+            passed = self._pump()
+            if passed is None:
                 raise AssertionError(f"exited before {what}:\n{self.text()}")
-            return condition(self.text())
+            found.extend(screen for screen in passed if condition(screen))
+            return bool(found)
 
         wait_for(met, timeout=timeout, interval=0, message=lambda: f"{what}:\n{self.text()}")
-        return self.text()
+        return found[0]
 
     def wait_exit(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
-        while self._pump():
+        while self._pump() is not None:
             assert time.monotonic() < deadline, f"still running:\n{self.text()}"
         self.child.close()
         assert self.child.exitstatus is not None, self.child.signalstatus

@@ -1,42 +1,15 @@
 """Priorities (0-9, 9 the most urgent) on Redis and RabbitMQ alike: a priority-9 task overtakes a
 worker's backlog of low-priority work."""
 
-from collections.abc import Iterator
-from contextlib import ExitStack
-
-import pytest
 import redis
 
-from scripts.embedded_redis import EmbeddedRedis
-from tests.support import rabbitmq, redis_databases
+from tests.support import redis_databases
 from teststack.polling import poll_until_done, submit
-from teststack.stack import redis_db_url, start_web, start_worker
+from teststack.stack import start_web, start_worker
 from teststack.task_log import log_entries
 
 BACKLOG = 8
-
-
-@pytest.fixture(
-    params=[
-        "redis",
-        pytest.param(
-            "rabbitmq",
-            marks=pytest.mark.skipif(
-                rabbitmq.unavailable() is not None, reason=str(rabbitmq.unavailable())
-            ),
-        ),
-    ]
-)
-def broker(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[dict[str, str]]:
-    url = redis_db_url(redis_server.url, redis_databases.PRIORITY)
-    client = redis.Redis.from_url(url)
-    client.flushdb()  # the session's own Redis: a fresh database per broker
-    client.close()
-    with ExitStack() as stack:
-        env = {"REDIS_URL": url, "CELERY_RESULT_BACKEND": url, "CELERY_BROKER_URL": url}
-        if request.param == "rabbitmq":
-            env["CELERY_BROKER_URL"] = stack.enter_context(rabbitmq.private_vhost())
-        yield env
+BROKER_TEST_DB = redis_databases.PRIORITY
 
 
 def _started_at(raw: redis.Redis, task_id: str) -> int:
