@@ -41,10 +41,16 @@ def invoke(
 ) -> httpx.Response:
     """``POST invoke-async``, whatever it answers (tests of a refusal read the answer)."""
     body: dict[str, object] = {"message": message, "stream": options.get("stream", False)}
-    for name in ("priority", "session_id", "metadata"):
-        if name in options:
-            body[name] = options[name]
-    headers = dict(options.get("headers") or headers_for(options.get("user", "alice")))
+    if "priority" in options:
+        body["priority"] = options["priority"]
+    if "session_id" in options:
+        body["session_id"] = options["session_id"]
+    if "metadata" in options:
+        body["metadata"] = options["metadata"]
+    if "headers" in options:
+        headers = dict(options["headers"])
+    else:
+        headers = headers_for(options.get("user", "alice"))
     if "idempotency_key" in options:
         headers["Idempotency-Key"] = options["idempotency_key"]
     return client.post(invoke_path(agent_id), json=body, headers=headers)

@@ -1,4 +1,4 @@
-"""Tests for the test-support servers: the loopback LLM server and EmbeddedRedis.
+"""Tests for the servers teststack starts: the loopback LLM server, and EmbeddedRedis.
 
 The LLM server is exercised over real HTTP, as the code under test will use
 it, so these tests pin down the wire protocol other tests rely on.
