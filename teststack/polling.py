@@ -40,6 +40,9 @@ def invoke(
     client: httpx.Client, agent_id: str, message: str, **options: Unpack[InvokeOptions]
 ) -> httpx.Response:
     """``POST invoke-async``, whatever it answers (tests of a refusal read the answer)."""
+    unknown = options.keys() - InvokeOptions.__annotations__.keys()
+    if unknown:  # what mypy refuses, refused at run time too rather than left out
+        raise TypeError(f"invoke() got unknown options {sorted(unknown)}")
     body: dict[str, object] = {"message": message, "stream": options.get("stream", False)}
     if "priority" in options:
         body["priority"] = options["priority"]
