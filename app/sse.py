@@ -39,7 +39,7 @@ same: the first of "stream ended", "client left", "send stalled", "server stoppi
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing, suppress
 from types import TracebackType
 from typing import Any, Self
@@ -47,7 +47,6 @@ from typing import Any, Self
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from streaming.events import Event
 from streaming.subscription import Listener, Subscription
 
 logger = logging.getLogger("agent_service.sse")
@@ -280,8 +279,8 @@ class SubscriptionResponse(Response):
         self, send: Send, stream: _OpenStream, loop: asyncio.AbstractEventLoop
     ) -> None:
         """Write every batch in one send, until the terminal event or the server stopping."""
-        batches: AsyncIterator[list[Event]] = self._subscription.batches(after=self._after)
-        async with aclosing(batches):  # type: ignore[type-var]
+        batches = self._subscription.batches(after=self._after)
+        async with aclosing(batches):
             async for batch in batches:
                 if stream.closing_since is not None:
                     return

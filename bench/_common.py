@@ -26,8 +26,9 @@ import redis
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import PROJECT_ROOT, environment
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.processes import PROJECT_ROOT, environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WEB_CLIENT_PREFIX = "agent-service:web"
@@ -302,15 +303,16 @@ async def raw_sse(
         status = await reader.readline()
         if not status:
             raise StreamDroppedError("the server closed the connection before answering")
-        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        response_head = (await reader.readuntil(b"\r\n\r\n")).lower()
         if b" 200 " not in status:
+            lines = response_head.split(b"\r\n")
             length = next(
-                (int(line[15:]) for line in head.split(b"\r\n") if line[:15] == b"content-length:"),
+                (int(line[15:]) for line in lines if line[:15] == b"content-length:"),
                 0,
             )
             body = await reader.readexactly(length) if length else b""
             raise StreamRefusedError(int(status.split()[1]), body.decode(errors="replace")[:200])
-        if b"chunked" not in head:
+        if b"chunked" not in response_head:
             raise RuntimeError("expected a chunked response")
         pending = b""
         while size := int((await reader.readline()).strip() or b"-1", 16):

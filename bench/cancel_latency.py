@@ -36,7 +36,8 @@ from bench._common import (
     stop_on_sigterm,
     table,
 )
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from teststack.llm.scenarios import RecordedCall
+from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
 
@@ -141,11 +142,12 @@ def main() -> None:
     print(table(["ms", "p50", "p90", "max"], rows))
 
 
-def _closed_at(calls: list[dict[str, object]], key: str) -> float:
+def _closed_at(calls: list[RecordedCall], key: str) -> float:
     (call,) = calls
-    if not call["disconnected"]:
+    closed_at = call["disconnected_at"]
+    if not call["disconnected"] or closed_at is None:
         raise RuntimeError(f"the LLM call of {key!r} was never closed")
-    return float(call["disconnected_at"])  # type: ignore[arg-type]
+    return closed_at
 
 
 def _stats(sorted_ms: list[float]) -> list[float]:

@@ -37,10 +37,13 @@ import queue
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
+from typing import TypeAlias
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
@@ -65,8 +68,9 @@ from bench._common import (
 )
 from contract.events import EventType
 from streaming.event_log import EventLog
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, headers_for, start_web
+from teststack.polling import submit
+from teststack.sse import events_path
+from teststack.stack import WebServer, headers_for, start_web
 
 ALICE = headers_for("alice")
 MEMHOOK = Path(__file__).resolve().parent / "memhook"
@@ -93,7 +97,13 @@ class ProcReport:
     errors: list[str]
 
 
-async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized) -> ProcReport:
+#: (pid, ready, failed, refused) from each client process once its clients have settled.
+ReadyQueue: TypeAlias = "Queue[tuple[int, int, int, int]]"
+
+
+async def _clients(
+    spec: ClientSpec, ready_queue: ReadyQueue, connected: Synchronized[int]
+) -> ProcReport:
     gate = asyncio.Semaphore(spec.connect_burst)
     counts = {"ready": 0, "failed": 0, "refused": 0, "dropped": 0, "chunk": 0, "finished": 0}
     last_chunk = [0.0]
@@ -158,7 +168,10 @@ async def _clients(spec: ClientSpec, ready_queue: Queue, connected: Synchronized
 
 
 def _client_process(
-    spec: ClientSpec, ready_queue: Queue, results: Queue, connected: Synchronized
+    spec: ClientSpec,
+    ready_queue: ReadyQueue,
+    results: Queue[ProcReport],
+    connected: Synchronized[int],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -172,17 +185,6 @@ def _client_process(
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def _submit(web: WebServer, tasks: int) -> list[str]:
-    ids = []
-    for i in range(tasks):
-        response = web.client.post(
-            "/api/v1/agents/echo/invoke-async", json={"message": f"fanout {i}"}, headers=ALICE
-        )
-        response.raise_for_status()
-        ids.append(response.json()["task_id"])
-    return ids
 
 
 async def _publish_all(redis_url: str, task_ids: list[str]) -> float:
@@ -215,7 +217,7 @@ def _warm_up(web: WebServer, task_id: str) -> None:
 
 
 def _wait_ready(
-    ready_queue: Queue, procs: int, timeout: float, connected: Synchronized
+    ready_queue: ReadyQueue, procs: int, timeout: float, connected: Synchronized[int]
 ) -> tuple[int, int, int, bool]:
     """(connected, failed, refused, all settled): waits until every client process has settled
     its clients, or ``timeout``; then the clients connected so far are measured as they are."""
@@ -236,16 +238,43 @@ def _wait_ready(
     return ready, failed, refused, True
 
 
-def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> dict[str, object]:
+@dataclass(frozen=True)
+class FanoutResult:
+    """What one run measured (``names_*``: Redis connections by client name)."""
+
+    ready: int
+    settled: bool
+    failed: int
+    refused: int
+    connect_seconds: float
+    rss_before: int
+    rss_connected: int
+    rss_idle: int
+    names_before: Counter[str]
+    names_open: Counter[str]
+    names_idle: Counter[str]
+    open_files: int
+    idle_cpu_percent: float
+    got_chunk: int
+    finished: int
+    delivery_seconds: float
+    errors: list[str]
+    dropped: int
+    web_errors: list[str]
+    reports: int
+    procs: int
+
+
+def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> FanoutResult:
     env = (
         {"PYTHONPATH": str(MEMHOOK), "BENCH_TRACEMALLOC": str(args.tracemalloc)}
         if args.tracemalloc
         else None
     )
     web = start_web(redis_url, env=env)
-    processes: list = []
+    processes: list[BaseProcess] = []
     try:
-        task_ids = _submit(web, args.tasks)
+        task_ids = [submit(web.client, "echo", f"fanout {i}") for i in range(args.tasks)]
         _warm_up(web, task_ids[0])
         time.sleep(1.0)
         pid = web.process.pid
@@ -312,29 +341,29 @@ def run(args: argparse.Namespace, redis_url: str, sync_redis: redis.Redis) -> di
         web_errors = error_lines(web.process.output(tail=10**7), limit=5)
         web.stop()
     last_chunk = max((r.last_chunk_at for r in reports), default=float("nan"))
-    return {
-        "ready": ready,
-        "settled": settled,
-        "failed": failed,
-        "refused": refused,
-        "connect_seconds": connect_seconds,
-        "rss_before": rss_before,
-        "rss_connected": rss_connected,
-        "rss_idle": rss_idle,
-        "names_before": names_before,
-        "names_open": names_open,
-        "names_idle": names_idle,
-        "open_files": open_files,
-        "idle_cpu_percent": idle_cpu_percent,
-        "got_chunk": sum(r.got_chunk for r in reports),
-        "finished": sum(r.finished for r in reports),
-        "delivery_seconds": last_chunk - first_sent,
-        "errors": sorted({e for r in reports for e in r.errors}),
-        "dropped": sum(r.dropped for r in reports),
-        "web_errors": web_errors,
-        "reports": len(reports),
-        "procs": len(processes),
-    }
+    return FanoutResult(
+        ready=ready,
+        settled=settled,
+        failed=failed,
+        refused=refused,
+        connect_seconds=connect_seconds,
+        rss_before=rss_before,
+        rss_connected=rss_connected,
+        rss_idle=rss_idle,
+        names_before=names_before,
+        names_open=names_open,
+        names_idle=names_idle,
+        open_files=open_files,
+        idle_cpu_percent=idle_cpu_percent,
+        got_chunk=sum(r.got_chunk for r in reports),
+        finished=sum(r.finished for r in reports),
+        delivery_seconds=last_chunk - first_sent,
+        errors=sorted({e for r in reports for e in r.errors}),
+        dropped=sum(r.dropped for r in reports),
+        web_errors=web_errors,
+        reports=len(reports),
+        procs=len(processes),
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -388,32 +417,32 @@ def main() -> None:
         finally:
             sync_redis.close()
     print(f"# finished; {load_average()}")
-    n = max(1, int(result["ready"]))  # type: ignore[call-overload]
-    growth_connected = result["rss_connected"] - result["rss_before"]  # type: ignore[operator]
-    growth_idle = result["rss_idle"] - result["rss_before"]  # type: ignore[operator]
-    stream_open, web_open = web_connections(result["names_open"])  # type: ignore[arg-type]
-    stream_idle, web_idle = web_connections(result["names_idle"])  # type: ignore[arg-type]
+    n = max(1, result.ready)
+    growth_connected = result.rss_connected - result.rss_before
+    growth_idle = result.rss_idle - result.rss_before
+    stream_open, web_open = web_connections(result.names_open)
+    stream_idle, web_idle = web_connections(result.names_idle)
     print(
-        f"# {args.clients:,} SSE clients over {args.tasks} tasks, {result['procs']} client "
-        f"processes, idle {args.idle:g} s; web RSS before {result['rss_before'] / 2**20:.1f} MiB"
+        f"# {args.clients:,} SSE clients over {args.tasks} tasks, {result.procs} client "
+        f"processes, idle {args.idle:g} s; web RSS before {result.rss_before / 2**20:.1f} MiB"
     )
-    connected_note = "" if result["settled"] else f" (not all within {args.connect_timeout:g} s)"
+    connected_note = "" if result.settled else f" (not all within {args.connect_timeout:g} s)"
     rows = [
         [
             args.clients,
-            f"{result['ready']:,}{connected_note}",
-            result["refused"],
-            result["connect_seconds"],
+            f"{result.ready:,}{connected_note}",
+            result.refused,
+            result.connect_seconds,
             growth_connected / 2**20,
             growth_connected / n / 1024,
             growth_idle / n / 1024,
             f"{stream_open} / {stream_idle}",
             f"{web_open} / {web_idle}",
-            result["open_files"],
-            result["idle_cpu_percent"],
-            f"{result['got_chunk']:,}",
-            result["delivery_seconds"],
-            f"{result['finished']:,}",
+            result.open_files,
+            result.idle_cpu_percent,
+            f"{result.got_chunk:,}",
+            result.delivery_seconds,
+            f"{result.finished:,}",
         ]
     ]
     headers = [
@@ -423,11 +452,11 @@ def main() -> None:
     ]  # fmt: skip
     print(table(headers, rows))
     print("# conns: once all were connected / at the end of the idle period")
-    if result["dropped"]:
-        print(f"# streams the web closed without ending them: {result['dropped']}")
-    if result["errors"]:
-        print(f"# client errors: {result['errors']}")
-    for line in result["web_errors"]:  # type: ignore[attr-defined]
+    if result.dropped:
+        print(f"# streams the web closed without ending them: {result.dropped}")
+    if result.errors:
+        print(f"# client errors: {result.errors}")
+    for line in result.web_errors:
         print(f"# web log: {line}")
 
 

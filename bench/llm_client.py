@@ -143,7 +143,7 @@ async def stream_many(
 
 
 async def measure(args: argparse.Namespace, base_url: str) -> list[Sample]:
-    settings = WorkerSettings(_env_file=None, worker_concurrency=args.concurrency)  # type: ignore[call-arg]
+    settings = WorkerSettings(_env_file=None, worker_concurrency=args.concurrency)
     workloads = [Workload(LONG_KEY, args.tokens), Workload(SHORT_KEY, 1)]
     samples: list[Sample] = []
     async with contextlib.AsyncExitStack() as stack:

@@ -52,8 +52,8 @@ from bench._common import (
     web_connections,
     worker_env,
 )
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.sse import events_path
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
 INVOKE = "/api/v1/agents/simple_llm_agent/invoke-async"

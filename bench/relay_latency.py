@@ -47,10 +47,12 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import TypeAlias
 
 import httpx
 import orjson
@@ -76,8 +78,9 @@ from bench._common import (
 )
 from contract.events import EventType
 from streaming.event_log import EventLog
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, headers_for, start_web
+from teststack.polling import submit
+from teststack.sse import events_path
+from teststack.stack import WebServer, headers_for, start_web
 
 OnReady = Callable[[], None]
 
@@ -208,7 +211,11 @@ def _parse_frame(frame: bytes) -> tuple[str, bytes]:
     return kind, data
 
 
-async def _run_clients(spec: ClientSpec, n: int, ready_queue: Queue) -> ClientsReport:
+#: (pid, ready, failed) from each client process once its clients have settled.
+ReadyQueue: TypeAlias = "Queue[tuple[int, int, int]]"
+
+
+async def _run_clients(spec: ClientSpec, n: int, ready_queue: ReadyQueue) -> ClientsReport:
     outcomes = [_Outcome() for _ in range(n)]
     settled = {"ready": 0, "failed": 0}
     cpu_at_ready = [time.process_time()]
@@ -263,7 +270,9 @@ async def _run_clients(spec: ClientSpec, n: int, ready_queue: Queue) -> ClientsR
     )
 
 
-def _client_process(spec: ClientSpec, n: int, ready_queue: Queue, results: Queue) -> None:
+def _client_process(
+    spec: ClientSpec, n: int, ready_queue: ReadyQueue, results: Queue[ClientsReport]
+) -> None:
     """Entry point of a forked client process: the parent handles Ctrl-C and stops us."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -347,23 +356,14 @@ class Row:
     errors: list[str]
 
 
-def _create_task(web: WebServer) -> str:
-    response = web.client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": "relay benchmark"},
-        headers=headers_for("alice"),
-    )
-    response.raise_for_status()
-    task_id: str = response.json()["task_id"]
-    return task_id
-
-
 def _split(n: int, parts: int) -> list[int]:
     parts = max(1, min(parts, n))
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
-def _await_ready(ready_queue: Queue, processes: list, timeout: float) -> tuple[int, int]:
+def _await_ready(
+    ready_queue: ReadyQueue, processes: Sequence[BaseProcess], timeout: float
+) -> tuple[int, int]:
     ready = failed = 0
     deadline = time.monotonic() + timeout
     for _ in processes:
@@ -376,7 +376,9 @@ def _await_ready(ready_queue: Queue, processes: list, timeout: float) -> tuple[i
     return ready, failed
 
 
-def _collect(results: Queue, processes: list, timeout: float) -> list[ClientsReport]:
+def _collect(
+    results: Queue[ClientsReport], processes: Sequence[BaseProcess], timeout: float
+) -> list[ClientsReport]:
     reports: list[ClientsReport] = []
     deadline = time.monotonic() + timeout
     while len(reports) < len(processes) and time.monotonic() < deadline:
@@ -389,7 +391,7 @@ def measure(
     web: WebServer, sync_redis: redis.Redis, redis_url: str, n: int, args: argparse.Namespace,
     profile: Path | None,
 ) -> Row:  # fmt: skip
-    task_id = _create_task(web)
+    task_id = submit(web.client, "echo", "relay benchmark")
     publish_seconds = args.events / args.rate
     spec = ClientSpec(
         base_url=web.base_url,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TypedDict
 
 import redis
 
@@ -44,9 +45,16 @@ from bench.throughput import (
     run_ours,
     workload,
 )
-from tests.support.stack import redis_db_url
+from teststack.stack import redis_db_url
 
-SETUPS = {
+
+class SetUp(TypedDict):
+    workers: int
+    webs: int
+    cross: bool
+
+
+SETUPS: dict[str, SetUp] = {
     "1w1web": {"workers": 1, "webs": 1, "cross": False},
     "2w1web": {"workers": 2, "webs": 1, "cross": False},
     "2w2web-cross": {"workers": 2, "webs": 2, "cross": True},

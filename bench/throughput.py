@@ -70,9 +70,9 @@ from bench._common import (
     tree_cpu_seconds,
     worker_env,
 )
-from tests.support.processes import ManagedProcess, python_module
-from tests.support.sse import events_path
-from tests.support.stack import (
+from teststack.processes import ManagedProcess, python_module
+from teststack.sse import events_path
+from teststack.stack import (
     WORKER_READY_TIMEOUT,
     WebServer,
     base_env,
@@ -170,9 +170,11 @@ def _send_seed(producer_app: Celery, message: str, calls: int) -> list[str]:
     ]
 
 
-def _wait_seed(client: redis.Redis, task_ids: list[str], *, timeout: float) -> dict[str, dict]:
+def _wait_seed(
+    client: redis.Redis, task_ids: list[str], *, timeout: float
+) -> dict[str, dict[str, Any]]:
     """Each task's stored result entry, polled from the result backend (as a client would)."""
-    pending, done = list(task_ids), {}
+    pending, done = list(task_ids), dict[str, dict[str, Any]]()
     deadline = time.monotonic() + timeout
     while pending:
         values = client.mget([f"celery-task-meta-{t}" for t in pending])

@@ -64,8 +64,9 @@ from bench._common import (
     worker_env,
 )
 from contract import keys
-from tests.support.processes import ManagedProcess
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.processes import ManagedProcess
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.task_log import log_entries
 
 TERMINAL = {b"result", b"error", b"cancelled"}
 SUBMIT_CONCURRENCY = 20
@@ -163,9 +164,9 @@ def events_per_call(client: redis.Redis, task_ids: list[str]) -> tuple[float, fl
     """Mean ``chunk`` events and mean events of all types in the logs of ``task_ids``."""
     chunks, everything = [], []
     for task_id in task_ids:
-        entries = client.xrange(keys.task_events(task_id))
+        entries = log_entries(client, task_id)
         everything.append(len(entries))
-        chunks.append(sum(1 for _, fields in entries if fields[b"e"] == b"chunk"))
+        chunks.append(sum(1 for entry in entries if entry.event == b"chunk"))
     return statistics.mean(chunks), statistics.mean(everything)
 
 

@@ -17,7 +17,7 @@ once, however it ends.
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
@@ -152,13 +152,13 @@ class Subscription:
                 await self._detach(self._task_id, self._listener)
             self._closed = True
 
-    async def events(self, *, after: str | None = None) -> AsyncIterator[Event]:
+    async def events(self, *, after: str | None = None) -> AsyncGenerator[Event, None]:
         """Events after ``after`` (None: from the start) until and including a terminal one."""
         async for batch in self.batches(after=after):
             for event in batch:
                 yield event
 
-    async def batches(self, *, after: str | None = None) -> AsyncIterator[list[Event]]:
+    async def batches(self, *, after: str | None = None) -> AsyncGenerator[list[Event], None]:
         """The same events, in batches of what is available at once: a relay writes each batch
         to its client in one send, however many events a fast stream queued meanwhile. A batch
         is empty when the listener was poked while nothing was queued."""

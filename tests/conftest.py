@@ -32,8 +32,9 @@ from tests.support.databases import (
     migrated_sqlite,
     postgres_server,
 )
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import environment as environment_variables
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.processes import environment as environment_variables
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 #: Where the PostgreSQL variants look when ``TEST_DATABASE_URL`` is not set.

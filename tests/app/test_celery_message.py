@@ -12,7 +12,7 @@ from contract.task_repr import agent_kwargs_repr
 from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, SENT_AT_HEADER, agent_task_kwargs
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import redis_databases
-from tests.support.stack import redis_db_url
+from teststack.stack import redis_db_url
 
 KWARGS = agent_task_kwargs(agent_id="echo", message="hi", user_id="alice")
 
@@ -37,8 +37,12 @@ def test_the_pushed_message_is_the_one_kombu_sends(
             kwargsrepr=agent_kwargs_repr(KWARGS),
             headers={SENT_AT_HEADER: 0.0},
         )
-        (kombu_list,) = [k.decode() for k in client.keys(f"{AGENT_QUEUE}*")]
-        sent = json.loads(client.lindex(kombu_list, 0))
+        (kombu_key,) = client.keys(f"{AGENT_QUEUE}*")
+        assert isinstance(kombu_key, bytes)
+        kombu_list = kombu_key.decode()
+        pushed = client.lindex(kombu_list, 0)
+        assert pushed is not None
+        sent = json.loads(pushed)
         our_list, ours = redis_message(
             producer,
             INVOKE_AGENT_ASYNC,

@@ -51,7 +51,7 @@ def test_check_safe_accepts_production_when_keys_and_secret_are_real() -> None:
         database_url="postgresql://app@db.internal/agents",
     )
 
-    assert production.check_safe() is None
+    production.check_safe()  # raises UnsafeSettingsError when it refuses
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_check_safe_accepts_production_on_an_absolute_sqlite_file() -> None:
         database_url="sqlite+aiosqlite:////srv/agent-service/db.sqlite",
     )
 
-    assert production.check_safe() is None
+    production.check_safe()  # raises UnsafeSettingsError when it refuses
 
 
 @pytest.mark.parametrize("secret", [None, "", "short"])
@@ -92,13 +92,13 @@ def test_check_safe_refuses_production_without_a_long_token_secret(secret: str |
 
 @pytest.mark.parametrize("environment", ["development", "test"])
 def test_check_safe_accepts_when_not_production_without_keys(environment: str) -> None:
-    assert settings(environment=environment, api_keys="").check_safe() is None
+    settings(environment=environment, api_keys="").check_safe()  # raises when it refuses
 
 
 def test_check_safe_accepts_development_key_when_environment_is_development() -> None:
     development = settings(environment="development", api_keys=f"{DEVELOPMENT_API_KEY}:dev")
 
-    assert development.check_safe() is None
+    development.check_safe()  # raises UnsafeSettingsError when it refuses
 
 
 def test_check_safe_reads_api_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,7 +44,9 @@ class FakeClock:
         self.now += seconds
 
 
-def _follower(streams: ScriptedStreams, clock: FakeClock, *, reconnect_for: float = 10):
+def _follower(
+    streams: ScriptedStreams, clock: FakeClock, *, reconnect_for: float = 10
+) -> tuple[Follower, list[tuple[str, float]]]:
     retries: list[tuple[str, float]] = []
     follower = Follower(
         cast(ServiceClient, streams),

@@ -80,7 +80,7 @@ def test_every_service_restarts_reads_the_environment_file_and_is_hardened(name:
 @pytest.mark.parametrize("name", ["agent-service-worker@.service", "agent-service-cleanup.service"])
 def test_workers_stop_warm_and_outlast_the_longest_soft_time_limit(name: str) -> None:
     service = _service(name)
-    defaults = WorkerSettings(_env_file=None)  # type: ignore[call-arg]
+    defaults = WorkerSettings(_env_file=None)
     # A running task ends within its soft limit, plus the time its outcome may take to store.
     longest = defaults.celery_task_soft_time_limit + OUTCOME_GRACE + 2 * defaults.redis_outage_limit
 

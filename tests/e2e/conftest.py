@@ -25,10 +25,10 @@ import redis
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.support import rabbitmq, redis_databases
-from tests.support.llm_server import LLMServerProcess
-from tests.support.processes import ManagedProcess
 from tests.support.sentry_receiver import SentryReceiver
-from tests.support.stack import WebServer, redis_db_url, start_web, start_worker
+from teststack.llm.process import LLMServerProcess
+from teststack.processes import ManagedProcess
+from teststack.stack import WebServer, redis_db_url, start_web, start_worker
 
 MAIN_DB, BARE_DB, IDLE_DB, RAW_DB = (
     redis_databases.MAIN,

@@ -1,15 +1,16 @@
 """Submit over REST, run in a real Celery worker, poll the result: the agent task end to end."""
 
 import uuid
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import headers_for
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True
@@ -56,7 +57,7 @@ def test_llm_agent_completes_with_the_llm_answer(
 def test_progress_rises_while_the_llm_streams(stack: Stack, llm: LLMControl) -> None:
     key = "a slow answer for progress"
     llm.script(key, tokens=[f" t{i}" for i in range(40)], delay=0.05)
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
 
     task_id = submit(stack.web.client, "simple_llm_agent", key)
     final = poll_until_done(stack.web.client, task_id, seen=seen, interval=0.02)
@@ -92,7 +93,7 @@ def test_llm_429_waits_at_least_its_retry_after(stack: Stack, llm: LLMControl) -
     assert status["status"] == "completed"
     first, second = llm.calls(key)
     assert first["status"] == 429
-    assert float(second["started_at"]) - float(first["started_at"]) >= 1.0  # type: ignore[arg-type]
+    assert second["started_at"] - first["started_at"] >= 1.0
 
 
 def test_llm_400_fails_at_once_with_the_error_in_status(stack: Stack, llm: LLMControl) -> None:

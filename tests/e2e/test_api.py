@@ -13,8 +13,8 @@ import redis
 from contract import keys
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, Stack
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for, redis_db_url, start_web
+from teststack.polling import poll_until_done, submit
+from teststack.stack import headers_for, redis_db_url, start_web
 
 INVOKE = "/api/v1/agents/echo/invoke-async"
 

@@ -16,10 +16,10 @@ from contract.tasks import AGENT_QUEUE
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _stack
 from tests.support import redis_databases
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import events_path
-from tests.support.stack import headers_for, queued, redis_db_url, start_web, start_worker
+from teststack.polling import TERMINAL, invoke, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import events_path
+from teststack.stack import headers_for, queued, redis_db_url, start_web, start_worker
 
 CAPS = {
     "MAX_ACTIVE_TASKS_PER_USER": "3",
@@ -35,14 +35,6 @@ def capped(redis_server: EmbeddedRedis) -> Iterator[Stack]:
     worker_env = {"ECHO_WORD_DELAY": "0.1", "WORKER_LEASE_SECONDS": "2"}
     yield from _stack(
         redis_db_url(redis_server.url, redis_databases.CAPS), worker_env=worker_env, web_env=CAPS
-    )
-
-
-def _invoke(stack: Stack, user: str = "alice", **body: object) -> httpx.Response:
-    return stack.web.client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": WORDS, **body},
-        headers=headers_for(user),
     )
 
 
@@ -64,14 +56,14 @@ def test_active_tasks_cap_refuses_then_frees_a_slot_when_a_task_ends(capped: Sta
     try:
         accepted = [submit(capped.web.client, "echo", WORDS) for _ in range(3)]
         queued_before = queued(raw, AGENT_QUEUE)
-        refused = _invoke(capped)
+        refused = invoke(capped.web.client, "echo", WORDS)
         _refused(refused, "active_tasks")
         assert queued(raw, AGENT_QUEUE) <= queued_before  # nothing was queued for it
         assert "one too many" not in str(raw.keys("agent-service:task:*"))
 
         poll_until_done(capped.web.client, accepted[0], timeout=60)
         again: list[httpx.Response] = []
-        wait_for(lambda: _accepted(again, _invoke(capped)), timeout=10)
+        wait_for(lambda: _accepted(again, invoke(capped.web.client, "echo", WORDS)), timeout=10)
     finally:
         raw.close()
     _wait_done(capped, [*accepted, again[-1].json()["task_id"]])
@@ -97,7 +89,7 @@ def test_a_cancelled_task_and_a_failed_one_give_their_slots_back(capped: Stack) 
 
 def test_urgent_tasks_have_a_smaller_cap_of_their_own(capped: Stack) -> None:
     urgent = submit(capped.web.client, "echo", WORDS, priority=9)
-    _refused(_invoke(capped, priority=8), "urgent_tasks")
+    _refused(invoke(capped.web.client, "echo", WORDS, priority=8), "urgent_tasks")
     normal = submit(capped.web.client, "echo", WORDS, priority=3)  # still room among the three
 
     _wait_done(capped, [urgent, normal])
@@ -155,7 +147,7 @@ def test_a_slot_whose_task_vanished_is_freed_by_the_workers(capped: Stack) -> No
         long_ago = time.time() - 3600
         raw.zadd(keys.user_active_tasks("bob"), {task_id: long_ago for task_id in vanished})
         raw.sadd(keys.USERS_WITH_ACTIVE_TASKS, "bob")
-        _refused(_invoke(capped, user="bob"), "active_tasks")
+        _refused(invoke(capped.web.client, "echo", WORDS, user="bob"), "active_tasks")
 
         started = time.monotonic()
         wait_for(lambda: raw.zcard(keys.user_active_tasks("bob")) == 0, timeout=30)
@@ -175,7 +167,7 @@ def test_one_users_backlog_does_not_starve_another_users_task(redis_server: Embe
     worker = start_worker(url, env={"ECHO_WORD_DELAY": "0.1"})
     web = start_web(url, env=defaults)
     try:
-        statuses = [_post(web.client, "alice").status_code for _ in range(300)]
+        statuses = [invoke(web.client, "echo", WORDS).status_code for _ in range(300)]
         started = time.monotonic()
         bobs = submit(web.client, "echo", "my turn", user="bob")
         final = poll_until_done(web.client, bobs, timeout=30, user="bob")
@@ -190,9 +182,3 @@ def test_one_users_backlog_does_not_starve_another_users_task(redis_server: Embe
     assert statuses.count(429) == 280
     assert final["status"] == "completed"
     assert waited < 10
-
-
-def _post(client: httpx.Client, user: str) -> httpx.Response:
-    return client.post(
-        "/api/v1/agents/echo/invoke-async", json={"message": WORDS}, headers=headers_for(user)
-    )

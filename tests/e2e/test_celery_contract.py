@@ -2,12 +2,13 @@
 process carries many I/O-bound invocations at once."""
 
 import time
+from typing import Any
 
 from celery import Celery
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
+from teststack.llm.control import LLMControl
+from teststack.polling import poll_until_done, submit
 
 INVOKE_AGENT_ASYNC = "agent_service.workers.tasks.agent_tasks.invoke_agent_async"
 
@@ -50,13 +51,14 @@ def test_foreign_celery_client_sees_progress_while_the_task_runs(
     finally:
         client.close()
 
-    progress = [info for state, info in seen if state == "PROGRESS"]
+    progress: list[dict[str, Any]] = []
+    for state, info in seen:
+        if state == "PROGRESS":
+            assert isinstance(info, dict), seen
+            progress.append(info)
     assert progress, seen
-    assert all(set(info) == {"progress", "stage"} for info in progress)  # type: ignore[arg-type]
-    assert [info["progress"] for info in progress] == sorted(  # type: ignore[index]
-        info["progress"]
-        for info in progress  # type: ignore[index]
-    )
+    assert all(set(info) == {"progress", "stage"} for info in progress)
+    assert [info["progress"] for info in progress] == sorted(info["progress"] for info in progress)
     assert value["content"] == "".join(f" p{i}" for i in range(40))
     assert result.state == "SUCCESS"
 

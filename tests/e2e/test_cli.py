@@ -23,11 +23,11 @@ import pytest
 from cli.errors import ExitCode
 from scripts.embedded_redis import free_port
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import API_KEYS, headers_for, start_web
-from tests.support.web_restart import RestartableWeb
+from teststack.llm.control import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import API_KEYS, headers_for, start_web
+from teststack.web_restart import RestartableWeb
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,8 @@ class TerminalRun:
     def __init__(self, url: str, *args: str) -> None:
         self.screen = pyte.Screen(COLUMNS, LINES)
         self._stream = pyte.ByteStream(self.screen)
-        self.child = pexpect.spawn(
+        # Without an encoding, pexpect reads bytes (which the stubs cannot infer).
+        self.child: pexpect.spawn[bytes] = pexpect.spawn(
             str(CLI), list(args), env=_env(url), dimensions=(LINES, COLUMNS), timeout=30
         )
         self.screens: list[str] = []

@@ -15,20 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from tests.e2e.conftest import Stack
 from tests.support.browser import PageRecorder, launch_chromium
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import API_KEYS
-from tests.support.web_restart import RestartableWeb
+from teststack.llm.control import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.stack import API_KEYS
+from teststack.web_restart import RestartableWeb
 
 pytestmark = pytest.mark.e2e
 
 ALICE_KEY = API_KEYS["alice"]
-PHONE = {"width": 375, "height": 740}
-DESKTOP = {"width": 1000, "height": 900}
+PHONE: ViewportSize = {"width": 375, "height": 740}
+DESKTOP: ViewportSize = {"width": 1000, "height": 900}
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 EXPECTED_NETWORK_ERRORS = re.compile(r"net::ERR_(CONNECTION_REFUSED|INCOMPLETE_CHUNKED_ENCODING)")
 

@@ -3,25 +3,30 @@ elsewhere; a stopped worker finishes what it runs; a repeated delivery does noth
 
 import signal
 import time
+from functools import partial
 
 import redis
 from celery import Celery
 
-from app.schemas import DEFAULT_PRIORITY
 from contract import keys
-from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC, redis_queue_list
+from contract.tasks import AGENT_QUEUE, DEFAULT_PRIORITY, INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env
 from tests.support import redis_databases
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, redis_db_url, start_web, start_worker
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.polling import poll_until_done, submit
+from teststack.processes import ManagedProcess, wait_for
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, redis_db_url, start_web, start_worker
 
 CRASH_DB, SHUTDOWN_DB = redis_databases.CRASH, redis_databases.SHUTDOWN
 
 LEASE_SECONDS = 3
+
+
+def _logged(process: ManagedProcess, text: str) -> bool:
+    return text in process.output(tail=10**7)
 
 
 def test_tasks_of_a_killed_worker_complete_on_another_with_a_reset(
@@ -38,13 +43,7 @@ def test_tasks_of_a_killed_worker_complete_on_another_with_a_reset(
     try:
         task_ids = []
         for _ in range(20):
-            response = web.client.post(
-                "/api/v1/agents/simple_llm_agent/invoke-async",
-                json={"message": key, "stream": True},
-                headers=headers_for("alice"),
-            )
-            assert response.status_code == 202
-            task_ids.append(response.json()["task_id"])
+            task_ids.append(submit(web.client, "simple_llm_agent", key, stream=True))
         wait_for(lambda: len(llm.calls(key)) == 20, timeout=20)
 
         first.signal(signal.SIGKILL)
@@ -80,12 +79,7 @@ def test_a_second_delivery_of_a_finished_task_does_not_call_the_llm(
 ) -> None:
     key = "delivered twice"
     llm.script(key, tokens=["done"])
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": key},
-        headers=headers_for("alice"),
-    )
-    task_id = response.json()["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key)
     before = poll_until_done(stack.web.client, task_id)
     client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
     try:
@@ -96,11 +90,13 @@ def test_a_second_delivery_of_a_finished_task_does_not_call_the_llm(
             kwargs={"agent_id": "simple_llm_agent", "message": key, "user_id": "alice"},
             queue="agent-tasks",
         )
+        worker = stack.worker
+        assert worker is not None
         wait_for(
             lambda: (
-                "delivery_skipped" in stack.worker.output(tail=10**7)  # type: ignore[union-attr]
-                and task_id in stack.worker.output(tail=10**7)
-            ),  # type: ignore[union-attr]
+                "delivery_skipped" in worker.output(tail=10**7)
+                and task_id in worker.output(tail=10**7)
+            ),
             timeout=20,
         )
     finally:
@@ -120,12 +116,7 @@ def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(
     web = start_web(url)
     worker = start_worker(url, env=_llm_worker_env(llm_server))
     try:
-        response = web.client.post(
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": key},
-            headers=headers_for("alice"),
-        )
-        task_id = response.json()["task_id"]
+        task_id = submit(web.client, "simple_llm_agent", key)
         wait_for(lambda: len(llm.calls(key)) == 1, timeout=20)
 
         worker.signal(signal.SIGTERM)
@@ -150,12 +141,7 @@ def test_a_delivery_after_the_outcome_was_stored_makes_the_state_agree_without_t
     must not call the LLM again, and Celery's record must end up saying what the stream said."""
     key = "stored, then delivered again"
     llm.script(key, tokens=["the", " first", " answer"])
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": key},
-        headers=headers_for("alice"),
-    )
-    task_id = response.json()["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key)
     stored = poll_until_done(stack.web.client, task_id)["result"]
     client = Celery("redeliverer", broker=stack.redis_url, backend=stack.redis_url)
     raw = redis.Redis.from_url(stack.redis_url)
@@ -235,7 +221,7 @@ def test_killing_the_workers_that_recover_a_dead_workers_tasks_loses_none(
             workers[-1].signal(signal.SIGKILL)
             workers.append(start_worker(url, env=env))
             recoverer = workers[-1]
-            wait_for(lambda w=recoverer: "task_recovered" in w.output(tail=10**7), timeout=30)
+            wait_for(partial(_logged, recoverer, "task_recovered"), timeout=30)
         killed_at = time.monotonic()
         workers[-1].signal(signal.SIGKILL)  # at once: it is taking back what it put back
         workers.append(start_worker(url, env=env))

@@ -6,8 +6,8 @@ from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
 from storage.schema import head_revision
 from tests.support import redis_databases
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import redis_db_url, start_web, start_worker
+from teststack.polling import poll_until_done, submit
+from teststack.stack import redis_db_url, start_web, start_worker
 
 SCHEMA_DB = redis_databases.SCHEMA
 

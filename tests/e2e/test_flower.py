@@ -10,14 +10,15 @@ import httpx
 import pytest
 import redis
 
-from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from tests.support.flower import Flower, procfile_flower
-from tests.support.llm_server import LLMControl
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.flower import Flower, procfile_flower
+from teststack.llm.control import LLMControl
+from teststack.polling import submit
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import headers_for
+from teststack.task_log import last_entry
 
 ALICE = headers_for("alice")
 AUTH = ("operator", "flower-test-password")
@@ -37,17 +38,6 @@ def flower(ops_stack: OpsStack) -> Iterator[Flower]:
         flower.stop()
 
 
-def _submit(stack: OpsStack, message: str) -> str:
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["task_id"]
-    return task_id
-
-
 def _flower_json(flower: Flower, path: str) -> object:
     response = flower.client.get(path)
     assert response.status_code == 200, response.text
@@ -60,7 +50,7 @@ def test_flower_shows_workers_and_agent_tasks_with_progress_and_no_text(
     message = f"flower-message-{uuid.uuid4().hex}"
     answer = f"flower-answer-{uuid.uuid4().hex}"
     llm.script(message, tokens=[answer[:20], answer[20:], *[" more"] * 8], delay=0.5)
-    task_id = _submit(ops_stack, message)
+    task_id = submit(ops_stack.web.client, "simple_llm_agent", message, stream=True)
 
     # While it runs: the PROGRESS state with its meta (from the task-progress events, as
     # Flower's task page shows it, and in the result backend), and the worker's active task.
@@ -139,7 +129,7 @@ def test_flower_terminate_stops_the_llm_and_ends_the_stream_cancelled(
 ) -> None:
     message = f"flower-revoke-{uuid.uuid4().hex}"
     llm.script(message, tokens=[f"t{i} " for i in range(200)], delay=0.2)
-    task_id = _submit(ops_stack, message)
+    task_id = submit(ops_stack.web.client, "simple_llm_agent", message, stream=True)
     wait_for(lambda: bool(llm.calls(message)), timeout=30, message="the LLM was never called")
 
     response = flower.client.post(f"/api/task/revoke/{task_id}", params={"terminate": "true"})
@@ -213,8 +203,8 @@ def test_flower_revoke_of_a_task_not_yet_started_ends_it_cancelled_without_the_l
     try:
 
         def last_event() -> bytes | None:
-            entries = client.xrevrange(keys.task_events(task_id), count=1)
-            return entries[0][1][b"e"] if entries else None
+            entry = last_entry(client, task_id)
+            return entry.event if entry else None
 
         wait_for(lambda: last_event() == b"cancelled", timeout=30, message="never cancelled")
     finally:

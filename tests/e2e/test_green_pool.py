@@ -6,8 +6,8 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import redis_databases
-from tests.support.processes import ManagedProcess, python_module, wait_for
-from tests.support.stack import base_env, redis_db_url
+from teststack.processes import ManagedProcess, python_module, wait_for
+from teststack.stack import base_env, redis_db_url
 
 pytest.importorskip("gevent", reason="gevent is not installed")
 GREEN_DB = redis_databases.GREEN

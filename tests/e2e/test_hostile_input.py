@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from tests.e2e.conftest import Stack
-from tests.support.polling import poll_until_done, submit
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.polling import poll_until_done, submit
+from teststack.sse import events_path, read_stream
+from teststack.stack import headers_for
 
 INVOKE = "/api/v1/agents/echo/invoke-async"
 JSON = {**headers_for("alice"), "Content-Type": "application/json"}
@@ -128,7 +128,10 @@ def test_non_ascii_idempotency_key_is_422_naming_the_header(web: httpx.Client) -
     response = web.post(
         INVOKE,
         json={"message": "hi"},
-        headers={**JSON, "Idempotency-Key": b"caf\xe9"},
+        headers={
+            **{name.encode(): value.encode() for name, value in JSON.items()},
+            b"Idempotency-Key": b"caf\xe9",
+        },
     )
 
     _assert_422(response, ["header", "Idempotency-Key"])

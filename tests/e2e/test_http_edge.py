@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -21,8 +22,9 @@ import pytest
 
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.support import redis_databases
-from tests.support.processes import PROJECT_ROOT, ManagedProcess, wait_for
-from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
+from teststack.polling import accept
+from teststack.processes import PROJECT_ROOT, ManagedProcess, wait_for
+from teststack.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
 
 #: A Redis database of this module's own: its tasks stay queued (no worker), nothing else reads it.
 EDGE_DB = redis_databases.EDGE
@@ -132,18 +134,6 @@ def _answer(sock: socket.socket, *, timeout: float) -> bytes:
     except (TimeoutError, ConnectionResetError):
         pass
     return received
-
-
-def _submit(web: WebServer) -> tuple[str, str]:
-    """A task that stays queued (no worker reads this database): its id and stream URL."""
-    response = web.client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": f"edge {uuid.uuid4()}"},
-        headers=headers_for("alice"),
-    )
-    assert response.status_code == 202, response.text
-    accepted = response.json()
-    return accepted["task_id"], accepted["stream_url"]
 
 
 def test_head_over_the_limit_is_431_with_a_json_body(edge: WebServer, connect: Connect) -> None:
@@ -272,7 +262,8 @@ def test_idle_connection_is_closed_after_the_keep_alive_timeout(
 
 
 def test_event_stream_outlives_every_edge_timeout(edge: WebServer, connect: Connect) -> None:
-    _, stream_url = _submit(edge)
+    # The task stays queued: no worker reads this database.
+    stream_url = accept(edge.client, "echo", f"edge {uuid.uuid4()}").stream_url
     sock = connect(edge)
     sock.sendall(b"GET %s HTTP/1.1\r\nHost: edge\r\n\r\n" % stream_url.encode())
     held_for = max(HEADER_TIMEOUT, BODY_TIMEOUT, KEEP_ALIVE_TIMEOUT) + 2
@@ -298,7 +289,9 @@ def test_connections_beyond_the_limit_get_503(
         env={"HTTP_MAX_CONNECTIONS": "3", "SSE_HEARTBEAT_SECONDS": "0.5"},
     )
     try:
-        stream_urls = [_submit(web)[1] for _ in range(2)]
+        stream_urls = [
+            accept(web.client, "echo", f"edge {uuid.uuid4()}").stream_url for _ in range(2)
+        ]
         web.client.close()  # its keep-alive connection counts too, until the server sees it go
         streams: list[socket.socket] = []
 
@@ -312,7 +305,7 @@ def test_connections_beyond_the_limit_get_503(
             return False
 
         for url in stream_urls:  # two connections held open by their streams
-            wait_for(lambda url=url: open_stream(url), timeout=SLACK)
+            wait_for(partial(open_stream, url), timeout=SLACK)
         with httpx.Client(base_url=web.base_url, timeout=10) as client:
             refused = client.get("/healthz")
             streams.pop().close()

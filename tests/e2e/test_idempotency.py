@@ -3,24 +3,16 @@
 import hashlib
 import uuid
 
-import httpx
 import orjson
 import redis
 
 from app.idempotency import fingerprint
 from contract import keys
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import invoke, poll_until_done
 
-INVOKE = "/api/v1/agents/simple_llm_agent/invoke-async"
-
-
-def _post(
-    client: httpx.Client, body: dict[str, object], *, key: str, user: str = "alice"
-) -> httpx.Response:
-    return client.post(INVOKE, json=body, headers={**headers_for(user), "Idempotency-Key": key})
+AGENT = "simple_llm_agent"
 
 
 def test_same_key_and_body_is_one_task_and_one_llm_call(stack: Stack, llm: LLMControl) -> None:
@@ -28,8 +20,8 @@ def test_same_key_and_body_is_one_task_and_one_llm_call(stack: Stack, llm: LLMCo
     llm.script(message, tokens=["once"])
     key = str(uuid.uuid4())
 
-    first = _post(stack.web.client, {"message": message}, key=key)
-    second = _post(stack.web.client, {"message": message}, key=key)
+    first = invoke(stack.web.client, AGENT, message, idempotency_key=key)
+    second = invoke(stack.web.client, AGENT, message, idempotency_key=key)
 
     assert first.status_code == second.status_code == 202
     assert second.json()["task_id"] == first.json()["task_id"]
@@ -42,9 +34,9 @@ def test_same_key_and_body_is_one_task_and_one_llm_call(stack: Stack, llm: LLMCo
 
 def test_same_key_with_another_body_is_409(stack: Stack, llm: LLMControl) -> None:
     key = str(uuid.uuid4())
-    first = _post(stack.web.client, {"message": "the first request"}, key=key)
+    first = invoke(stack.web.client, AGENT, "the first request", idempotency_key=key)
 
-    second = _post(stack.web.client, {"message": "a different request"}, key=key)
+    second = invoke(stack.web.client, AGENT, "a different request", idempotency_key=key)
 
     assert first.status_code == 202
     assert second.status_code == 409
@@ -55,17 +47,17 @@ def test_same_key_with_another_body_is_409(stack: Stack, llm: LLMControl) -> Non
 
 def test_same_key_from_another_user_is_another_task(stack: Stack) -> None:
     key = str(uuid.uuid4())
-    body = {"message": "shared key, separate users"}
+    message = "shared key, separate users"
 
-    alice = _post(stack.web.client, body, key=key, user="alice")
-    bob = _post(stack.web.client, body, key=key, user="bob")
+    alice = invoke(stack.web.client, AGENT, message, idempotency_key=key, user="alice")
+    bob = invoke(stack.web.client, AGENT, message, idempotency_key=key, user="bob")
 
     assert alice.status_code == bob.status_code == 202
     assert alice.json()["task_id"] != bob.json()["task_id"]
 
 
 def test_bad_idempotency_key_is_422_naming_the_header(stack: Stack) -> None:
-    response = _post(stack.web.client, {"message": "hi"}, key="x" * 256)
+    response = invoke(stack.web.client, AGENT, "hi", idempotency_key="x" * 256)
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
@@ -75,7 +67,7 @@ def test_repeat_while_the_first_is_still_being_created_is_409_then_the_task(
     stack: Stack,
 ) -> None:
     key = str(uuid.uuid4())
-    body = {"message": "racing repeats"}
+    message = "racing repeats"
     store_key = keys.idempotency("alice", hashlib.sha256(key.encode()).hexdigest())
     admin = redis.Redis.from_url(stack.redis_url)
     try:
@@ -85,16 +77,16 @@ def test_repeat_while_the_first_is_still_being_created_is_409_then_the_task(
             orjson.dumps(
                 {
                     "task_id": "not-yet",
-                    "fingerprint": fingerprint({"agent_id": "simple_llm_agent", **_full(body)}),
+                    "fingerprint": fingerprint({"agent_id": AGENT, **_full(message)}),
                     "queued": False,
                 }
             ),
             ex=60,
         )
-        early = _post(stack.web.client, body, key=key)
+        early = invoke(stack.web.client, AGENT, message, idempotency_key=key)
         admin.delete(store_key)
-        first = _post(stack.web.client, body, key=key)
-        repeat = _post(stack.web.client, body, key=key)
+        first = invoke(stack.web.client, AGENT, message, idempotency_key=key)
+        repeat = invoke(stack.web.client, AGENT, message, idempotency_key=key)
     finally:
         admin.close()
 
@@ -104,10 +96,10 @@ def test_repeat_while_the_first_is_still_being_created_is_409_then_the_task(
     assert repeat.json()["task_id"] == first.json()["task_id"]
 
 
-def _full(body: dict[str, object]) -> dict[str, object]:
+def _full(message: str) -> dict[str, object]:
     """The body as the API reads it, defaults included (what the fingerprint covers)."""
     return {
-        "message": body["message"],
+        "message": message,
         "session_id": None,
         "metadata": None,
         "stream": False,

@@ -6,12 +6,12 @@ import uuid
 from typing import Any
 
 from tests.e2e.conftest import OpsStack
-from tests.support.llm_server import LLMControl
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import API_KEYS, headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import accept
+from teststack.processes import ManagedProcess, wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import API_KEYS
 
-ALICE = headers_for("alice")
 #: Celery prints its banner on stdout before logging is set up; everything after it is logged.
 BANNER_END = "[tasks]"
 
@@ -34,26 +34,23 @@ def _objects(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def test_json_lines_carry_the_task_ids_and_no_text(ops_stack: OpsStack, llm: LLMControl) -> None:
-    assert ops_stack.worker is not None
+    worker_process = ops_stack.worker
+    assert worker_process is not None
     message = f"json-log-message-{uuid.uuid4().hex}"
     answer = f"json-log-answer-{uuid.uuid4().hex}"
     llm.script(message, tokens=[answer])
-    accepted = ops_stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    ).json()
+    accepted = accept(ops_stack.web.client, "simple_llm_agent", message, stream=True)
     # The stream read with its token in the URL, as a browser does: the access log's line.
-    events = read_stream(ops_stack.web.client, accepted["stream_url"], headers={})
+    events = read_stream(ops_stack.web.client, accepted.stream_url, headers={})
     assert events[-1].event == "result"
-    task_id = accepted["task_id"]
-    token = accepted["stream_url"].split("token=")[1]
+    task_id = accepted.task_id
+    token = accepted.stream_token
 
     def logged_outcome() -> bool:
-        return f'"task_id": "{task_id}"' in ops_stack.worker.output(tail=10**8)  # type: ignore[union-attr]
+        return f'"task_id": "{task_id}"' in worker_process.output(tail=10**8)
 
     wait_for(logged_outcome, timeout=15, message="the worker never logged the outcome")
-    worker = _objects(_log_lines(ops_stack.worker))
+    worker = _objects(_log_lines(worker_process))
     web = _objects(_log_lines(ops_stack.web.process))
 
     (outcome,) = [
@@ -65,6 +62,6 @@ def test_json_lines_carry_the_task_ids_and_no_text(ops_stack: OpsStack, llm: LLM
     assert any(
         o["logger"] == "uvicorn.access" and events_path(task_id) in o["message"] for o in web
     )
-    everything = ops_stack.worker.output(tail=10**8) + ops_stack.web.process.output(tail=10**8)
+    everything = worker_process.output(tail=10**8) + ops_stack.web.process.output(tail=10**8)
     for secret in (message, answer, token, *API_KEYS.values()):
         assert secret not in everything

@@ -25,8 +25,8 @@ from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support import redis_databases
 from tests.support.audit import audit_rows, run_sql
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.stack import headers_for, redis_db_url, start_beat, start_worker
+from teststack.processes import ManagedProcess, wait_for
+from teststack.stack import headers_for, redis_db_url, start_beat, start_worker
 
 CLEANUP = CLEANUP_TASK_PREFIX
 BEAT_DB = redis_databases.BEAT
@@ -56,6 +56,14 @@ def _run(producer: Celery, name: str, **kwargs: Any) -> AsyncResult[Any]:
     return result
 
 
+def _summary(result: AsyncResult[Any]) -> dict[str, Any]:
+    """What a maintenance task that succeeded returned."""
+    assert result.state == "SUCCESS", result.result
+    summary = result.result
+    assert isinstance(summary, dict), summary
+    return summary
+
+
 def test_cleanup_expired_sessions_deletes_exactly_the_idle_ones(
     stack: Stack,
     cleanup_worker: ManagedProcess,
@@ -75,17 +83,16 @@ def test_cleanup_expired_sessions_deletes_exactly_the_idle_ones(
         .values(last_activity_at=utcnow() - timedelta(hours=30)),
     )
 
-    result = _run(producer, "cleanup_expired_sessions")
+    summary = _summary(_run(producer, "cleanup_expired_sessions"))
 
-    assert result.state == "SUCCESS", result.result
-    assert result.result["deleted_sessions"] == 3
+    assert summary["deleted_sessions"] == 3
     for session_id in idle:
         gone = client.get(f"/api/v1/sessions/{session_id}", headers=headers_for("alice"))
         assert gone.status_code == 404
     for session_id in fresh:
         kept = client.get(f"/api/v1/sessions/{session_id}", headers=headers_for("alice"))
         assert kept.status_code == 200
-    assert _run(producer, "cleanup_expired_sessions").result["deleted_sessions"] == 0
+    assert _summary(_run(producer, "cleanup_expired_sessions"))["deleted_sessions"] == 0
 
 
 def _audit_row(resource_id: str, *, days_old: float) -> AuditLogEntry:
@@ -113,11 +120,10 @@ def test_archive_old_audit_logs_moves_exactly_the_old_rows(
     rows.append(_audit_row(recent, days_old=89))
     run_sql(service_environment.database_url, rows)
 
-    result = _run(producer, "archive_old_audit_logs")
+    summary = _summary(_run(producer, "archive_old_audit_logs"))
 
-    assert result.state == "SUCCESS", result.result
-    assert result.result["archived_rows"] == 5
-    assert result.result["deleted_rows"] == 5
+    assert summary["archived_rows"] == 5
+    assert summary["deleted_rows"] == 5
     url = service_environment.database_url
     assert all(audit_rows(url, resource_id=resource) == [] for resource in old)
     assert len(audit_rows(url, resource_id=recent)) == 1
@@ -139,10 +145,9 @@ def test_cleanup_token_blacklist_forgets_only_expired_tokens(
     try:
         store.zadd(REVOKED_TOKENS, {"expired-a": time.time() - 600, "expired-b": 1})
 
-        result = _run(producer, "cleanup_token_blacklist")
+        summary = _summary(_run(producer, "cleanup_token_blacklist"))
 
-        assert result.state == "SUCCESS", result.result
-        assert result.result["removed"] == 2
+        assert summary["removed"] == 2
         assert store.zscore(REVOKED_TOKENS, live["jti"]) is not None
         assert store.zscore(REVOKED_TOKENS, "expired-a") is None
     finally:
@@ -173,11 +178,10 @@ def test_cleanup_temp_files_deletes_old_files_under_the_root_only(
     outside = _aged(tmp_path / "outside" / "keep.txt", hours=100)
     (root / "link-out").symlink_to(outside.parent, target_is_directory=True)
 
-    result = _run(producer, "cleanup_temp_files", temp_dir=root.name, max_age_hours=24)
+    summary = _summary(_run(producer, "cleanup_temp_files", temp_dir=root.name, max_age_hours=24))
 
-    assert result.state == "SUCCESS", result.result
-    assert result.result["deleted_files"] == 1
-    assert result.result["errors"] == 0
+    assert summary["deleted_files"] == 1
+    assert summary["errors"] == 0
     assert not old.exists()
     assert fresh.exists()
     assert outside.exists()
@@ -275,7 +279,7 @@ def test_archive_runs_one_at_a_time(
     finally:
         store.close()
 
-    assert blocked.result["skipped"] == "another archive run is in progress"
-    assert "archived_rows" not in blocked.result
-    assert free.result["archived_rows"] == 1
+    assert _summary(blocked)["skipped"] == "another archive run is in progress"
+    assert "archived_rows" not in _summary(blocked)
+    assert _summary(free)["archived_rows"] == 1
     assert audit_rows(service_environment.database_url, resource_id=marker) == []

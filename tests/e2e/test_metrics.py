@@ -11,11 +11,12 @@ from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, OpsStack
 from tests.support import redis_databases
-from tests.support.llm_server import LLMControl
 from tests.support.metrics import Scrape, scrape
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
+from teststack.llm.control import LLMControl
+from teststack.polling import submit
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web, start_worker
 
 ALICE = headers_for("alice")
 PREFORK_DB = redis_databases.PREFORK_METRICS
@@ -33,22 +34,16 @@ def test_metrics_move_by_exactly_what_ran(ops_stack: OpsStack, llm: LLMControl) 
     worker_before, web_before = scrape(ops_stack.metrics_url), scrape(web_metrics)
     run = uuid.uuid4().hex
     tokens = ["one ", "two ", "three ", "four ", "five"]
-    scripts = {
-        f"ok-a-{run}": {},
-        f"ok-b-{run}": {},
-        f"retried-{run}": {"failures": [{"status": 503, "body": "busy"}]},
-        f"rejected-{run}": {"failures": [{"status": 400, "body": "no"}]},
+    failures: dict[str, list[dict[str, object]]] = {
+        f"ok-a-{run}": [],
+        f"ok-b-{run}": [],
+        f"retried-{run}": [{"status": 503, "body": "busy"}],
+        f"rejected-{run}": [{"status": 400, "body": "no"}],
     }
     task_ids = []
-    for key, script in scripts.items():
-        llm.script(key, tokens=tokens, **script)  # type: ignore[arg-type]
-        response = ops_stack.web.client.post(
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": key, "stream": True},
-            headers=ALICE,
-        )
-        assert response.status_code == 202, response.text
-        task_ids.append(response.json()["task_id"])
+    for key, failing in failures.items():
+        llm.script(key, tokens=tokens, failures=failing)
+        task_ids.append(submit(ops_stack.web.client, "simple_llm_agent", key, stream=True))
     delivered = 0
     for task_id in task_ids:
         events = read_stream(ops_stack.web.client, events_path(task_id), headers=ALICE)

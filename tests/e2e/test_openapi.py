@@ -19,8 +19,8 @@ import pytest
 from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support import redis_databases
-from tests.support.polling import submit
-from tests.support.stack import headers_for, redis_db_url, start_web
+from teststack.polling import submit
+from teststack.stack import headers_for, redis_db_url, start_web
 
 CAPPED_DB = redis_databases.CAPPED_DOCUMENT
 

@@ -3,19 +3,19 @@ worker's backlog of low-priority work."""
 
 import redis
 
-from contract import keys
 from tests.support import redis_databases
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import start_web, start_worker
+from teststack.polling import poll_until_done, submit
+from teststack.stack import start_web, start_worker
+from teststack.task_log import log_entries
 
 BACKLOG = 8
 BROKER_TEST_DB = redis_databases.PRIORITY
 
 
 def _started_at(raw: redis.Redis, task_id: str) -> int:
-    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
-        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
-            return int(entry_id.split(b"-")[0])
+    for entry in log_entries(raw, task_id):
+        if entry.event == b"status" and b'"running"' in entry.data:
+            return entry.written_ms
     raise AssertionError(f"task {task_id} never ran")
 
 

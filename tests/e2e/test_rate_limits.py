@@ -4,10 +4,10 @@ RabbitMQ alike (the schedule lives in Redis either way; a deferred task goes bac
 
 import redis
 
-from contract import keys
 from tests.support import redis_databases
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import start_web, start_worker
+from teststack.polling import poll_until_done, submit
+from teststack.stack import start_web, start_worker
+from teststack.task_log import log_entries
 
 RATE_PER_SECOND = 4
 TASKS = 40
@@ -16,9 +16,9 @@ BROKER_TEST_DB = redis_databases.RATE_LIMIT
 
 def _started_at(raw: redis.Redis, task_id: str) -> float:
     """When the task started running: the id of its log's ``running`` status (milliseconds)."""
-    for entry_id, fields in raw.xrange(keys.task_events(task_id)):
-        if fields[b"e"] == b"status" and b'"running"' in fields[b"d"]:
-            return int(entry_id.split(b"-")[0]) / 1000
+    for entry in log_entries(raw, task_id):
+        if entry.event == b"status" and b'"running"' in entry.data:
+            return entry.written_ms / 1000
     raise AssertionError(f"task {task_id} never ran")
 
 

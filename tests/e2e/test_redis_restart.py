@@ -1,7 +1,7 @@
 """The service rides out a Redis restart: Redis is SIGKILLed (no shutdown) and started again on
 the same port, from its append-only file, or empty when it has no persistence.
 
-Each test starts its own Redis (``tests.support.redis_server``), never the session's, since it
+Each test starts its own Redis (``teststack.redis_server``), never the session's, since it
 kills it; and its own worker, web or beat, since a restart is felt by every process at once. The
 outage lasts until the processes under test have noticed it (the worker logs the lost broker,
 the web's ``/readyz`` answers 503), and, where a worker is under test, at least the couple of
@@ -22,18 +22,18 @@ from typing import Any
 import httpx
 import pytest
 
-from contract import keys
 from contract.events import EventType
 from contract.tasks import CLEANUP_QUEUE
 from streaming.event_log import APPEND_SCRIPT, NewEvent, script_call
 from streaming.events import parse_event_id
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.redis_server import RedisServer
-from tests.support.sse import Received, content_of, events_path, read_stream
-from tests.support.stack import (
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.polling import TERMINAL, invoke, poll_until_done, submit
+from teststack.processes import ManagedProcess, wait_for
+from teststack.redis_server import RedisServer
+from teststack.sse import Received, content_of, events_path, read_stream
+from teststack.stack import (
     WebServer,
     headers_for,
     queued,
@@ -41,6 +41,7 @@ from tests.support.stack import (
     start_web,
     start_worker,
 )
+from teststack.task_log import log_entries
 
 ALICE = headers_for("alice")
 LOST_BROKER = "Connection to broker lost"
@@ -129,10 +130,10 @@ def _events_after(server: RedisServer, task_id: str, wall_ms: int) -> list[int]:
     """The timestamps (ms) of the task's log entries written at or after ``wall_ms``."""
     client = server.client()
     try:
-        entries = client.xrange(keys.task_events(task_id), min=f"{wall_ms}-0")
+        entries = log_entries(client, task_id, start=f"{wall_ms}-0")
     finally:
         client.close()
-    return [parse_event_id(entry_id.decode())[0] for entry_id, _ in entries]
+    return [parse_event_id(entry.id)[0] for entry in entries]
 
 
 def _assert_stream_agrees(final: dict[str, Any], events: list[Received]) -> None:
@@ -273,12 +274,7 @@ def test_readyz_is_503_during_the_outage_and_200_after(aof_redis: RedisServer) -
         wait_for(lambda: _readyz(web) == 200, timeout=RECOVERY_TIMEOUT)
         took = time.monotonic() - aof_redis.ready_at
         # Every request after the return works, the first ones included.
-        submitted = [
-            web.client.post(
-                "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=ALICE
-            ).status_code
-            for _ in range(5)
-        ]
+        submitted = [invoke(web.client, "echo", "hi").status_code for _ in range(5)]
     finally:
         web.stop()
     print(f"\nRedis back -> /readyz 200: {took:.1f} s")
@@ -298,9 +294,7 @@ def test_first_requests_after_a_restart_succeed_when_nothing_probed_the_outage(
         with aof_redis.outage():
             pass
         answers = [
-            web.client.post(
-                "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=ALICE
-            ).status_code,
+            invoke(web.client, "echo", "hi").status_code,
             web.client.get(f"/api/v1/agents/tasks/{first}", headers=ALICE).status_code,
             _readyz(web),
         ]

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import poll_until_done, submit
-from tests.support.redis_server import RedisServer, generate_tls
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, start_web, start_worker
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.polling import invoke, poll_until_done, submit
+from teststack.redis_server import RedisServer
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, start_web, start_worker
+from teststack.tls import generate_tls
 
 ALICE = headers_for("alice")
 
@@ -80,9 +82,7 @@ def test_web_is_not_ready_when_it_cannot_verify_the_redis_certificate(
     web = start_web(url, ready_path="/healthz")
     try:
         ready = web.client.get("/readyz")
-        submitted = web.client.post(
-            "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=ALICE
-        )
+        submitted = invoke(web.client, "echo", "hi")
     finally:
         web.stop()
     assert ready.status_code == 503

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import _llm_worker_env
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.processes import wait_for
-from tests.support.redis_server import RedisServer, generate_tls
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for, start_beat, start_web, start_worker
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.polling import submit
+from teststack.processes import wait_for
+from teststack.redis_server import RedisServer
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for, start_beat, start_web, start_worker
+from teststack.tls import generate_tls
 
 ALICE = headers_for("alice")
 
@@ -27,17 +29,6 @@ def tls_redis(tmp_path: Path) -> Iterator[RedisServer]:
     tls = generate_tls(tmp_path / "tls")
     with RedisServer(tmp_path / "redis", persistence="none", tls=tls) as server:
         yield server
-
-
-def _submit(web_client: httpx.Client, message: str) -> str:
-    response = web_client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["task_id"]
-    return task_id
 
 
 @pytest.mark.parametrize("policy", ["ca-bundle", "none"])
@@ -69,10 +60,10 @@ def test_the_tls_settings_apply_to_every_client_of_a_platform_url(
             schedule_file=str(tmp_path / "beat-schedule"),
             env={**settings, "SCHEDULE_CLEANUP_TOKEN_BLACKLIST": "1"},
         )
-        task_id = _submit(web.client, done)
+        task_id = submit(web.client, "simple_llm_agent", done, stream=True)
         events = read_stream(web.client, events_path(task_id), headers=ALICE)
         # The cancel request crosses the control channel to the running task.
-        cancelled_id = _submit(web.client, slow)
+        cancelled_id = submit(web.client, "simple_llm_agent", slow, stream=True)
         wait_for(lambda: bool(llm.calls(slow)), timeout=30, message="the LLM was never called")
         cancel = web.client.post(f"/api/v1/agents/tasks/{cancelled_id}/cancel", headers=ALICE)
         cancelled = read_stream(web.client, events_path(cancelled_id), headers=ALICE)

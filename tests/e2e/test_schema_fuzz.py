@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 from scripts.embedded_redis import EmbeddedRedis
 from tests.support import redis_databases
 from tests.support.databases import copy_sqlite
-from tests.support.stack import WebServer, headers_for, redis_db_url, start_web
+from teststack.stack import WebServer, headers_for, redis_db_url, start_web
 
 #: A Redis database of this module's own.
 FUZZ_DB = redis_databases.FUZZ

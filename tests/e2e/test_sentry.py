@@ -12,10 +12,11 @@ import redis
 from contract import keys
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from tests.e2e.conftest import OpsStack
-from tests.support.llm_server import LLMControl
-from tests.support.processes import wait_for
-from tests.support.sse import events_path, read_stream
-from tests.support.stack import API_KEYS, headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import accept, submit
+from teststack.processes import wait_for
+from teststack.sse import events_path, read_stream
+from teststack.stack import API_KEYS, headers_for
 
 ALICE = headers_for("alice")
 LLM_API_KEY = "test-llm-key"  # the ops stack's LLM_API_KEY
@@ -23,15 +24,9 @@ LLM_API_KEY = "test-llm-key"  # the ops stack's LLM_API_KEY
 
 def _run(stack: OpsStack, message: str) -> tuple[str, str]:
     """Submit ``message`` and read its stream to the end: (task id, terminal event)."""
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    accepted = response.json()
-    events = read_stream(stack.web.client, events_path(accepted["task_id"]), headers=ALICE)
-    return accepted["task_id"], events[-1].event
+    task_id = submit(stack.web.client, "simple_llm_agent", message, stream=True)
+    events = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
+    return task_id, events[-1].event
 
 
 def _events_for(stack: OpsStack, task_id: str) -> list[dict[str, Any]]:
@@ -95,10 +90,7 @@ def test_a_retried_error_sends_nothing_until_the_last_attempt_fails(
 
 def test_a_web_500_sends_one_event_without_credentials(ops_stack: OpsStack) -> None:
     message = f"sentry-web-{uuid.uuid4().hex}"
-    accepted = ops_stack.web.client.post(
-        "/api/v1/agents/echo/invoke-async", json={"message": message}, headers=ALICE
-    ).json()
-    stream_token = accepted["stream_url"].split("token=")[1]
+    stream_token = accept(ops_stack.web.client, "echo", message).stream_token
     # What no code path expects: an idempotency record that is not one (a foreign writer, a
     # record from another version).
     idempotency_key = f"key-{uuid.uuid4().hex}"

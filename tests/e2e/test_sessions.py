@@ -8,9 +8,9 @@ from celery import Celery
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import invoke, poll_until_done, submit
+from teststack.stack import headers_for
 
 SESSIONS = "/api/v1/sessions"
 
@@ -73,16 +73,14 @@ def test_another_users_session_is_404_everywhere(stack: Stack, llm: LLMControl) 
     session_id = _create_session(client, "alice")
     llm.script("bob tries alice's session", tokens=["never"])
 
-    invoke = client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": "bob tries alice's session", "session_id": session_id},
-        headers=headers_for("bob"),
+    invoked = invoke(
+        client, "simple_llm_agent", "bob tries alice's session", session_id=session_id, user="bob"
     )
     read = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("bob"))
     delete = client.delete(f"{SESSIONS}/{session_id}", headers=headers_for("bob"))
 
-    assert invoke.status_code == 404
-    assert "unknown session" in invoke.json()["detail"]
+    assert invoked.status_code == 404
+    assert "unknown session" in invoked.json()["detail"]
     assert read.status_code == 404
     assert delete.status_code == 404
     assert llm.calls("bob tries alice's session") == []
@@ -91,11 +89,7 @@ def test_another_users_session_is_404_everywhere(stack: Stack, llm: LLMControl) 
 
 
 def test_unknown_session_is_404_and_queues_nothing(stack: Stack) -> None:
-    response = stack.web.client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": "hi", "session_id": "no-such-session"},
-        headers=headers_for("alice"),
-    )
+    response = invoke(stack.web.client, "echo", "hi", session_id="no-such-session")
 
     assert response.status_code == 404
     assert response.json()["detail"].startswith("unknown session 'no-such-session'")

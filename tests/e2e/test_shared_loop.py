@@ -5,19 +5,22 @@ and a task that blocks the loop is named in the worker's log. The test agents co
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from celery import Celery
+from celery.result import AsyncResult
 
 from contract.tasks import INVOKE_AGENT_WITH_STREAMING
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _llm_worker_env, _stack
 from tests.support import redis_databases
 from tests.support.agents import BLOCK_SECONDS
-from tests.support.llm_server import LLMControl, LLMServerProcess
-from tests.support.polling import TERMINAL, poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import headers_for, redis_db_url, start_worker
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
+from teststack.polling import TERMINAL, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import headers_for, redis_db_url, start_worker
 
 SHARED_DB, CROWD_DB = redis_databases.SHARED, redis_databases.CROWD
 STREAMING = INVOKE_AGENT_WITH_STREAMING
@@ -56,13 +59,7 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
     started = time.monotonic()
     task_ids = {}
     for message in messages:
-        response = client.post(
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            json={"message": message, "stream": True},
-            headers=headers_for("alice"),
-        )
-        assert response.status_code == 202
-        task_ids[message] = response.json()["task_id"]
+        task_ids[message] = submit(client, "simple_llm_agent", message, stream=True)
     wait_for(lambda: len(llm.calls("the one that is cancelled")) == 1, timeout=10)
     cancel = client.post(
         f"/api/v1/agents/tasks/{task_ids['the one that is cancelled']}/cancel",
@@ -70,7 +67,7 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
     )
     assert cancel.status_code == 202
 
-    final: dict[str, dict[str, object]] = {}
+    final: dict[str, dict[str, Any]] = {}
 
     def all_done() -> bool:
         for message, task_id in task_ids.items():
@@ -87,14 +84,14 @@ def test_fifty_tasks_on_one_loop_end_on_their_own_terms(
 
     for message in messages[:48]:
         assert final[message]["status"] == "completed", final[message]
-        assert final[message]["result"]["content"] == "".join(short)  # type: ignore[index]
+        assert final[message]["result"]["content"] == "".join(short)
     timed_out = final["the one that runs out of time"]
     assert timed_out["status"] == "failed"
     error = timed_out["error"]
-    assert error["type"] == "AgentTimeoutError"  # type: ignore[index]
-    assert error["reason"] == "timeout"  # type: ignore[index]
-    assert "".join(long).startswith(error["content"])  # type: ignore[index]
-    assert 0 < len(error["content"]) < len("".join(long))  # type: ignore[index]
+    assert error["type"] == "AgentTimeoutError"
+    assert error["reason"] == "timeout"
+    assert "".join(long).startswith(error["content"])
+    assert 0 < len(error["content"]) < len("".join(long))
     assert final["the one that is cancelled"]["status"] == "cancelled"
     assert llm.calls("the one that is cancelled")[0]["disconnected"] is True
     # Side by side, not one after another (48 x 0.5 s alone would take 24 s).
@@ -153,10 +150,18 @@ def test_more_tasks_at_once_than_a_default_redis_pool_holds_all_complete(
         states = Counter(
             r.state if r.state == "SUCCESS" else f"{r.state}:{r.result!r}" for r in results
         )
-        contents = {r.result["content"] for r in results if r.state == "SUCCESS"}
+        contents = {_content(r) for r in results if r.state == "SUCCESS"}
     finally:
         producer.close()
         worker.stop()
 
     assert states == {"SUCCESS": 300}
     assert contents == {"".join(tokens)}
+
+
+def _content(result: AsyncResult[Any]) -> str:
+    """The answer of an agent task that succeeded."""
+    value = result.result
+    assert isinstance(value, dict), value
+    content: str = value["content"]
+    return content

@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import WebServer, headers_for, start_web
+from teststack.llm.control import LLMControl
+from teststack.polling import submit
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import WebServer, headers_for, start_web
 
 ALICE = headers_for("alice")
 
@@ -25,17 +26,6 @@ def impatient_web(raw_stack: Stack) -> Iterator[WebServer]:
         yield web
     finally:
         web.stop()
-
-
-def _submit(web: WebServer, agent: str, message: str) -> str:
-    response = web.client.post(
-        f"/api/v1/agents/{agent}/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["task_id"]
-    return task_id
 
 
 def _open_without_reading(web: WebServer, task_id: str) -> socket.socket:
@@ -66,7 +56,7 @@ def test_a_client_that_stops_reading_is_dropped_and_others_are_served(
     key = "ten megabytes nobody reads"
     tokens = [f"<{i:05d}>" + "x" * 1993 for i in range(5000)]
     llm.script(key, tokens=tokens)
-    task_id = _submit(impatient_web, "simple_llm_agent", key)
+    task_id = submit(impatient_web.client, "simple_llm_agent", key)
 
     sock = _open_without_reading(impatient_web, task_id)
     try:
@@ -92,7 +82,7 @@ def test_a_client_that_stops_reading_is_dropped_and_others_are_served(
 def test_web_shutdown_ends_open_streams_so_clients_reconnect_elsewhere(idle_web: Stack) -> None:
     web = start_web(idle_web.redis_url)
     try:
-        task_id = _submit(web, "echo", "never runs: no worker consumes this database")
+        task_id = submit(web.client, "echo", "never runs: no worker consumes this database")
         started = time.monotonic()
         with (
             httpx.Client(base_url=web.base_url, timeout=30) as client,

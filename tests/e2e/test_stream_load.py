@@ -10,9 +10,10 @@ import httpx
 from httpx_sse import connect_sse
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.sse import Received, content_of, events_path, is_heartbeat, read_stream
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import submit
+from teststack.sse import Received, content_of, events_path, is_heartbeat, read_stream
+from teststack.stack import headers_for
 
 ALICE = headers_for("alice")
 
@@ -22,17 +23,6 @@ def _rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def _submit(stack: Stack, message: str) -> str:
-    response = stack.web.client.post(
-        "/api/v1/agents/simple_llm_agent/invoke-async",
-        json={"message": message, "stream": True},
-        headers=ALICE,
-    )
-    assert response.status_code == 202
-    task_id: str = response.json()["task_id"]
-    return task_id
 
 
 def _read_slowly(stack: Stack, task_id: str, *, slow_events: int) -> tuple[list[Received], float]:
@@ -75,7 +65,7 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
             all_chunks_out.set()
         return False
 
-    task_id = _submit(raw_stack, key)
+    task_id = submit(raw_stack.web.client, "simple_llm_agent", key, stream=True)
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
@@ -110,7 +100,7 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
 def test_heartbeat_comments_arrive_on_an_idle_stream(raw_stack: Stack, llm: LLMControl) -> None:
     key = "a long pause between two tokens"
     llm.script(key, tokens=["before", " after"], delay=1.6)
-    task_id = _submit(raw_stack, key)
+    task_id = submit(raw_stack.web.client, "simple_llm_agent", key, stream=True)
 
     lines: list[str] = []
     with raw_stack.web.client.stream("GET", events_path(task_id), headers=ALICE) as response:

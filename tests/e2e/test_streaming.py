@@ -10,28 +10,17 @@ import pytest
 import redis
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done
-from tests.support.processes import wait_for
-from tests.support.sse import Received, content_of, events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import accept, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.sse import Received, content_of, events_path, read_stream
+from teststack.stack import headers_for
 
 #: The agent task, streaming and control behave the same on either event-loop runtime.
 RUN_IN_BOTH_LOOP_MODES = True
 RUN_ON_BOTH_BROKERS = True
 
 ALICE = headers_for("alice")
-
-
-def _submit(client: httpx.Client, agent_id: str, message: str, **extra: Any) -> dict[str, Any]:
-    response = client.post(
-        f"/api/v1/agents/{agent_id}/invoke-async",
-        json={"message": message, "stream": True, **extra},
-        headers=ALICE,
-    )
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _client(stack: Stack) -> httpx.Client:
@@ -51,7 +40,7 @@ def test_early_midway_and_late_clients_see_the_same_complete_sequence(
     key = "stream this to three clients"
     tokens = [f" t{i}" for i in range(30)]
     llm.script(key, tokens=tokens, delay=0.05)
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
 
     with ThreadPoolExecutor(2) as pool, _client(stack) as c1, _client(stack) as c2:
         early = pool.submit(read_stream, c1, events_path(task_id), headers=ALICE)
@@ -83,7 +72,7 @@ def test_reconnect_with_last_event_id_gets_exactly_the_events_after_it(
 ) -> None:
     key = f"resume me ({how})"
     llm.script(key, tokens=[f" r{i}" for i in range(20)], delay=0.03)
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
 
     first = read_stream(
         stack.web.client,
@@ -107,7 +96,7 @@ def test_reconnect_with_last_event_id_gets_exactly_the_events_after_it(
 
 
 def test_finished_task_replays_and_ends(stack: Stack, llm: LLMControl) -> None:
-    task_id = _submit(stack.web.client, "echo", "already done")["task_id"]
+    task_id = submit(stack.web.client, "echo", "already done", stream=True)
     polled = poll_until_done(stack.web.client, task_id)
 
     events = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
@@ -122,7 +111,7 @@ def test_failed_task_stream_ends_with_the_error_polling_shows(
 ) -> None:
     key = "stream of a rejected request"
     llm.script(key, tokens=["x"], failures=[{"status": 400, "body": "bad model"}])
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
 
     events = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
     polled = poll_until_done(stack.web.client, task_id)
@@ -137,7 +126,7 @@ def test_retry_announces_itself_with_reset_and_the_content_is_whole(
 ) -> None:
     key = "stream through a retry"
     llm.script(key, tokens=["a", "b"], failures=[{"status": 503, "retry_after": 0}])
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
 
     events = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
 
@@ -155,19 +144,18 @@ def test_retry_announces_itself_with_reset_and_the_content_is_whole(
 def test_stream_token_from_the_submit_opens_the_stream_without_a_key(
     stack: Stack, llm: LLMControl
 ) -> None:
-    accepted = _submit(stack.web.client, "echo", "token please")
+    accepted = accept(stack.web.client, "echo", "token please", stream=True)
 
-    events = read_stream(stack.web.client, accepted["stream_url"])
+    events = read_stream(stack.web.client, accepted.stream_url)
 
     assert content_of(events) == "token please"
 
 
 def test_stream_token_cannot_open_another_task(stack: Stack) -> None:
-    first = _submit(stack.web.client, "echo", "mine")
-    second = _submit(stack.web.client, "echo", "also mine")
-    token = first["stream_url"].split("token=", 1)[1]
+    first = accept(stack.web.client, "echo", "mine", stream=True)
+    second = accept(stack.web.client, "echo", "also mine", stream=True)
 
-    response = stack.web.client.get(f"{events_path(second['task_id'])}?token={token}")
+    response = stack.web.client.get(f"{events_path(second.task_id)}?token={first.stream_token}")
 
     assert response.status_code == 404
     assert response.json() == {"detail": "task not found"}
@@ -177,7 +165,7 @@ def test_stream_token_cannot_open_another_task(stack: Stack) -> None:
     "token", ["forged", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.x"], ids=["junk", "dots", "bad-sig"]
 )
 def test_bad_stream_token_is_401(stack: Stack, token: str) -> None:
-    task_id = _submit(stack.web.client, "echo", "guarded")["task_id"]
+    task_id = submit(stack.web.client, "echo", "guarded", stream=True)
 
     response = stack.web.client.get(f"{events_path(task_id)}?token={token}")
 
@@ -186,7 +174,7 @@ def test_bad_stream_token_is_401(stack: Stack, token: str) -> None:
 
 
 def test_stream_refusals_before_any_stream_starts(stack: Stack) -> None:
-    task_id = _submit(stack.web.client, "echo", "refusals")["task_id"]
+    task_id = submit(stack.web.client, "echo", "refusals", stream=True)
     client = stack.web.client
 
     assert client.get(events_path(task_id)).status_code == 401
@@ -199,7 +187,7 @@ def test_stream_refusals_before_any_stream_starts(stack: Stack) -> None:
 
 
 def test_stream_response_headers(stack: Stack) -> None:
-    task_id = _submit(stack.web.client, "echo", "headers")["task_id"]
+    task_id = submit(stack.web.client, "echo", "headers", stream=True)
 
     with stack.web.client.stream("GET", events_path(task_id), headers=ALICE) as response:
         response.read()
@@ -210,9 +198,9 @@ def test_stream_response_headers(stack: Stack) -> None:
 
 
 def test_token_never_appears_in_the_access_log(stack: Stack) -> None:
-    accepted = _submit(stack.web.client, "echo", "quiet token")
-    token = accepted["stream_url"].split("token=", 1)[1]
-    with stack.web.client.stream("GET", accepted["stream_url"]) as response:
+    accepted = accept(stack.web.client, "echo", "quiet token", stream=True)
+    token = accepted.stream_token
+    with stack.web.client.stream("GET", accepted.stream_url) as response:
         response.read()
 
     wait_for(lambda: "token=[redacted]" in stack.web.process.output(tail=10**7), timeout=5)
@@ -223,7 +211,7 @@ def test_two_hundred_clients_share_three_redis_connections(stack: Stack, llm: LL
     key = "one task, two hundred readers"
     tokens = [f" c{i}" for i in range(40)]
     llm.script(key, tokens=tokens, delay=0.05)
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
     admin = redis.Redis.from_url(stack.redis_url)
     clients_ready = threading.Barrier(201)
     seen_connections: list[int] = []
@@ -267,7 +255,7 @@ def test_stream_survives_redis_cutting_the_relays_subscription(
     key = "keep going after the cut"
     tokens = [f" k{i}" for i in range(40)]
     llm.script(key, tokens=tokens, delay=0.04)
-    task_id = _submit(stack.web.client, "simple_llm_agent", key)["task_id"]
+    task_id = submit(stack.web.client, "simple_llm_agent", key, stream=True)
     admin = redis.Redis.from_url(stack.redis_url)
     cut = threading.Event()
 
@@ -306,7 +294,7 @@ def test_stream_survives_redis_cutting_the_relays_subscription(
 
 
 def test_reconnect_after_the_terminal_event_ends_at_once(stack: Stack) -> None:
-    task_id = _submit(stack.web.client, "echo", "all done")["task_id"]
+    task_id = submit(stack.web.client, "echo", "all done", stream=True)
     whole = read_stream(stack.web.client, events_path(task_id), headers=ALICE)
 
     started = time.monotonic()

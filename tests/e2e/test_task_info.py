@@ -7,15 +7,15 @@ from celery import Celery
 
 from contract.tasks import INVOKE_AGENT_ASYNC
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.processes import wait_for
+from teststack.llm.control import LLMControl
+from teststack.processes import wait_for
 from worker.celery_app import create_celery_app, get_task_info, revoke_task
 from worker.settings import WorkerSettings
 
 
 @pytest.fixture
 def celery(stack: Stack) -> Iterator[Celery]:
-    app = create_celery_app(WorkerSettings(_env_file=None, redis_url=stack.redis_url))  # type: ignore[call-arg]
+    app = create_celery_app(WorkerSettings(_env_file=None, redis_url=stack.redis_url))
     try:
         yield app
     finally:
@@ -74,7 +74,7 @@ def test_revoke_task_with_terminate_stops_a_running_task_in_the_threads_pool(
     revoke_task(
         task_id,
         terminate=True,
-        settings=WorkerSettings(_env_file=None, redis_url=stack.redis_url),  # type: ignore[call-arg]
+        settings=WorkerSettings(_env_file=None, redis_url=stack.redis_url),
     )
 
     wait_for(lambda: get_task_info(task_id, app=celery)["state"] == "REVOKED", timeout=10)

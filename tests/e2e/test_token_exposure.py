@@ -8,18 +8,15 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.support.processes import wait_for
-from tests.support.sse import events_path
-from tests.support.stack import headers_for
+from teststack.polling import accept
+from teststack.processes import wait_for
+from teststack.sse import events_path
+from teststack.stack import headers_for
 
 
 def _stream_token(client: httpx.Client) -> tuple[str, str]:
-    response = client.post(
-        "/api/v1/agents/echo/invoke-async", json={"message": "hi"}, headers=headers_for("alice")
-    )
-    assert response.status_code == 202
-    accepted = response.json()
-    return accepted["task_id"], accepted["stream_url"].split("token=", 1)[1]
+    accepted = accept(client, "echo", "hi")
+    return accepted.task_id, accepted.stream_token
 
 
 def _access_token(client: httpx.Client) -> str:

@@ -11,10 +11,10 @@ from scripts.embedded_redis import EmbeddedRedis
 from tests.conftest import ServiceEnvironment
 from tests.e2e.conftest import IDLE_DB, Stack
 from tests.support.audit import audit_rows
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.processes import wait_for
-from tests.support.stack import headers_for, redis_db_url, start_web
+from teststack.llm.control import LLMControl
+from teststack.polling import accept, invoke, poll_until_done, submit
+from teststack.processes import wait_for
+from teststack.stack import headers_for, redis_db_url, start_web
 
 TOKEN = "/api/v1/auth/token"
 REVOKE = "/api/v1/auth/revoke"
@@ -38,9 +38,7 @@ def test_access_token_works_until_revoked_then_is_refused_everywhere(stack: Stac
     assert issued["scope"] == "api"
     assert issued["expires_in"] == 900
     bearer = _bearer(issued["access_token"])
-    submitted = client.post(
-        "/api/v1/agents/echo/invoke-async", json={"message": "by token"}, headers=bearer
-    )
+    submitted = invoke(client, "echo", "by token", headers=bearer)
     assert submitted.status_code == 202
     task_id = submitted.json()["task_id"]
     assert client.get(f"/api/v1/agents/tasks/{task_id}", headers=bearer).status_code == 200
@@ -66,14 +64,10 @@ def test_access_token_works_until_revoked_then_is_refused_everywhere(stack: Stac
 
 def test_revoked_stream_token_no_longer_opens_the_stream(stack: Stack) -> None:
     client = stack.web.client
-    accepted = client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": "watch me"},
-        headers=headers_for("alice"),
-    ).json()
-    stream_url = accepted["stream_url"]
-    token = stream_url.split("token=", 1)[1]
-    poll_until_done(client, accepted["task_id"])
+    accepted = accept(client, "echo", "watch me")
+    stream_url = accepted.stream_url
+    token = accepted.stream_token
+    poll_until_done(client, accepted.task_id)
     assert client.get(stream_url).status_code == 200
 
     revoked = client.post(REVOKE, json={"token": token}, headers=headers_for("alice"))
@@ -226,13 +220,9 @@ def test_stream_token_of_a_submit_by_access_token_expires_with_it(stack: Stack) 
     client = stack.web.client
     issued = _token(client, ttl_seconds=60)
 
-    accepted = client.post(
-        "/api/v1/agents/echo/invoke-async",
-        json={"message": "short-lived"},
-        headers=_bearer(issued["access_token"]),
-    ).json()
+    accepted = accept(client, "echo", "short-lived", headers=_bearer(issued["access_token"]))
 
-    stream_token = accepted["stream_url"].split("token=", 1)[1]
+    stream_token = accepted.stream_token
     claims = jwt.decode(stream_token, options={"verify_signature": False})
     assert claims["exp"] <= issued_expiry(issued)
 

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from tests.e2e.conftest import Stack
-from tests.support.llm_server import LLMControl
-from tests.support.polling import poll_until_done, submit
-from tests.support.sse import content_of, events_path, read_stream
-from tests.support.stack import headers_for
+from teststack.llm.control import LLMControl
+from teststack.polling import poll_until_done, submit
+from teststack.sse import content_of, events_path, read_stream
+from teststack.stack import headers_for
 
 
 def _call(name: str, **arguments: object) -> dict[str, str]:

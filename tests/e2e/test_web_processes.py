@@ -21,9 +21,10 @@ from scripts.embedded_redis import EmbeddedRedis, free_port
 from tests.e2e.test_http_edge import start_procfile_web
 from tests.support import redis_databases
 from tests.support.metrics import Scrape
-from tests.support.processes import ManagedProcess, wait_for
-from tests.support.sse import events_path
-from tests.support.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
+from teststack.polling import submit
+from teststack.processes import ManagedProcess, wait_for
+from teststack.sse import events_path
+from teststack.stack import WebServer, api_keys_setting, base_env, headers_for, redis_db_url
 
 ALICE = headers_for("alice")
 PROCESSES = 2
@@ -85,13 +86,11 @@ def test_sigterm_ends_every_open_stream_of_every_process_at_once(web: WebServer)
     with ExitStack() as streams:
         readers = []
         for n in range(STREAMS):
-            accepted = web.client.post(
-                "/api/v1/agents/echo/invoke-async", json={"message": f"queued {n}"}, headers=ALICE
-            ).json()
+            task_id = submit(web.client, "echo", f"queued {n}")
             # A connection of its own each: the kernel spreads them over the processes.
             client = streams.enter_context(httpx.Client(base_url=web.base_url, timeout=30))
             response = streams.enter_context(
-                client.stream("GET", events_path(accepted["task_id"]), headers=ALICE)
+                client.stream("GET", events_path(task_id), headers=ALICE)
             )
             lines = response.iter_lines()
             assert next(lines).startswith("id: ")
@@ -167,12 +166,10 @@ def test_metrics_forget_the_open_streams_of_a_web_process_that_was_killed(
         with ExitStack() as streams:
             readers = []
             for n in range(STREAMS):
-                accepted = web.client.post(
-                    "/api/v1/agents/echo/invoke-async", json={"message": f"q {n}"}, headers=ALICE
-                ).json()
+                task_id = submit(web.client, "echo", f"q {n}")
                 client = streams.enter_context(httpx.Client(base_url=web.base_url, timeout=30))
                 response = streams.enter_context(
-                    client.stream("GET", events_path(accepted["task_id"]), headers=ALICE)
+                    client.stream("GET", events_path(task_id), headers=ALICE)
                 )
                 lines = response.iter_lines()  # kept: a dropped iterator closes its connection
                 assert next(lines).startswith("id: ")

@@ -1,5 +1,7 @@
 """Audit rows, one at a time and batched into shared transactions."""
 
+from functools import partial
+
 import anyio
 import pytest
 from sqlalchemy import event, func, select
@@ -29,7 +31,8 @@ async def test_rows_recorded_together_share_one_commit(database: Database) -> No
     async with anyio.create_task_group() as tg:
         for n in range(20):
             tg.start_soon(
-                lambda n=n: log.record(  # type: ignore[misc]
+                partial(
+                    log.record,
                     AuditAction.TASK_COMPLETE,
                     user_id="u",
                     resource_type="task",
@@ -71,7 +74,8 @@ async def test_every_caller_of_a_failed_batch_gets_the_error(database: Database)
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(record, {"fine": 1})
+        fine: dict[str, object] = {"fine": 1}
+        tg.start_soon(record, fine)
         tg.start_soon(record, {"not json": object()})  # the whole transaction fails
 
     assert len(errors) == 2

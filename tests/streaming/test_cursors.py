@@ -5,8 +5,9 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
+from contract.events import EventType
 from streaming.event_log import EventLog
-from streaming.events import EventType, InvalidEventIdError, parse_event_id
+from streaming.events import InvalidEventIdError, parse_event_id
 from streaming.hub import EventHub
 
 

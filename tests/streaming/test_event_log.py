@@ -58,7 +58,8 @@ async def test_cursor_older_than_the_capped_log_gets_one_reset_with_the_content(
 
     assert [e.type for e in page] == [EventType.RESET]
     assert page[0].payload() == {"attempt": 1, "content": "a" + "b" * 399}
-    ((last_id, _),) = await redis.xrevrange(keys.task_events(task_id), count=1)
+    ((last_id, _),) = await redis.xrevrange(keys.task_events(task_id), count=1) or []
+    assert isinstance(last_id, bytes)
     assert page[0].id == last_id.decode()
 
 

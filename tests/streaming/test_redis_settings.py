@@ -52,7 +52,7 @@ def test_normalise_is_idempotent_when_applied_twice() -> None:
 
 def test_redis_settings_normalise_both_urls_when_given_explicitly() -> None:
     settings = RedisSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         redis_url="rediss://cache.example.com:6380/0",
         celery_broker_url=None,
         celery_result_backend="redis://results.internal:6379/1",
@@ -89,7 +89,7 @@ def test_tls_settings_leave_a_plain_url_alone() -> None:
 
 def test_tls_settings_apply_to_every_url_of_the_settings() -> None:
     settings = RedisSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         redis_url="rediss://cache.example.com:6380/0",
         celery_broker_url="rediss://broker.example.com:6380/0?ssl_cert_reqs=required",
         celery_result_backend="rediss://results.example.com:6380/1",
@@ -103,8 +103,8 @@ def test_tls_settings_apply_to_every_url_of_the_settings() -> None:
 def test_unknown_cert_reqs_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="redis_ssl_cert_reqs"):
         RedisSettings(
-            _env_file=None,  # type: ignore[call-arg]
-            redis_ssl_cert_reqs="sometimes",  # type: ignore[arg-type]
+            _env_file=None,
+            redis_ssl_cert_reqs="sometimes",
         )
 
 
@@ -112,7 +112,7 @@ def test_empty_cert_reqs_setting_means_the_url_decides(monkeypatch: pytest.Monke
     monkeypatch.setenv("REDIS_SSL_CERT_REQS", "")
     monkeypatch.setenv("REDIS_URL", "rediss://cache.example.com:6380/0?ssl_cert_reqs=optional")
 
-    settings = RedisSettings(_env_file=None)  # type: ignore[call-arg]
+    settings = RedisSettings(_env_file=None)
 
     assert settings.redis_url_normalised.endswith("?ssl_cert_reqs=optional")
 
@@ -124,7 +124,7 @@ def test_celery_variables_are_rewritten_to_the_resolved_urls(
     certificate policy."""
     monkeypatch.setenv("CELERY_BROKER_URL", "rediss://broker.example.com:6380/0")
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    settings = RedisSettings(_env_file=None, redis_ssl_cert_reqs="none")  # type: ignore[call-arg]
+    settings = RedisSettings(_env_file=None, redis_ssl_cert_reqs="none")
 
     settings.align_celery_environment()
 

@@ -1,6 +1,7 @@
 """Reading and seeding the service's database from a synchronous test."""
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Executable, select
@@ -28,14 +29,14 @@ def audit_rows(database_url: str, *, resource_id: str) -> list[dict[str, Any]]:
     return asyncio.run(read())
 
 
-def run_sql(database_url: str, work: Executable | list[Base]) -> None:
+def run_sql(database_url: str, work: Executable | Sequence[Base]) -> None:
     """Execute a statement, or add ORM rows, in one transaction (to seed or age data)."""
 
     async def run() -> None:
         database = Database(database_url)
         try:
             async with database.session() as db, db.begin():
-                if isinstance(work, list):
+                if isinstance(work, Sequence):
                     db.add_all(work)
                 else:
                     await db.execute(work)

@@ -21,7 +21,7 @@ def test_route_sends_maintenance_to_its_own_queue(task_name: str) -> None:
 
 
 def test_task_limits_come_from_the_settings() -> None:
-    settings = WorkerSettings(  # type: ignore[call-arg]
+    settings = WorkerSettings(
         _env_file=None,
         celery_task_time_limit=300,
         celery_task_soft_time_limit=200,
@@ -42,7 +42,7 @@ def test_task_limits_come_from_the_settings() -> None:
 @pytest.mark.parametrize("text", ["100", "100/d", "-1/m", "0/s", "fast"])
 def test_a_rate_limit_that_does_not_read_is_refused_naming_the_form(text: str) -> None:
     with pytest.raises(ValueError, match=re.escape("<calls>/<s|m|h>")):
-        WorkerSettings(_env_file=None, agent_task_rate_limit=text)  # type: ignore[call-arg]
+        WorkerSettings(_env_file=None, agent_task_rate_limit=text)
 
 
 def test_the_worker_registers_every_task_of_the_contract() -> None:

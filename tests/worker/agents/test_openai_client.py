@@ -20,7 +20,8 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from tests.support.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 from worker.agents.base import ChatMessage, ToolCall
 from worker.agents.llm_session import open_llm_session
 from worker.agents.openai_client import (

@@ -6,17 +6,24 @@ from contract.agents import decode_specs, encode_specs
 from worker.agents.plugins import AgentModuleError, load_agent_modules, plugin_specs
 
 
+def _as_read_back(fields: dict[str, bytes]) -> dict[bytes | str, bytes | str]:
+    """The catalogue hash's fields typed as a Redis read gives them back (bytes or text)."""
+    return {name: value for name, value in fields.items()}
+
+
 def test_modules_add_their_agents_and_their_specs_survive_publication() -> None:
     specs = plugin_specs(" tests.support.agents , ")
 
     assert [spec.id for spec in specs] == ["blocking_agent", "shouting_agent", "unstorable_agent"]
-    published = decode_specs(encode_specs(specs))
+    published = decode_specs(_as_read_back(encode_specs(specs)))
     assert published["shouting_agent"].description == "Answers in capitals."
     assert plugin_specs("") == []
 
 
 def test_a_published_field_that_is_not_a_spec_is_skipped() -> None:
-    fields = {**encode_specs(plugin_specs("tests.support.agents")), "junk": b"{not json"}
+    fields = _as_read_back(
+        {**encode_specs(plugin_specs("tests.support.agents")), "junk": b"{not json"}
+    )
 
     assert set(decode_specs(fields)) == {"blocking_agent", "shouting_agent", "unstorable_agent"}
 

@@ -5,11 +5,18 @@ from datetime import timedelta
 import pytest
 from celery.schedules import crontab, schedule
 
-from contract.tasks import CLEANUP_TASK_PREFIX
+# Registers the maintenance tasks with celery_app.
+import worker.tasks.cleanup_tasks  # noqa: F401
+from contract.tasks import (
+    ARCHIVE_OLD_AUDIT_LOGS,
+    CLEANUP_EXPIRED_SESSIONS,
+    CLEANUP_TASK_PREFIX,
+    CLEANUP_TEMP_FILES,
+    CLEANUP_TOKEN_BLACKLIST,
+)
 from worker.celery_app import celery_app
 from worker.maintenance.schedule import JOBS, InvalidScheduleError, beat_schedule, parse_schedule
 from worker.settings import WorkerSettings
-from worker.tasks import cleanup_tasks
 
 CLEANUP = CLEANUP_TASK_PREFIX
 
@@ -46,9 +53,9 @@ def test_every_scheduled_job_names_a_registered_maintenance_task() -> None:
     scheduled = {task for task, _ in JOBS.values()}
 
     assert scheduled == {
-        cleanup_tasks.CLEANUP_EXPIRED_SESSIONS,
-        cleanup_tasks.ARCHIVE_OLD_AUDIT_LOGS,
-        cleanup_tasks.CLEANUP_TOKEN_BLACKLIST,
-        cleanup_tasks.CLEANUP_TEMP_FILES,
+        CLEANUP_EXPIRED_SESSIONS,
+        ARCHIVE_OLD_AUDIT_LOGS,
+        CLEANUP_TOKEN_BLACKLIST,
+        CLEANUP_TEMP_FILES,
     }
     assert scheduled <= set(celery_app.tasks)

@@ -193,7 +193,7 @@ def test_a_directory_swapped_for_a_symlink_mid_sweep_is_not_followed(
     _file(root / "a" / "old.bin", age=10 * DAY)
     _file(root / "b" / "old.bin", age=10 * DAY)
     real_stat = os.stat
-    swapped = []
+    swapped: list[bool] = []
 
     def stat_then_swap(path: object, *args: object, **kwargs: object) -> os.stat_result:
         # Once the walk has listed the root, replace "b" by a link to the outside.

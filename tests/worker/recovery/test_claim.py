@@ -122,7 +122,9 @@ async def test_a_failure_is_stored_as_celery_stores_an_exception(
 ) -> None:
     await _outcomes(redis).write(task_id, Failed(LLMUnavailableError("busy")), run="r")
 
-    raw = orjson.loads(await redis.get(keys.celery_task_meta(task_id)))
+    stored = await redis.get(keys.celery_task_meta(task_id))
+    assert stored is not None
+    raw = orjson.loads(stored)
     assert raw["status"] == "FAILURE"
     assert raw["result"] == {
         "exc_type": "LLMUnavailableError",

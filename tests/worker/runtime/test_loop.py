@@ -37,7 +37,7 @@ def test_resolve_mode_follows_the_setting_then_the_pool(setting: str, pool: str,
 
 
 def _settings() -> WorkerSettings:
-    return WorkerSettings(_env_file=None, redis_url="redis://127.0.0.1:1/0")  # type: ignore[call-arg]
+    return WorkerSettings(_env_file=None, redis_url="redis://127.0.0.1:1/0")
 
 
 async def _answer(resources: LoopResources) -> str:
@@ -132,7 +132,7 @@ def test_shared_runtime_runs_calls_on_one_loop_and_stops() -> None:
 def test_shared_loop_reports_a_blocking_call_with_its_task_id_and_the_lag(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = WorkerSettings(  # type: ignore[call-arg]
+    settings = WorkerSettings(
         _env_file=None, redis_url="redis://127.0.0.1:1/0", loop_lag_warning_ms=100
     )
     runtime = SharedLoopRuntime(settings, tls=TLS)

@@ -1,4 +1,4 @@
-"""Tests for the test-support servers: the loopback LLM server and EmbeddedRedis.
+"""Tests for the servers teststack starts: the loopback LLM server, and EmbeddedRedis.
 
 The LLM server is exercised over real HTTP, as the code under test will use
 it, so these tests pin down the wire protocol other tests rely on.
@@ -18,7 +18,8 @@ import redis
 from httpx_sse import connect_sse
 
 from scripts.embedded_redis import EmbeddedRedis, free_port, is_reachable
-from tests.support.llm_server import LLMControl, LLMServerProcess
+from teststack.llm.control import LLMControl
+from teststack.llm.process import LLMServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ written to its AOF survives (the kernel holds it; ``everysec`` loses its last se
 the machine itself fails). ``start()`` again brings the server back on the same port, from its
 AOF when it has one, empty when it has none. ``outage()`` does both around a block.
 
-With ``tls=generate_tls(dir)``, the server listens for TLS only (``--port 0 --tls-port P``) with
-a server certificate signed by a CA the test generated, so ``rediss://`` runs end to end;
-``url`` is then ``rediss://`` and names the CA bundle (``ssl_ca_certs``) unless told otherwise.
+With ``tls=generate_tls(dir)`` (``teststack.tls``), the server listens for TLS only (``--port 0
+--tls-port P``) with a server certificate signed by a CA the test generated, so ``rediss://`` runs
+end to end; ``url`` is then ``rediss://`` and names the CA bundle (``ssl_ca_certs``) unless told
+otherwise.
 
 The session's shared Redis (``scripts.embedded_redis``) is never restarted: tests that restart a
 server start their own with this module.
@@ -18,125 +19,24 @@ server start their own with this module.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 from urllib.parse import quote
 
 import redis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scripts.embedded_redis import die_with_parent_hook, find_server_binary, free_port
+from teststack.tls import TlsFiles
 
 Persistence = Literal["aof", "none"]
 LOG_NAME = "server.log"
 READY_TIMEOUT = 15.0
 POLL_INTERVAL = 0.02
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files: the CA that signed the server's certificate, and the server's key pair."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def generate_tls(directory: Path, *, host: str = "127.0.0.1") -> TlsFiles:
-    """A throwaway CA and a server certificate for ``host`` (and ``localhost``), valid a day."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    valid = {"not_valid_before": now - datetime.timedelta(minutes=5)}
-    valid["not_valid_after"] = now + datetime.timedelta(days=1)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("agent-service test CA"))
-        .issuer_name(_name("agent-service test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid["not_valid_before"])
-        .not_valid_after(valid["not_valid_after"])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(host))
-        .issuer_name(ca_cert.subject)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid["not_valid_before"])
-        .not_valid_after(valid["not_valid_after"])
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    files = TlsFiles(
-        ca_cert=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server-key.pem",
-    )
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(files.server_key, server_key)
-    return files
 
 
 class RedisServer:
@@ -181,10 +81,16 @@ class RedisServer:
 
     def client(self, db: int = 0, *, timeout: float = 2.0) -> redis.Redis:
         """A blocking client of this server (the caller closes it)."""
-        options: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        if self.tls is not None:
-            options |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
-        return redis.Redis(host=self.host, port=self.port, db=db, **options)  # type: ignore[arg-type]
+        ca_certs = None if self.tls is None else str(self.tls.ca_cert)
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=db,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            ssl=ca_certs is not None,
+            ssl_ca_certs=ca_certs,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from scripts.embedded_redis import free_port
-from tests.support.stack import WebServer, start_web
+from teststack.stack import WebServer, start_web
 
 
 class RestartableWeb:

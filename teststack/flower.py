@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from scripts.embedded_redis import free_port
-from tests.support.processes import PROJECT_ROOT, ManagedProcess
-from tests.support.stack import base_env
+from teststack.processes import PROJECT_ROOT, ManagedProcess
+from teststack.stack import base_env
 
 FLOWER_READY_TIMEOUT = 30.0
 

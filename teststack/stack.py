@@ -16,7 +16,7 @@ import redis
 
 from contract.tasks import PRIORITIES, redis_queue_list
 from scripts.embedded_redis import free_port
-from tests.support.processes import ManagedProcess, python_module
+from teststack.processes import ManagedProcess, python_module
 
 API_KEYS = {"alice": "alice-key", "bob": "bob-key"}
 WORKER_READY_TIMEOUT = 30.0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scripts.embedded_redis import die_with_parent_hook
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_INTERVAL = 0.05
 
 
