@@ -212,6 +212,14 @@ class EventWriter:
             self._pending[publisher] = None
         return self._next
 
+    def hurry(self, publisher: PendingEvents) -> Batch:
+        """Like ``mark``, but the batch leaves without waiting for the window (the caller does
+        not wait for it either): for a write a reader is waiting on, such as an answer's first
+        text."""
+        batch = self.mark(publisher)
+        self._urgent.set()
+        return batch
+
     def forget(self, publisher: PendingEvents) -> None:
         """Drop ``publisher`` from the next batch (its task failed: its writes are void)."""
         self._pending.pop(publisher, None)

@@ -3,7 +3,8 @@
 An LLM may produce a token every millisecond; one round trip per token would cost more than the
 token. Chunks are therefore coalesced over a short window (a few ms, the writer's): the texts
 that arrive within it go out as one ``chunk`` event, so the client still receives every
-character, in order, a few ms later at most. Any other event is queued after the pending
+character, in order, a few ms later at most; an attempt's first text is sent at once, never
+held by the window. Any other event is queued after the pending
 chunks, so the order is kept across types, and is written at once. The writing itself is the
 loop's ``EventWriter``'s: it sends the queued events of every task on the loop in one round
 trip, numbering each task's batches so that one sent twice is applied once. If the log lost
@@ -120,11 +121,14 @@ class TaskEventPublisher:
         if not text:
             return
         self._raise_failure()
+        first = self._next_index == 0 and not self._pending
         self._pending.append(text)
         self._content.append(text)
         if self._writer.window <= 0:
             self._note(await self._writer.flush(self))
             self._raise_failure()
+        elif first:  # the time to the first text is what a reader waits on: never held back
+            self._note(self._writer.hurry(self))
         else:
             self._note(self._writer.mark(self))
 

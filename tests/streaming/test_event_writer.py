@@ -63,6 +63,26 @@ async def test_publisher_flushes_a_lone_chunk_after_the_window(redis: Redis, tas
     assert _texts(await reader.read_after(task_id, None)) == ["alone"]
 
 
+async def test_an_attempts_first_chunk_is_not_held_by_the_window(
+    redis: Redis, task_id: str
+) -> None:
+    """A reader waits on the first text; the window only holds the ones after it."""
+    reader = EventLogReader(redis)
+
+    async with EventWriter(redis, maxlen=1000, ttl=60, window=60.0) as writer:
+        publisher = TaskEventPublisher(writer, task_id)
+        await publisher.chunk("first")
+        with anyio.fail_after(5):
+            while not await reader.read_after(task_id, None):
+                await anyio.sleep(0.005)
+        await publisher.chunk("second")
+        await anyio.sleep(0.2)
+        assert _texts(await reader.read_after(task_id, None)) == ["first"]
+        await publisher.flush()
+
+    assert _texts(await reader.read_after(task_id, None)) == ["first", "second"]
+
+
 async def test_one_writer_sends_every_task_of_its_loop_in_order_in_few_round_trips(
     redis: Redis,
 ) -> None:
