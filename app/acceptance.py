@@ -41,6 +41,8 @@ _ACCEPT = (
     APPEND_FUNCTION
     + """
 local task_id, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[7])
+-- Sent again after its reply was lost (the id is new on every request): it was done already.
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'ok' end
 if ARGV[5] == '1' then
   local cap = tonumber(ARGV[4])
   if cap > 0 and redis.call('ZCARD', KEYS[2]) >= cap then return 'urgent_tasks' end

@@ -33,8 +33,10 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
     """Send ``commands`` in one write and return their replies (an error as its exception).
 
     A connection that turns out dead before any reply came (Redis restarted while it sat in the
-    pool) is replaced and the commands sent once more, as redis-py's own retry does: the ones of
-    this package are safe to send twice (each applies once, or is a no-op the second time)."""
+    pool) is replaced and the commands sent once more, as redis-py's own retry does. Redis may
+    have applied them before the connection failed, so every command sent through here must be
+    safe to send twice: each script applies once (the event log's batches are numbered, a task's
+    acceptance and a run's claim recognise themselves) or is a no-op the second time."""
     try:
         return await _execute_once(redis, commands)
     except _NoReplyError:

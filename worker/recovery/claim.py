@@ -50,6 +50,8 @@ if {lua_log_has_ended("KEYS[1]")} then
   end
 end
 local runner = redis.call('GET', KEYS[4])
+-- This very run: the script was sent again after its reply was lost, and had been applied.
+if runner == ARGV[4] then return {{'claimed', tonumber(redis.call('GET', KEYS[5]))}} end
 if runner then return {{'held', runner}} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {{'cancel'}} end
 redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])

@@ -66,6 +66,18 @@ async def test_a_claim_waits_while_another_run_holds_the_task(redis: Redis, task
     assert await claims.claim(task_id, run="second") == Held(runner="first")
 
 
+async def test_a_claim_sent_again_after_its_reply_was_lost_is_its_own_not_held(
+    redis: Redis, task_id: str
+) -> None:
+    """The hot path sends a script again when its connection died before the reply: Redis may
+    have run it already. The run that holds the task is this one: it goes on, once."""
+    claims = _claims(redis)
+    assert await claims.claim(task_id, run="r1") == Claimed(attempt=1)
+
+    assert await claims.claim(task_id, run="r1") == Claimed(attempt=1)
+    assert await _types(redis, task_id) == [EventType.STATUS, EventType.PROGRESS]
+
+
 async def test_a_run_whose_lease_lapsed_is_taken_over(redis: Redis, task_id: str) -> None:
     await _claims(redis, lease_ms=50).claim(task_id, run="dead")
     await asyncio.sleep(0.2)  # the dead worker's lease was not renewed
