@@ -105,7 +105,13 @@ class AgentTask(BaseTask):
             raise outcome.error
         if isinstance(outcome, Retrying):
             try:
-                self.retry(exc=outcome.error, countdown=outcome.countdown)
+                # A retry waits for a rate-limit turn of its own: the one this delivery used
+                # rides in the request's headers, which Celery copies into the retry.
+                self.retry(
+                    exc=outcome.error,
+                    countdown=outcome.countdown,
+                    headers=self._headers_without_reservation(),
+                )
             except Retry:
                 raise
             except Exception as exc:  # the broker did not take the next attempt: run this again
@@ -121,14 +127,18 @@ class AgentTask(BaseTask):
     def _come_back(self, deferred: Deferred) -> None:
         """Send this delivery again to start after ``deferred.delay`` (its rate limit's turn),
         as the same task with the same retries: a reserved start rides in a header."""
-        headers = dict(self.request.headers or {})
-        headers.pop(RESERVED_HEADER, None)
+        headers = self._headers_without_reservation()
         if deferred.reserved:
             headers[RESERVED_HEADER] = repr(deferred.start_at)
         try:
             self.signature_from_request(countdown=deferred.delay, headers=headers).apply_async()
         except Exception as exc:  # the broker did not take it: deliver this one again
             raise Reject(exc, requeue=True) from exc
+
+    def _headers_without_reservation(self) -> dict[str, Any]:
+        headers = dict(self.request.headers or {})
+        headers.pop(RESERVED_HEADER, None)
+        return headers
 
     def _time_queued(self) -> float | None:
         """Seconds since the task was sent (the ``sent_at`` header our producers add) or, for a
