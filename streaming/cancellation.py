@@ -47,7 +47,9 @@ class CancelWatcher:
     def __init__(self, client: "redis.Redis", *, reconnect_delay: float = 0.5) -> None:
         self._client = client
         self._reconnect_delay = reconnect_delay
-        self._callbacks: dict[str, Callable[[], None]] = {}
+        #: Every callback registered for a task: one process may hold two deliveries of it (a
+        #: redelivery waiting for the run it holds), and a cancel must reach the one running.
+        self._callbacks: dict[str, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -63,11 +65,16 @@ class CancelWatcher:
 
     def register(self, task_id: str, callback: Callable[[], None]) -> None:
         with self._lock:
-            self._callbacks[task_id] = callback
+            self._callbacks.setdefault(task_id, []).append(callback)
 
-    def unregister(self, task_id: str) -> None:
+    def unregister(self, task_id: str, callback: Callable[[], None]) -> None:
+        """Forget ``callback`` (only it: another delivery of the task keeps its own)."""
         with self._lock:
-            self._callbacks.pop(task_id, None)
+            callbacks = self._callbacks.get(task_id, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._callbacks.pop(task_id, None)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -96,10 +103,9 @@ class CancelWatcher:
 
     def _deliver(self, task_id: str) -> None:
         with self._lock:
-            callback = self._callbacks.get(task_id)
-        if callback is None:
-            return
-        try:
-            callback()
-        except Exception:
-            logger.exception("cancelling task %s failed", task_id)
+            callbacks = list(self._callbacks.get(task_id, ()))
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("cancelling task %s failed", task_id)

@@ -56,4 +56,4 @@ def cancel_on_request(
     try:
         yield
     finally:
-        watcher.unregister(task_id)
+        watcher.unregister(task_id, cancel)
