@@ -12,7 +12,8 @@ import redis
 
 from app.settings import WebSettings
 from contract import keys
-from contract.tasks import AGENT_QUEUE
+from contract.task_record import TaskRecord, encode_record
+from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _stack
 from tests.support import redis_databases
@@ -139,12 +140,21 @@ def test_token_mints_are_capped_per_minute(capped: Stack) -> None:
 
 
 def test_a_slot_whose_task_vanished_is_freed_by_the_workers(capped: Stack) -> None:
-    """A web process that died between taking a slot and recording its task: the slot would be
-    held for ever. The workers' recovery frees it."""
+    """A web process that died between taking a slot and recording its task, or (with the
+    broker elsewhere) between recording it and sending its message: the slot would be held for
+    ever. The workers' recovery frees it."""
     raw = redis.Redis.from_url(capped.redis_url)
     vanished = [str(uuid.uuid4()) for _ in range(3)]
+    never_sent = TaskRecord(
+        task_id=vanished[0],
+        owner="bob",
+        agent_id="echo",
+        task_name=INVOKE_AGENT_ASYNC,
+        created_at=time.time() - 3600,
+    )
     try:
         long_ago = time.time() - 3600
+        raw.hset(keys.task_record(never_sent.task_id), mapping=encode_record(never_sent))
         raw.zadd(keys.user_active_tasks("bob"), {task_id: long_ago for task_id in vanished})
         raw.sadd(keys.USERS_WITH_ACTIVE_TASKS, "bob")
         _refused(invoke(capped.web.client, "echo", WORDS, user="bob"), "active_tasks")

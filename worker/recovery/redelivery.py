@@ -32,7 +32,7 @@ from celery import Celery
 
 from contract import keys
 from contract.events import TERMINAL_TYPES
-from contract.task_record import KWARGS, TaskRecord, decode_record
+from contract.task_record import KWARGS, SENT, TaskRecord, decode_record
 from worker.observability.logs import log_event
 
 logger = logging.getLogger("agent_service.worker.recovery")
@@ -235,8 +235,8 @@ class DeliveryRecovery:
     def heal_user_slots(self) -> int:
         """Free the active-task slots of tasks that ended or vanished without giving theirs
         back (Redis lost them, a web process died between taking the slot and queueing the
-        task); how many. A slot younger than ``SLOT_GRACE`` is left alone: its task may not be
-        recorded yet."""
+        task: with the broker elsewhere, its record says it was never sent); how many. A slot
+        younger than ``SLOT_GRACE`` is left alone: its task may not be recorded or sent yet."""
         sampled: Any = self._client.srandmember(keys.USERS_WITH_ACTIVE_TASKS, 50)
         users = [_text(u) for u in sampled or ()]
         freed = 0
@@ -252,7 +252,7 @@ class DeliveryRecovery:
             with self._client.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.xrevrange(keys.task_events(task_id), count=1)
-                    pipe.exists(keys.task_record(task_id))
+                    pipe.hget(keys.task_record(task_id), SENT)
                 replies = pipe.execute()
             gone = [
                 task_id
