@@ -154,7 +154,8 @@ def test_a_slot_whose_task_vanished_is_freed_by_the_workers(capped: Stack) -> No
     )
     try:
         long_ago = time.time() - 3600
-        raw.hset(keys.task_record(never_sent.task_id), mapping=encode_record(never_sent))
+        for name, value in encode_record(never_sent).items():
+            raw.hset(keys.task_record(never_sent.task_id), name, value)
         raw.zadd(keys.user_active_tasks("bob"), {task_id: long_ago for task_id in vanished})
         raw.sadd(keys.USERS_WITH_ACTIVE_TASKS, "bob")
         _refused(invoke(capped.web.client, "echo", WORDS, user="bob"), "active_tasks")
