@@ -79,7 +79,13 @@ def test_a_failing_tool_is_reported_and_the_model_reads_the_error(
     key = "the capital of Atlantis?"
     llm.script(
         key,
-        tool_rounds=[[_call("lookup_capital", country="Atlantis"), _call("no_such_tool")]],
+        tool_rounds=[
+            [
+                _call("lookup_capital", country="Atlantis"),
+                _call("no_such_tool"),
+                _call("fetch_upstream"),
+            ]
+        ],
         tokens=["I could not find it."],
     )
     task_id = submit(stack.web.client, "tool_agent", key)
@@ -88,11 +94,14 @@ def test_a_failing_tool_is_reported_and_the_model_reads_the_error(
 
     assert final["status"] == "completed"
     results = [data for kind, data in _tool_events(events) if kind == "tool_result"]
-    assert [r["ok"] for r in results] == [False, False]
+    assert [r["ok"] for r in results] == [False, False, False]
     assert "no capital known for 'Atlantis'" in results[0]["summary"]
     assert "no tool named 'no_such_tool'" in results[1]["summary"]
+    # a tool's own timeout is its error, not TOOL_TIME_LIMIT's: the model reads it
+    assert "TimeoutError: upstream did not answer" in results[2]["summary"]
     told = [m["content"] for m in llm.calls(key)[-1]["messages"] if m["role"] == "tool"]
     assert told[0].startswith("error: LookupError")
+    assert told[2].startswith("error: TimeoutError")
 
 
 def test_a_model_that_never_stops_calling_tools_fails_at_the_turn_bound(

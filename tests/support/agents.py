@@ -65,6 +65,11 @@ async def _lookup_capital(country: str) -> str:
         raise LookupError(f"no capital known for {country!r}") from None
 
 
+async def _fetch_upstream() -> str:
+    """A tool whose own client gives up: its TimeoutError is the tool's error, not the limit's."""
+    raise TimeoutError("upstream did not answer")
+
+
 async def _pause(seconds: float) -> str:
     """A tool that takes its time: for time limits and cancels."""
     await anyio.sleep(seconds)
@@ -81,6 +86,12 @@ TOOLS = [
             "required": ["country"],
         },
         function=_lookup_capital,
+    ),
+    Tool(
+        name="fetch_upstream",
+        description="Fetches from a service that times out.",
+        parameters={"type": "object", "properties": {}},
+        function=_fetch_upstream,
     ),
     Tool(
         name="pause",

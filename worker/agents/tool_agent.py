@@ -99,7 +99,9 @@ class ToolCallingAgent:
             )
             for call in calls:
                 calls_made += 1
-                await steps.stage(f"calling {call.name}", progress=self._progress(turn))
+                # A name the model made up is not repeated (stages reach Flower and logs).
+                shown = call.name if call.name in self._tools else "an unknown tool"
+                await steps.stage(f"calling {shown}", progress=self._progress(turn))
                 result = await self._call(call, steps)
                 messages.append(ChatMessage(role="tool", content=result, tool_call_id=call.id))
         raise ToolTurnLimitError(
@@ -123,16 +125,19 @@ class ToolCallingAgent:
             checked = tool.validate(arguments)
         except ToolArgumentsError as exc:
             return await self._failed(call, steps, f"invalid arguments: {exc}")
+        # Our limit is told from a TimeoutError the tool raises itself (its own HTTP client's
+        # timeout, say): that one is an error result the model reads, like any other.
+        value: Any = None
         try:
-            with anyio.fail_after(self._tool_time_limit):
+            with anyio.move_on_after(self._tool_time_limit) as limit:
                 value = await tool.function(**checked)
-        except TimeoutError:
+        except Exception as exc:  # the model reads the error and may try otherwise
+            return await self._failed(call, steps, f"{type(exc).__name__}: {exc}")
+        if limit.cancelled_caught:
             raise ToolTimeoutError(
                 f"tool {call.name!r} did not return within {self._tool_time_limit:g} s "
                 "(TOOL_TIME_LIMIT)"
-            ) from None
-        except Exception as exc:  # the model reads the error and may try otherwise
-            return await self._failed(call, steps, f"{type(exc).__name__}: {exc}")
+            )
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         text = text[:MAX_RESULT_CHARS]
         await steps.tool_result(call.id, ok=True, summary=text[:SUMMARY_CHARS])
