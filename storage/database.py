@@ -50,7 +50,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         parsed = make_url(url)
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        # A statement's values are users' messages and answers: an error (logged, sent to
+        # Sentry) says "[SQL parameters hidden]" instead of quoting them.
+        options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
         if parsed.get_backend_name() == "sqlite":
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
