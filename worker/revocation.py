@@ -31,6 +31,8 @@ from worker.settings import WorkerSettings, get_settings
 
 logger = logging.getLogger("agent_service.worker.control")
 CLIENT_NAME = "agent-service:ops"
+#: Seconds a revoke's Redis call may take.
+REDIS_TIMEOUT = 5.0
 
 
 def request_revoke(
@@ -38,7 +40,13 @@ def request_revoke(
 ) -> None:
     """Ask that ``task_ids`` do not run (with ``terminate``: stop them if they are running)."""
     settings = settings or get_settings()
-    client = redis.Redis.from_url(settings.redis_url_normalised, client_name=CLIENT_NAME)
+    # Called in Celery's consumer thread: a Redis that stops answering must not hang it.
+    client = redis.Redis.from_url(
+        settings.redis_url_normalised,
+        client_name=CLIENT_NAME,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+    )
     try:
         for task_id in task_ids:
             request_cancel_blocking(client, task_id, ttl=settings.task_data_ttl, announce=terminate)

@@ -9,6 +9,7 @@ with a 403 that says which to set. Behind a proxy the address is the proxy's: us
 import hmac
 import ipaddress
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -50,4 +51,6 @@ async def metrics(request: Request) -> Response:
     if reason is not None:
         return JSONResponse({"detail": reason}, status_code=403)
     web_metrics: WebMetrics = request.app.state.metrics
-    return Response(web_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    # With several web processes the exposition reads every process's files: not on the loop.
+    exposition = await anyio.to_thread.run_sync(web_metrics.exposition)
+    return Response(exposition, media_type=CONTENT_TYPE_LATEST)
