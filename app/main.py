@@ -68,9 +68,9 @@ def tune_garbage_collector() -> None:
     Everything alive after start-up (modules, settings, pools: most of the process's objects)
     is frozen out of the collector's sight, and young collections run every 50,000 allocations
     instead of 700, so that an event's short-lived objects die before one and are not promoted
-    towards full collections. With 1,000 streams at 50 events/s, full collections paused the
-    loop 125-150 ms each (relay p99 150 ms); frozen, 40-55 ms (p99 31 ms); with both, p99 15 ms.
-    The process's garbage has almost no reference cycles (most collections free nothing)."""
+    towards full collections. With a thousand streams open, full collections were the relay's
+    p99 (bench/README.md has the pauses before and after). The process's garbage has almost no
+    reference cycles (most collections free nothing)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
