@@ -181,6 +181,22 @@ def test_request_that_is_not_http_is_400_with_a_json_body(
     assert edge.client.get("/healthz").status_code == 200
 
 
+def test_websocket_upgrade_is_404_with_a_json_body(edge: WebServer, connect: Connect) -> None:
+    sock = connect(edge)
+    sock.sendall(
+        b"GET /api/v1/agents HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    answer = _answer(sock, timeout=10)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert b"Server-Sent Events" in body
+
+
 def test_many_small_headers_over_the_limit_are_431(edge: WebServer, connect: Connect) -> None:
     sock = connect(edge)
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(MAX_HEADER_BYTES // 8))
