@@ -475,3 +475,33 @@ def test_cli_says_when_another_server_answers_at_the_url(
         f"agent-service: the server at {url} did not answer as agent-service does (200: "
     ), result.stderr
     assert "check AGENT_SERVICE_URL or --url" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("invoke", "echo", "-"), b"hi \xff\xfe there", "the message is not valid UTF-8"),
+        (("invoke", "echo", "hi \udcff there"), b"", "the message is not valid UTF-8"),
+        (("status", "a" * 70_000), b"", "is not a task id"),
+        (("tail", "a" * 70_000), b"", "is not a task id"),
+        (("agents", "--api-key", "clé"), b"", "printable ASCII"),
+        (("agents", "--url", "http://[::1"), b"", "must be an http(s) URL"),
+    ],
+    ids=["stdin-not-utf8", "argument-not-utf8", "long-id", "long-id-tail", "key", "url"],
+)
+def test_cli_says_what_is_wrong_with_its_input_without_a_traceback(
+    stack: Stack, args: tuple[str, ...], stdin: bytes, message: str
+) -> None:
+    result = subprocess.run(
+        [os.fsencode(CLI), *(os.fsencode(arg) for arg in args)],
+        env=_env(stack.web.base_url),
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, stderr
+    assert result.returncode == ExitCode.USAGE, stderr
+    assert message in stderr
