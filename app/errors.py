@@ -150,16 +150,15 @@ def _unparsable_body(exc: StarletteHTTPException) -> bool:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method the OpenAPI document declares at the request's path (and HEAD with GET).
-    Starlette's 405 names those of the first route whose path matched, and a path served by two
-    routes (GET and DELETE of a session) has two."""
+    """Every method the OpenAPI document declares at the request's path. Starlette's 405 names
+    those of the first route whose path matched, and a path served by two routes (GET and DELETE
+    of a session) has two. HEAD is not named: the API's routes do not serve it (a HEAD of an
+    event stream would hold the connection, without a body, until the task ends)."""
     methods: set[str] = set()
     for template, operations in request.app.openapi()["paths"].items():
         parts = re.split(r"\{[^/]+\}", template)
         if re.fullmatch("[^/]+".join(re.escape(part) for part in parts), request.url.path):
             methods |= {method.upper() for method in operations}
-    if "GET" in methods:
-        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

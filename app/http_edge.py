@@ -13,7 +13,8 @@ head's size but not its time, and is several times slower. This protocol adds, p
   connection's opening for its first request: a head that has not arrived is answered 408 (a
   socket that sent nothing is just closed);
 - a body deadline (``HTTP_BODY_TIMEOUT``) from the end of the head: a body still arriving then is
-  answered 408 if nothing was answered yet, and the connection closed.
+  answered 408 if nothing was answered yet, and the connection closed;
+- a request httptools cannot parse is answered 400 with a JSON body (uvicorn's is plain text).
 
 Nothing is timed once a request has been read: a response, however long (an event stream sends
 heartbeats for hours), is never cut by these limits. After a refusal the connection reads and
@@ -47,7 +48,11 @@ logger = logging.getLogger("agent_service.http_edge")
 
 #: Seconds a refused connection keeps reading (and dropping) before it closes.
 LINGER_SECONDS = 2.0
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._message_ended = True
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (an unknown method, a control character in a
+        header, a malformed chunk): answered in JSON like every other refusal, not uvicorn's
+        plain text, and with the same lingering close."""
+        self._refuse(400, "the request is not valid HTTP (its request line, a header or its body)")
 
     # Deadlines and refusals.
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -40,6 +41,9 @@ class AgentServiceApp(FastAPI):
     metrics: WebMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -56,6 +60,29 @@ class AgentServiceApp(FastAPI):
         stream: SubscriptionResponse | None = scope.pop(DEFERRED_STREAM, None)
         if stream is not None:
             await stream.serve(receive, send, scope=scope)
+
+
+WEBSOCKET_REFUSAL = orjson.dumps(
+    {
+        "detail": "there is no WebSocket endpoint: a task's events are Server-Sent Events "
+        "(GET /api/v1/agents/tasks/{task_id}/events)"
+    }
+)
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket handshake gets a 404 with a JSON body, as any unknown path does (Starlette's
+    answer is a bodiless 403); a server without the ASGI denial-response extension closes it."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(WEBSOCKET_REFUSAL)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": WEBSOCKET_REFUSAL})
 
 
 #: Allocations between two young-generation collections (Python's default: 700).

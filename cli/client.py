@@ -8,7 +8,7 @@ a connection that cannot be made, or that drops mid-stream, becomes ``Connection
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -37,6 +37,28 @@ STREAM_READ_TIMEOUT = 45.0
 
 class ConnectionLostError(ServerUnreachableError):
     """The connection could not be made, or dropped before the stream ended."""
+
+
+class UnexpectedAnswerError(ApiError):
+    """A success status whose body is not the API's answer (another server at the URL, a
+    proxy's page): said, with the start of what came, instead of failing on it."""
+
+
+#: The fields each answer the CLI reads must have, with their types.
+_AGENT_LIST = {"agents": list}
+_AGENT_ITEMS = ("agents", {"id": str, "description": str})
+_ACCEPTED = {"task_id": str}
+_STATUS = {"task_id": str, "status": str, "state": str, "progress": int}
+
+
+def _has(answer: object, fields: Mapping[str, type]) -> bool:
+    """``answer`` is a JSON object with ``fields`` of their types (a boolean is no number)."""
+    if not isinstance(answer, dict):
+        return False
+    return all(
+        isinstance(answer.get(name), kind) and not isinstance(answer.get(name), bool)
+        for name, kind in fields.items()
+    )
 
 
 def _path(*parts: str) -> str:
@@ -156,17 +178,43 @@ class ServiceClient:
             "(`make dev` starts one; AGENT_SERVICE_URL or --url says where it is)"
         )
 
-    def _request(self, method: str, path: str, *, body: Any = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        fields: Mapping[str, type],
+        items: tuple[str, Mapping[str, type]] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        """The answer's JSON object, which has ``fields`` of their types (and, with ``items``,
+        whose list under that name holds objects with those fields)."""
         try:
             response = self._http.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if response.is_error:
             raise error_for(response)
-        return response.json()
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if _has(answer, fields) and (
+            items is None or all(_has(item, items[1]) for item in answer[items[0]])
+        ):
+            checked: dict[str, Any] = answer
+            return checked
+        shown = response.text.strip()[:200] or "an empty body"
+        raise UnexpectedAnswerError(
+            f"the server at {self.config.url} did not answer as agent-service does "
+            f"({response.status_code}: {shown}); check AGENT_SERVICE_URL or --url",
+            status=response.status_code,
+            detail=shown,
+        )
 
     def agents(self) -> list[dict[str, str]]:
-        listed: list[dict[str, str]] = self._request("GET", "/api/v1/agents")["agents"]
+        answer = self._request("GET", "/api/v1/agents", fields=_AGENT_LIST, items=_AGENT_ITEMS)
+        listed: list[dict[str, str]] = answer["agents"]
         return listed
 
     def invoke(
@@ -175,20 +223,17 @@ class ServiceClient:
         body: dict[str, Any] = {"message": message, "stream": stream}
         if session_id is not None:
             body["session_id"] = session_id
-        accepted: dict[str, Any] = self._request(
-            "POST", f"/api/v1/agents/{_path(agent_id)}/invoke-async", body=body
+        return self._request(
+            "POST", f"/api/v1/agents/{_path(agent_id)}/invoke-async", fields=_ACCEPTED, body=body
         )
-        return accepted
 
     def status(self, task_id: str) -> dict[str, Any]:
-        status: dict[str, Any] = self._request("GET", f"/api/v1/agents/tasks/{_path(task_id)}")
-        return status
+        return self._request("GET", f"/api/v1/agents/tasks/{_path(task_id)}", fields=_STATUS)
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        status: dict[str, Any] = self._request(
-            "POST", f"/api/v1/agents/tasks/{_path(task_id)}/cancel"
+        return self._request(
+            "POST", f"/api/v1/agents/tasks/{_path(task_id)}/cancel", fields=_STATUS
         )
-        return status
 
     def events(self, task_id: str, *, after: str | None) -> Iterator[TaskEvent]:
         """The task's events after the event id ``after`` (from the start without one), until

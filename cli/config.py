@@ -26,8 +26,13 @@ class ClientConfig:
     def resolve(cls, *, url: str | None, api_key: str | None) -> ClientConfig:
         """The configuration from the flags (which typer fills from the environment too)."""
         url = (url or DEFAULT_URL).strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in {"http", "https"} and bool(parts.netloc)
+            parts.port  # noqa: B018 (raises on a port that is not a number in range)
+        except ValueError:  # an unclosed IPv6 bracket, a port out of range
+            valid = False
+        if not valid:
             raise ConfigurationError(
                 f"{URL_VARIABLE} / --url must be an http(s) URL such as {DEFAULT_URL}, not {url!r}"
             )
@@ -36,4 +41,10 @@ class ClientConfig:
                 f"no API key: set {KEY_VARIABLE} (for `make dev`: "
                 f"export {KEY_VARIABLE}=dev-key) or pass --api-key"
             )
-        return cls(url=url, api_key=api_key.strip())
+        api_key = api_key.strip()
+        if not (api_key.isascii() and api_key.isprintable()):
+            raise ConfigurationError(
+                f"the API key ({KEY_VARIABLE} / --api-key) must be printable ASCII characters: "
+                "it travels in the X-API-Key header"
+            )
+        return cls(url=url, api_key=api_key)

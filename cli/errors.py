@@ -5,7 +5,8 @@
     CliError                        printed on stderr; the command exits with its .exit_code
     ├── ConfigurationError       2  no API key, a URL that is not http(s)
     ├── ServerUnreachableError   7  nothing answers at the URL (refused, unknown host, timeout)
-    └── ApiError                 9  the server refused the request (a status not below)
+    └── ApiError                 9  the server refused the request (a status not below),
+        │                           or answered with something not the API's (UnexpectedAnswerError)
         ├── UnauthorizedError    3  401: the key (or token) was refused
         ├── NotFoundError        4  404: no such agent, task or session for this key
         ├── RateLimitedError     5  429: too many requests (.retry_after: when to try again)

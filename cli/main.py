@@ -23,7 +23,7 @@ from rich.text import Text
 
 from cli.client import ServiceClient
 from cli.config import DEFAULT_URL, KEY_VARIABLE, URL_VARIABLE, ClientConfig
-from cli.errors import CliError, ExitCode
+from cli.errors import CliError, ConfigurationError, ExitCode
 from cli.events import Answer
 from cli.follow import Follower
 from cli.output import PlainPrinter, Printer, TerminalPrinter, describe_failure, describe_usage
@@ -63,7 +63,33 @@ ReconnectOption = Annotated[
         help="Seconds to keep reconnecting to a stream whose connection dropped.",
     ),
 ]
-TaskIdArgument = Annotated[str, typer.Argument(help="The task's id, as invoke printed it.")]
+#: Longest task id the service issues or accepts.
+MAX_TASK_ID = 64
+
+
+def _task_id(value: str) -> str:
+    if len(value) > MAX_TASK_ID:
+        raise typer.BadParameter(
+            f"{value[:20]!r}... is not a task id: ids are at most {MAX_TASK_ID} characters"
+        )
+    return value
+
+
+TaskIdArgument = Annotated[
+    str, typer.Argument(help="The task's id, as invoke printed it.", callback=_task_id)
+]
+
+
+def _message_text(message: str) -> str:
+    """The message to send (``-``: read from stdin), refused unless it is UTF-8 text (bytes
+    that are not arrive as lone surrogates, which no JSON encoder writes)."""
+    try:
+        if message == "-":
+            message = sys.stdin.read()
+        message.encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise ConfigurationError("the message is not valid UTF-8 text; nothing was sent") from None
+    return message
 
 
 def _stderr() -> Console:
@@ -118,9 +144,8 @@ def invoke(
     api_key: KeyOption = None,
 ) -> None:
     """Ask an agent and print its answer as it streams (progress on stderr in a terminal)."""
-    if message == "-":
-        message = sys.stdin.read()
     with _client(url, api_key) as client:
+        message = _message_text(message)
         accepted = client.invoke(agent, message, session_id=session, stream=not no_stream)
         code = follow_task(
             client, accepted["task_id"], show_text=not no_stream, reconnect_for=reconnect_for

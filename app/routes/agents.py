@@ -158,7 +158,10 @@ async def _check_session(services: Services, session_id: str, *, user_id: str) -
     except (SQLAlchemyError, OSError) as exc:
         raise ServiceUnavailableError("session store unavailable; nothing was queued") from exc
     if not owned:
-        raise NotFoundError(f"unknown session {session_id!r}; POST /api/v1/sessions creates one")
+        raise NotFoundError(
+            f"unknown session {printable(session_id, limit=64)!r}; "
+            "POST /api/v1/sessions creates one"
+        )
 
 
 async def _claim(

@@ -17,6 +17,8 @@ import anyio
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import Response
 
+from app.storable import printable
+
 router = APIRouter(tags=["console"], include_in_schema=False)
 
 #: The console's files and their media types; nothing else under /console is served.
@@ -73,5 +75,6 @@ async def console_page() -> Response:
 async def console_asset(name: str) -> Response:
     media_type = ASSETS.get(name)
     if media_type is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no console file {name!r}")
+        shown = printable(name, limit=64)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no console file {shown!r}")
     return await _file(name, media_type)

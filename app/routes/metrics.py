@@ -3,7 +3,9 @@
 Open outside production. With ``ENVIRONMENT=production`` a scrape must present
 ``METRICS_TOKEN`` (``Authorization: Bearer <token>``, Prometheus's ``authorization`` setting) or
 come from an address in ``METRICS_ALLOWED_NETWORKS``; with neither set, every scrape is refused
-with a 403 that says which to set. Behind a proxy the address is the proxy's: use the token.
+with a 403 that says which to set. Only a direct connection is judged by its address: a request
+that carries a forwarding header (``X-Forwarded-For``, which uvicorn believes from 127.0.0.1)
+needs the token. Behind a proxy, use the token.
 """
 
 import hmac
@@ -20,6 +22,14 @@ from app.settings import WebSettings
 router = APIRouter(include_in_schema=False)
 
 
+#: Headers by which a proxy (or a client posing as one) names another client address.
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def _forwarded(request: Request) -> bool:
+    return any(name in request.headers for name in FORWARDING_HEADERS)
+
+
 def refusal(settings: WebSettings, request: Request) -> str | None:
     """Why this scrape is refused, or None."""
     if settings.environment != "production":
@@ -34,7 +44,9 @@ def refusal(settings: WebSettings, request: Request) -> str | None:
             presented.strip().encode(), token.encode()
         ):
             return None
-    if networks and request.client is not None:
+    # An address uvicorn took from X-Forwarded-For (it trusts the header from 127.0.0.1 by
+    # default) is what the client said: only a direct connection is judged by its address.
+    if networks and request.client is not None and not _forwarded(request):
         try:
             address = ipaddress.ip_address(request.client.host)
         except ValueError:

@@ -33,7 +33,8 @@ def test_client_sends_the_key_in_a_header_and_quotes_ids_into_the_path() -> None
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"task_id": "a/b"})
+        status = {"task_id": "a/b", "status": "queued", "state": "PENDING", "progress": 0}
+        return httpx.Response(200, json=status)
 
     with _client(handler) as client:
         client.status("a/b?c")

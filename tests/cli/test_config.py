@@ -23,3 +23,19 @@ def test_config_refuses_to_go_on_without_a_key() -> None:
 def test_config_refuses_a_url_that_is_not_http(url: str) -> None:
     with pytest.raises(ConfigurationError, match="http"):
         ClientConfig.resolve(url=url, api_key="k")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "http://host:port"])
+def test_config_refuses_a_url_it_cannot_parse(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="http") as raised:
+        ClientConfig.resolve(url=url, api_key="k")
+
+    assert raised.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("key", ["clé", "key\nX-Other: 1", "key\x00"])
+def test_config_refuses_a_key_that_cannot_travel_in_a_header(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="printable ASCII") as raised:
+        ClientConfig.resolve(url=None, api_key=key)
+
+    assert raised.value.exit_code == ExitCode.USAGE

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pexpect
 import pyte
@@ -415,3 +416,92 @@ def test_cli_says_when_to_try_again_after_too_many_requests() -> None:
         "agent-service: too many requests (429): too many active tasks for this user; "
         "try again in 7 s\n"
     )
+
+
+class _NotTheService(BaseHTTPRequestHandler):
+    """Another server at the URL: it answers 200 with what the path names (a page, text that is
+    not JSON, JSON of another shape)."""
+
+    ANSWERS: ClassVar[dict[str, tuple[bytes, str]]] = {
+        "page": (b"<html><body>Sign in</body></html>", "text/html"),
+        "not-json": (b"{not json", "application/json"),
+        "list": (b"[1, 2, 3]", "application/json"),
+        "other-object": (b'{"agents": "none", "task_id": 5, "status": null}', "application/json"),
+    }
+    answer = ANSWERS["page"]
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer()
+
+    def _answer(self) -> None:
+        body, content_type = self.answer
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answer", sorted(_NotTheService.ANSWERS))
+@pytest.mark.parametrize(
+    "args",
+    [("agents",), ("invoke", "echo", "hi"), ("status", "t1"), ("cancel", "t1")],
+    ids=["agents", "invoke", "status", "cancel"],
+)
+def test_cli_says_when_another_server_answers_at_the_url(
+    answer: str, args: tuple[str, ...]
+) -> None:
+    handler = type("Handler", (_NotTheService,), {"answer": _NotTheService.ANSWERS[answer]})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        result = _run(url, *args)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == ExitCode.REFUSED
+    assert result.stderr.startswith(
+        f"agent-service: the server at {url} did not answer as agent-service does (200: "
+    ), result.stderr
+    assert "check AGENT_SERVICE_URL or --url" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("invoke", "echo", "-"), b"hi \xff\xfe there", "the message is not valid UTF-8"),
+        (("invoke", "echo", "hi \udcff there"), b"", "the message is not valid UTF-8"),
+        (("status", "a" * 70_000), b"", "is not a task id"),
+        (("tail", "a" * 70_000), b"", "is not a task id"),
+        (("agents", "--api-key", "clé"), b"", "printable ASCII"),
+        (("agents", "--url", "http://[::1"), b"", "must be an http(s) URL"),
+    ],
+    ids=["stdin-not-utf8", "argument-not-utf8", "long-id", "long-id-tail", "key", "url"],
+)
+def test_cli_says_what_is_wrong_with_its_input_without_a_traceback(
+    stack: Stack, args: tuple[str, ...], stdin: bytes, message: str
+) -> None:
+    result = subprocess.run(
+        [os.fsencode(CLI), *(os.fsencode(arg) for arg in args)],
+        env=_env(stack.web.base_url),
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, stderr
+    assert result.returncode == ExitCode.USAGE, stderr
+    assert message in stderr

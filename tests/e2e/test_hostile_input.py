@@ -124,6 +124,23 @@ def test_long_agent_id_is_422_without_echoing_it(web: httpx.Client) -> None:
     assert len(response.content) < 1000
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/console/" + "a" * 8000, None),
+        ("POST", INVOKE, {"message": "hi", "session_id": "a" * 128}),
+    ],
+    ids=["console-file", "session-at-submit"],
+)
+def test_404_echoes_at_most_64_characters_of_what_it_did_not_find(
+    web: httpx.Client, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    response = web.request(method, path, json=body, headers=JSON)
+
+    assert response.status_code == 404, response.text[:200]
+    assert "a" * 65 not in response.json()["detail"], response.text[:200]
+
+
 def test_non_ascii_idempotency_key_is_422_naming_the_header(web: httpx.Client) -> None:
     response = web.post(
         INVOKE,

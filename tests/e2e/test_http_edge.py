@@ -155,6 +155,48 @@ def test_head_under_the_limit_is_served(edge: WebServer) -> None:
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"FOO /healthz HTTP/1.1\r\nHost: edge\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: edge\r\nIdempotency-Key: a\x7fb\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: edge\r\nBad Header: x\r\n\r\n",
+        b"GET /heal thz HTTP/1.1\r\nHost: edge\r\n\r\n",
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["unknown-method", "control-character", "space-in-name", "space-in-path", "bad-chunk"],
+)
+def test_request_that_is_not_http_is_400_with_a_json_body(
+    edge: WebServer, connect: Connect, request_head: bytes
+) -> None:
+    sock = connect(edge)
+    sock.sendall(request_head)
+
+    answer = _answer(sock, timeout=10)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert b'"detail":"the request is not valid HTTP' in body
+    assert edge.client.get("/healthz").status_code == 200
+
+
+def test_websocket_upgrade_is_404_with_a_json_body(edge: WebServer, connect: Connect) -> None:
+    sock = connect(edge)
+    sock.sendall(
+        b"GET /api/v1/agents HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    answer = _answer(sock, timeout=10)
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert b"Server-Sent Events" in body
+
+
 def test_many_small_headers_over_the_limit_are_431(edge: WebServer, connect: Connect) -> None:
     sock = connect(edge)
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(MAX_HEADER_BYTES // 8))

@@ -199,6 +199,42 @@ def test_metrics_need_the_token_in_production(production_web: WebServer) -> None
     assert "agent_service_http_requests_total" in allowed.text
 
 
+@pytest.mark.parametrize(
+    "forwarded_for", ["10.0.0.5", "203.0.113.9, 10.0.0.5", "10.0.0.5, 10.0.0.6"]
+)
+def test_a_forwarded_address_does_not_open_the_metrics(
+    production_web: WebServer, forwarded_for: str
+) -> None:
+    """uvicorn takes the client's address from X-Forwarded-For when the peer is 127.0.0.1 (its
+    default): anyone behind a local proxy that passes the header on, or on the machine, could
+    name an allowed network."""
+    response = production_web.client.get("/metrics", headers={"X-Forwarded-For": forwarded_for})
+
+    assert response.status_code == 403
+    assert "METRICS_TOKEN" in response.json()["detail"]
+
+
+def test_a_direct_scrape_from_an_allowed_network_needs_no_token(
+    redis_server: EmbeddedRedis,
+) -> None:
+    web = start_web(
+        redis_db_url(redis_server.url, IDLE_DB),
+        env={
+            "ENVIRONMENT": "production",
+            "TOKEN_SECRET": "s" * 48,
+            "METRICS_ALLOWED_NETWORKS": "127.0.0.0/8",
+        },
+    )
+    try:
+        direct = web.client.get("/metrics")
+        forwarded = web.client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.2"})
+    finally:
+        web.stop()
+
+    assert direct.status_code == 200
+    assert forwarded.status_code == 403
+
+
 def test_refusals_are_counted_by_the_cap_that_refused(production_web: WebServer) -> None:
     client = production_web.client
     scrape_headers = {"Authorization": "Bearer scrape-secret"}

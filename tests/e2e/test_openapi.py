@@ -287,4 +287,16 @@ def test_wrong_method_is_405_naming_every_method_of_the_path(stack: Stack) -> No
     response = stack.web.client.put(f"/api/v1/sessions/{session}", headers=ALICE)
 
     assert response.status_code == 405
-    assert set(response.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD"}
+    assert set(response.headers["allow"].split(", ")) == {"DELETE", "GET"}
+
+
+def test_every_method_a_405_allows_is_served(stack: Stack) -> None:
+    """A client that believes the Allow header must not get 405 again (HEAD was named there
+    and refused)."""
+    client = stack.web.client
+    for path in ("/api/v1/agents", "/healthz", "/readyz", "/api/v1/sessions/no-such-session"):
+        refused = client.put(path, headers=ALICE)
+        assert refused.status_code == 405
+
+        for method in refused.headers["allow"].split(", "):
+            assert client.request(method, path, headers=ALICE).status_code != 405, (method, path)

@@ -10,6 +10,7 @@ from tests.e2e.conftest import Stack
 from tests.support.audit import audit_rows
 from teststack.llm.control import LLMControl
 from teststack.polling import invoke, poll_until_done, submit
+from teststack.sse import content_of, events_path, read_stream
 from teststack.stack import headers_for
 
 SESSIONS = "/api/v1/sessions"
@@ -55,6 +56,29 @@ def test_session_memory_reaches_the_llm(stack: Stack, llm: LLMControl) -> None:
         ("assistant", "You are Ada."),
     ]
     assert session["last_activity_at"] >= session["created_at"]
+
+
+def test_an_answer_with_a_nul_is_kept_in_the_session_with_it_replaced(
+    stack: Stack, llm: LLMControl
+) -> None:
+    """PostgreSQL refuses NUL in text: an answer holding one (a user can ask the model for it)
+    failed the task with SessionStorageError after the LLM had answered. The character is
+    replaced where the answer enters the service, so the stream, the result and the session
+    agree."""
+    client = stack.web.client
+    session_id = _create_session(client)
+    key = "answer with a NUL character"
+    llm.script(key, tokens=["bad ", "\u0000", " answer"])
+
+    task_id = submit(client, "simple_llm_agent", key, session_id=session_id, stream=True)
+    final = poll_until_done(client, task_id)
+
+    assert final["status"] == "completed", final
+    assert final["result"]["content"] == "bad \ufffd answer"
+    streamed = read_stream(client, events_path(task_id), headers=headers_for("alice"))
+    assert content_of(streamed) == "bad \ufffd answer"
+    session = client.get(f"{SESSIONS}/{session_id}", headers=headers_for("alice")).json()
+    assert session["messages"][-1]["content"] == "bad \ufffd answer"
 
 
 def test_invocation_without_session_sends_only_the_message(stack: Stack, llm: LLMControl) -> None:

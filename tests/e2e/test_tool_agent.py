@@ -5,6 +5,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Stack
 from teststack.llm.control import LLMControl
 from teststack.polling import poll_until_done, submit
@@ -182,3 +184,40 @@ def test_a_retry_after_a_transient_llm_error_resets_the_steps(
     assert "tool_call" in kinds[:reset]  # the first attempt's steps, then the reset
     assert [k for k in kinds[reset:] if k.startswith("tool")] == ["tool_call", "tool_result"]
     assert events[reset].data == {"attempt": 2, "content": ""}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"expression": "\\ud800"}',
+        '{"expression": 18446744073709551616}',
+        '{"expression": ' + "[" * 300 + "]" * 300 + "}",
+        '{"expression": ' + "[" * 3000 + "]" * 3000 + "}",
+    ],
+    ids=["lone-surrogate", "integer-past-64-bits", "nested-300", "nested-3000"],
+)
+def test_arguments_the_stream_cannot_carry_are_refused_to_the_model_not_fatal(
+    stack: Stack, llm: LLMControl, arguments: str
+) -> None:
+    """JSON the model may write (a user can ask it to) that Python parses and no encoder on the
+    stream's way accepts: the call is shown as the model's text, the tool never runs, the model
+    reads why and the task completes."""
+    key = f"call the calculator with odd arguments {arguments[:40]}"
+    llm.script(
+        key, tool_rounds=[[{"name": "calculator", "arguments": arguments}]], tokens=["sorry"]
+    )
+    task_id = submit(stack.web.client, "tool_agent", key, stream=True)
+
+    events = _stream(stack, task_id)
+
+    assert events[-1].event == "result", events[-1]
+    assert content_of(events) == "sorry"
+    steps = _tool_events(events)
+    assert steps[0] == (
+        "tool_call",
+        {"id": "call_0_0", "name": "calculator", "arguments": arguments},
+    )
+    assert steps[1][0] == "tool_result"
+    assert steps[1][1]["ok"] is False
+    assert "invalid arguments" in steps[1][1]["summary"]
+    assert poll_until_done(stack.web.client, task_id)["status"] == "completed"

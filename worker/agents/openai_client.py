@@ -208,6 +208,8 @@ class _StreamState:
                 delta = choice.get("delta") or _NO_DELTA
                 piece = delta.get("content")
                 if piece and isinstance(piece, str):
+                    if "\x00" in piece:  # PostgreSQL stores no NUL in text (the session's turn)
+                        piece = piece.replace("\x00", "\ufffd")
                     self.parts.append(piece)
                     text = piece if text is None else text + piece
                 calls = delta.get("tool_calls")

@@ -15,10 +15,10 @@ own limit). A cancel reaches a running tool like everything else: the task's sco
 
 import json
 from collections.abc import Mapping
-from contextlib import suppress
 from typing import Any
 
 import anyio
+import orjson
 
 from worker.agents.base import (
     AgentReply,
@@ -44,6 +44,19 @@ class ToolTurnLimitError(PermanentAgentError):
 
 class ToolTimeoutError(PermanentAgentError):
     """A tool did not return within its time limit."""
+
+
+def _parsed_arguments(text: str) -> Any:
+    """The model's arguments as JSON the stream can carry, else its text as written (which the
+    tool's check then refuses, so the model reads why). Python's parser accepts what no encoder
+    on the stream's way does: a lone surrogate (``"\\ud800"``), an integer past 64 bits, nesting
+    past orjson's limit (or its own stack)."""
+    try:
+        arguments = json.loads(text or "{}")
+        orjson.dumps({"tool_call": {"arguments": arguments}})  # as deep as the event's data
+    except (ValueError, TypeError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        return text
+    return arguments
 
 
 class ToolCallingAgent:
@@ -114,9 +127,7 @@ class ToolCallingAgent:
 
     async def _call(self, call: ToolCall, steps: StepReporter) -> str:
         """Run one call; its result as the model reads it (an error is a result too)."""
-        arguments: Any = call.arguments  # reported as the model wrote it if it is not JSON
-        with suppress(ValueError):
-            arguments = json.loads(call.arguments or "{}")
+        arguments = _parsed_arguments(call.arguments)
         await steps.tool_call(call.id, call.name, arguments)
         tool = self._tools.get(call.name)
         if tool is None:
