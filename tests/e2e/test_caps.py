@@ -13,7 +13,7 @@ import redis
 from app.settings import WebSettings
 from contract import keys
 from contract.task_record import TaskRecord, encode_record
-from contract.tasks import AGENT_QUEUE, INVOKE_AGENT_ASYNC
+from contract.tasks import AGENT_QUEUE, DEFAULT_PRIORITY, INVOKE_AGENT_ASYNC, agent_task_kwargs
 from scripts.embedded_redis import EmbeddedRedis
 from tests.e2e.conftest import Stack, _stack
 from tests.support import redis_databases
@@ -140,22 +140,12 @@ def test_token_mints_are_capped_per_minute(capped: Stack) -> None:
 
 
 def test_a_slot_whose_task_vanished_is_freed_by_the_workers(capped: Stack) -> None:
-    """A web process that died between taking a slot and recording its task, or (with the
-    broker elsewhere) between recording it and sending its message: the slot would be held for
-    ever. The workers' recovery frees it."""
+    """A web process that died between taking a slot and recording its task: the slot would be
+    held for ever. The workers' recovery frees it."""
     raw = redis.Redis.from_url(capped.redis_url)
     vanished = [str(uuid.uuid4()) for _ in range(3)]
-    never_sent = TaskRecord(
-        task_id=vanished[0],
-        owner="bob",
-        agent_id="echo",
-        task_name=INVOKE_AGENT_ASYNC,
-        created_at=time.time() - 3600,
-    )
     try:
         long_ago = time.time() - 3600
-        for name, value in encode_record(never_sent).items():
-            raw.hset(keys.task_record(never_sent.task_id), name, value)
         raw.zadd(keys.user_active_tasks("bob"), {task_id: long_ago for task_id in vanished})
         raw.sadd(keys.USERS_WITH_ACTIVE_TASKS, "bob")
         _refused(invoke(capped.web.client, "echo", WORDS, user="bob"), "active_tasks")
@@ -168,6 +158,39 @@ def test_a_slot_whose_task_vanished_is_freed_by_the_workers(capped: Stack) -> No
     print(f"vanished tasks' slots freed in {healed_in:.1f} s")
     task_id = submit(capped.web.client, "echo", "room again", user="bob")
     assert poll_until_done(capped.web.client, task_id, timeout=30, user="bob")["status"] in TERMINAL
+
+
+def test_a_task_its_web_process_accepted_and_never_sent_is_sent_by_the_workers(
+    capped: Stack,
+) -> None:
+    """With the broker elsewhere, a web process that died between recording a task and sending
+    its message left it queued for ever (and an idempotent replay hands out its id). The
+    workers' recovery sends it: it runs, ends, and gives its slot back."""
+    raw = redis.Redis.from_url(capped.redis_url)
+    task_id = str(uuid.uuid4())
+    never_sent = TaskRecord(
+        task_id=task_id,
+        owner="bob",
+        agent_id="echo",
+        task_name=INVOKE_AGENT_ASYNC,
+        created_at=time.time() - 3600,
+        queue=AGENT_QUEUE,
+        kwargs=agent_task_kwargs(agent_id="echo", message="never sent", user_id="bob"),
+        priority=DEFAULT_PRIORITY,
+    )
+    try:
+        for name, value in encode_record(never_sent).items():
+            raw.hset(keys.task_record(task_id), name, value)
+        raw.expire(keys.task_record(task_id), 600)
+        raw.zadd(keys.user_active_tasks("bob"), {task_id: time.time() - 3600})
+        raw.sadd(keys.USERS_WITH_ACTIVE_TASKS, "bob")
+
+        final = poll_until_done(capped.web.client, task_id, timeout=60, user="bob")
+        wait_for(lambda: raw.zcard(keys.user_active_tasks("bob")) == 0, timeout=30)
+    finally:
+        raw.close()
+    assert final["status"] == "completed"
+    assert final["result"]["content"] == "never sent"
 
 
 def test_one_users_backlog_does_not_starve_another_users_task(redis_server: EmbeddedRedis) -> None:

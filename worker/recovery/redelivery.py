@@ -234,9 +234,11 @@ class DeliveryRecovery:
 
     def heal_user_slots(self) -> int:
         """Free the active-task slots of tasks that ended or vanished without giving theirs
-        back (Redis lost them, a web process died between taking the slot and queueing the
-        task: with the broker elsewhere, its record says it was never sent); how many. A slot
-        younger than ``SLOT_GRACE`` is left alone: its task may not be recorded or sent yet."""
+        back (Redis lost them, a web process died between taking the slot and recording the
+        task); how many. A task whose record says it was never sent (the broker is elsewhere
+        and its web process died before sending it) is sent now: it was accepted, and may have
+        been promised to a client (an idempotent replay gives its id). A slot younger than
+        ``SLOT_GRACE`` is left alone: its task may not be recorded or sent yet."""
         sampled: Any = self._client.srandmember(keys.USERS_WITH_ACTIVE_TASKS, 50)
         users = [_text(u) for u in sampled or ()]
         freed = 0
@@ -252,13 +254,16 @@ class DeliveryRecovery:
             with self._client.pipeline(transaction=False) as pipe:
                 for task_id in task_ids:
                     pipe.xrevrange(keys.task_events(task_id), count=1)
-                    pipe.hget(keys.task_record(task_id), SENT)
+                    pipe.hgetall(keys.task_record(task_id))
                 replies = pipe.execute()
-            gone = [
-                task_id
-                for i, task_id in enumerate(task_ids)
-                if _ended(replies[2 * i]) or not replies[2 * i + 1]
-            ]
+            gone: list[str] = []
+            for i, task_id in enumerate(task_ids):
+                last, raw = replies[2 * i], replies[2 * i + 1]
+                record = decode_record(task_id, raw) if raw else None
+                if record is None or _ended(last):
+                    gone.append(task_id)
+                elif not record.sent:
+                    self._send_unsent(record)
             if gone:
                 with self._client.pipeline(transaction=False) as pipe:
                     pipe.zrem(active, *gone)
@@ -269,6 +274,30 @@ class DeliveryRecovery:
                     logger, logging.WARNING, "user_slots_freed", user_id=user_id, count=len(gone)
                 )
         return freed
+
+    def _send_unsent(self, record: TaskRecord) -> None:
+        """Send a task its web process accepted and never sent, and enter it among the open
+        ones (if the message did leave after all, the second delivery finds the run claimed)."""
+        if record.kwargs is None:
+            return
+        self._app.send_task(
+            record.task_name,
+            kwargs=dict(record.kwargs),
+            task_id=record.task_id,
+            queue=record.queue or None,
+            priority=record.priority,
+        )
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.task_record(record.task_id), SENT, "1")
+            pipe.zadd(keys.OPEN_TASKS, {record.task_id: time.time()})
+            pipe.execute()
+        log_event(
+            logger,
+            logging.WARNING,
+            "task_resent",
+            task_id=record.task_id,
+            reason="its web process accepted it and never sent it",
+        )
 
 
 def _ended(last: Any) -> bool:
