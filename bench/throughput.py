@@ -9,11 +9,13 @@ The systems (``--systems``), each on a fresh set of processes and a Redis databa
   backend until every result is stored;
 - ``seed-gevent``: the same task on Celery's advice for I/O-bound work, ``--pool gevent
   --concurrency 100`` (skipped when gevent is not installed: ``pip install -e '.[bench]'``);
+  ``--recipe-concurrency 100,400`` runs it once per number of greenlets, each its own row;
 - ``ours``: one worker process (threads pool, ``--concurrency``, the shipped defaults: shared event
   loop, 5 ms coalescing) and one web process. Each invocation is submitted through the REST API
   (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, over
   ``--submitters`` keep-alive connections of a lean HTTP client), and an SSE client (a lean
-  reader too) reads every event of its stream until the terminal one.
+  reader too) reads every event of its stream until the terminal one. ``--concurrency 100,400``
+  runs it once per number of threads, each its own row.
 
 Per system: wall time from the first submission to the last result (stored, for the recipe;
 received by its SSE client, for ours), invocations/s and the ratio to each recipe; the worker's
@@ -25,6 +27,8 @@ tokens ``--delay`` s apart.
     .venv/bin/python -m bench.throughput                      # N = 1,000
     .venv/bin/python -m bench.throughput --calls 100 --systems seed-prefork,ours
     .venv/bin/python -m bench.throughput --calls 600 --systems ours --profile /tmp/tp
+    .venv/bin/python -m bench.throughput --systems seed-gevent,ours \
+        --recipe-concurrency 100,400 --concurrency 100,400
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ from teststack.stack import (
 
 SYSTEMS = ("seed-prefork", "seed-gevent", "ours")
 SEED_POOLS = {"seed-prefork": ("prefork", 4), "seed-gevent": ("gevent", 100)}
+DEFAULT_CONCURRENCY = 100  # threads of ours' worker, greenlets of the gevent recipe
 TERMINAL = {"result", "error", "cancelled"}
 POLL_INTERVAL = 0.05
 ALICE = headers_for("alice")
@@ -129,6 +134,7 @@ class Outcome:
     why: Counter[str] = field(default_factory=Counter)  # refusals and drops, by reason
     new_conns: int = 0  # connections Redis accepted during the run (all clients: churn)
     notes: list[str] = field(default_factory=list)
+    peer: str = ""  # the name of its ratio column, for a recipe run ("seed-gevent x400")
 
     @property
     def rate(self) -> float:
@@ -191,8 +197,18 @@ def _wait_seed(
     return done
 
 
-def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> Outcome:
-    pool, concurrency = SEED_POOLS[system]
+def run_seed(
+    system: str,
+    redis_url: str,
+    llm_base_url: str,
+    work: Workload,
+    *,
+    concurrency: int | None = None,
+) -> Outcome:
+    """The recipe on ``system``'s pool, with ``concurrency`` processes or greenlets (its
+    default when None)."""
+    pool, default_concurrency = SEED_POOLS[system]
+    concurrency = default_concurrency if concurrency is None else concurrency
     client = redis.Redis.from_url(redis_url)
     producer_app = Celery("seed-producer", broker=redis_url, backend=redis_url)
     producer_app.conf.update(task_serializer="json", accept_content=["json"])
@@ -231,6 +247,7 @@ def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> 
         failed=sum(1 for meta in done.values() if meta["status"] != "SUCCESS"),
         content_ok=ok,
         new_conns=new_conns,
+        peer=system if concurrency == default_concurrency else f"{system} x{concurrency}",
     )
 
 
@@ -440,8 +457,8 @@ def print_stream_trouble(outcome: Outcome) -> None:
 
 
 def report(outcomes: Sequence[Outcome]) -> str:
-    by_system = {o.system: o for o in outcomes}
-    peers = [p for p in ("seed-prefork", "seed-gevent") if p in by_system]
+    by_system = {o.peer: o for o in outcomes if o.peer}
+    peers = list(by_system)
     headers = [
         "system", "setup", "calls", "wall s", "calls/s", *(f"x {p}" for p in peers),
         "worker CPU s", "CPU/token us", "web CPU s", "bench client CPU s", "failed",
@@ -461,7 +478,20 @@ def report(outcomes: Sequence[Outcome]) -> str:
     return table(headers, rows)
 
 
-def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
+def int_list(text: str) -> list[int]:
+    """``"100,400"`` as ``[100, 400]``: positive integers, comma-separated."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
+    return values
+
+
+def add_workload_args(
+    parser: argparse.ArgumentParser, *, calls: int, several_concurrencies: bool = False
+) -> None:
     parser.add_argument("--calls", type=int, default=calls, help="invocations submitted at once")
     parser.add_argument("--tokens", type=int, default=50, help="tokens per LLM answer")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between tokens")
@@ -470,9 +500,20 @@ def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
     parser.add_argument(
         "--submitters", type=int, default=50, help="concurrent POSTs while submitting (ours)"
     )
-    parser.add_argument(
-        "--concurrency", type=int, default=100, help="threads of each worker process (ours)"
-    )
+    if several_concurrencies:
+        parser.add_argument(
+            "--concurrency",
+            type=int_list,
+            default=[DEFAULT_CONCURRENCY],
+            help="threads of ours' worker; several (100,400) run ours once for each",
+        )
+    else:
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=DEFAULT_CONCURRENCY,
+            help="threads of each worker process (ours)",
+        )
     parser.add_argument(
         "--worker-env",
         action="append",
@@ -494,8 +535,15 @@ def parse_args() -> argparse.Namespace:
         description="N streaming invocations at once: ours against the plain Celery recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_workload_args(parser, calls=1000)
+    add_workload_args(parser, calls=1000, several_concurrencies=True)
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which systems, in order")
+    parser.add_argument(
+        "--recipe-concurrency",
+        type=int_list,
+        default=[SEED_POOLS["seed-gevent"][1]],
+        help="greenlets of the gevent recipe; several (100,200,400) run it once for each, "
+        "each its own ratio column",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -512,6 +560,20 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    """(system, concurrency) in order: ours once per ``--concurrency``, the gevent recipe once
+    per ``--recipe-concurrency``, prefork at its own (None)."""
+    expanded: list[tuple[str, int | None]] = []
+    for system in args.system_list:
+        if system == "ours":
+            expanded += [(system, n) for n in args.concurrency]
+        elif system == "seed-gevent":
+            expanded += [(system, n) for n in args.recipe_concurrency]
+        else:
+            expanded.append((system, None))
+    return expanded
+
+
 def main() -> None:
     args = parse_args()
     stop_on_sigterm()
@@ -524,22 +586,22 @@ def main() -> None:
         print(f"# {machine_summary(admin)}; open files {nofile}")
         admin.close()
         control.script(work.message, tokens=token_texts(work.tokens), delay=work.delay)
-        for db, system in enumerate(args.system_list, start=1):
+        for db, (system, concurrency) in enumerate(runs(args), start=1):
             url = redis_db_url(server.url, db)
             if system == "seed-gevent" and importlib.util.find_spec("gevent") is None:
                 print("# seed-gevent skipped: gevent is not installed (pip install -e '.[bench]')")
                 continue
             if system == "ours":
                 outcome = run_ours(
-                    url, llm.base_url, work, concurrency=args.concurrency,
+                    url, llm.base_url, work, concurrency=concurrency or DEFAULT_CONCURRENCY,
                     submitters=args.submitters, profile=args.profile, extra_env=args.extra_env,
                     profile_seconds=args.profile_seconds,
                 )  # fmt: skip
             else:
-                outcome = run_seed(system, url, llm.base_url, work)
+                outcome = run_seed(system, url, llm.base_url, work, concurrency=concurrency)
             outcomes.append(outcome)
             print(
-                f"# {system}: {outcome.wall:.1f} s, {outcome.rate:.1f} calls/s, "
+                f"# {system} ({outcome.setup}): {outcome.wall:.1f} s, {outcome.rate:.1f} calls/s, "
                 f"{outcome.cpu_per_token_us:.0f} us/token; {load_average()}",
                 flush=True,
             )
