@@ -15,7 +15,11 @@ The systems (``--systems``), each on a fresh set of processes and a Redis databa
   (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, over
   ``--submitters`` keep-alive connections of a lean HTTP client), and an SSE client (a lean
   reader too) reads every event of its stream until the terminal one. ``--concurrency 100,400``
-  runs it once per number of threads, each its own row.
+  runs it once per number of threads, each its own row. With ``--client poll`` the clients
+  poll instead, as a client that cannot stream would: each invocation is submitted with
+  ``"stream": false`` and its status read (``GET /api/v1/agents/tasks/{id}``, over the same
+  keep-alive connections) every ``--poll-interval`` s until it is final; its answer is the
+  status's result.
 
 Per system: wall time from the first submission to the last result (stored, for the recipe;
 received by its SSE client, for ours), invocations/s and the ratio to each recipe; the worker's
@@ -90,6 +94,8 @@ SYSTEMS = ("seed-prefork", "seed-gevent", "ours")
 SEED_POOLS = {"seed-prefork": ("prefork", 4), "seed-gevent": ("gevent", 100)}
 DEFAULT_CONCURRENCY = 100  # threads of ours' worker, greenlets of the gevent recipe
 TERMINAL = {"result", "error", "cancelled"}
+FINAL_STATUSES = {"completed", "failed", "cancelled"}
+CLIENTS = ("sse", "poll")
 POLL_INTERVAL = 0.05
 ALICE = headers_for("alice")
 T = TypeVar("T")
@@ -281,21 +287,55 @@ async def _read_stream(base_url: str, task_id: str) -> tuple[str, int, str]:
     raise StreamDroppedError(f"stream of {task_id} closed without a terminal event")
 
 
-async def _submit_and_read(
-    pool: asyncio.Queue[RawHTTPConnection], stream_from: str, message: str
-) -> _Stream:
+async def _request(
+    pool: asyncio.Queue[RawHTTPConnection], method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request over one of the pool's keep-alive connections."""
     connection = await pool.get()
     try:
-        status, body = await connection.request(
-            "POST",
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            orjson.dumps({"message": message, "stream": True}),
-        )
+        return await connection.request(method, path, body)
     finally:
         pool.put_nowait(connection)
+
+
+async def _poll(pool: asyncio.Queue[RawHTTPConnection], task_id: str, interval: float) -> _Stream:
+    """A polling client's view of one task: its status read every ``interval`` s until final."""
+    seen = _Stream()
+    while True:
+        await asyncio.sleep(interval)
+        status, body = await _request(pool, "GET", f"/api/v1/agents/tasks/{task_id}")
+        if status != 200:  # e.g. a 503 in a burst: counted, polled again
+            seen.refused += 1
+            seen.why.append(f"poll answered {status}: {body[:100]!r}")
+            continue
+        record = orjson.loads(body)
+        if record["status"] in FINAL_STATUSES:
+            seen.terminal = "result" if record["status"] == "completed" else record["status"]
+            seen.content = (record.get("result") or {}).get("content", "")
+            seen.ended = time.monotonic()
+            return seen
+
+
+async def _submit_and_read(
+    pool: asyncio.Queue[RawHTTPConnection],
+    stream_from: str,
+    message: str,
+    *,
+    poll_interval: float | None = None,
+) -> _Stream:
+    """Submit one invocation, then read its stream (or poll its status, with
+    ``poll_interval``) until it ends."""
+    status, body = await _request(
+        pool,
+        "POST",
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        orjson.dumps({"message": message, "stream": poll_interval is None}),
+    )
     if status != 202:
         raise RuntimeError(f"submit answered {status}: {body[:200]!r}")
     task_id = orjson.loads(body)["task_id"]
+    if poll_interval is not None:
+        return await _poll(pool, task_id, poll_interval)
     seen = _Stream()
     for attempt in range(4):
         try:
@@ -318,10 +358,17 @@ async def _submit_and_read(
 
 
 async def _run_ours_clients(
-    webs: Sequence[WebServer], work: Workload, *, submitters: int, cross: bool, calls: int
+    webs: Sequence[WebServer],
+    work: Workload,
+    *,
+    submitters: int,
+    cross: bool,
+    calls: int,
+    poll_interval: float | None = None,
 ) -> list[_Stream]:
     """Submit ``calls`` invocations (``submitters`` keep-alive connections per web process) and
-    read each one's stream, from another web process than its own with ``cross``."""
+    read each one's stream, from another web process than its own with ``cross``; with
+    ``poll_interval``, poll each one's status instead, over the same connections."""
     pools: list[asyncio.Queue[RawHTTPConnection]] = []
     for web in webs:
         pool: asyncio.Queue[RawHTTPConnection] = asyncio.Queue()
@@ -331,7 +378,11 @@ async def _run_ours_clients(
     jobs = []
     for i in range(calls):
         stream_from = webs[(i + 1) % len(webs) if cross else i % len(webs)].base_url
-        jobs.append(_submit_and_read(pools[i % len(webs)], stream_from, work.message))
+        jobs.append(
+            _submit_and_read(
+                pools[i % len(webs)], stream_from, work.message, poll_interval=poll_interval
+            )
+        )
     try:
         return list(await asyncio.wait_for(asyncio.gather(*jobs), timeout=work.timeout))
     finally:
@@ -353,12 +404,13 @@ def run_ours(
     redis_url: str, llm_base_url: str, work: Workload, *, workers: int = 1, webs: int = 1,
     cross: bool = False, concurrency: int = 100, submitters: int = 50, system: str = "ours",
     profile: Path | None = None, profile_seconds: float = 10.0,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, poll_interval: float | None = None,
 ) -> Outcome:  # fmt: skip
     """``workers`` worker processes and ``webs`` web processes; with ``cross``, each task's
     stream is read from another web process than the one it was submitted through. With
     ``profile``, py-spy samples the first worker (the thread holding the GIL) and the first web
-    process while it runs: ``<profile>-worker.txt`` and ``<profile>-web.txt``."""
+    process while it runs: ``<profile>-worker.txt`` and ``<profile>-web.txt``. With
+    ``poll_interval``, the clients poll each task's status instead of reading its stream."""
     started_procs: list[ManagedProcess] = []
     web_servers: list[WebServer] = []
     try:
@@ -375,7 +427,12 @@ def run_ours(
         if work.warmup:
             run_async(
                 _run_ours_clients(
-                    web_servers, work, submitters=submitters, cross=cross, calls=work.warmup
+                    web_servers,
+                    work,
+                    submitters=submitters,
+                    cross=cross,
+                    calls=work.warmup,
+                    poll_interval=poll_interval,
                 )
             )
         worker_pids = [w.pid for w in started_procs]
@@ -398,7 +455,12 @@ def run_ours(
                     )
             streams = run_async(
                 _run_ours_clients(
-                    web_servers, work, submitters=submitters, cross=cross, calls=work.calls
+                    web_servers,
+                    work,
+                    submitters=submitters,
+                    cross=cross,
+                    calls=work.calls,
+                    poll_interval=poll_interval,
                 )
             )
         wall = max(s.ended for s in streams) - started
@@ -417,6 +479,8 @@ def run_ours(
     setup = f"{workers} worker{'s' * (workers > 1)} (threads x{concurrency}), {webs} web"
     if cross:
         setup += ", streams read from the other web"
+    if poll_interval is not None:
+        setup += f", polled every {poll_interval:g} s"
     if extra_env:
         setup += ", " + " ".join(f"{k}={v}" for k, v in extra_env.items())
     return Outcome(
@@ -552,6 +616,16 @@ def parse_args() -> argparse.Namespace:
         "PROFILE-web.txt (raw collapsed stacks; see bench.profile_summary)",
     )
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="sse",
+        help="ours' clients: read every stream (sse), or submit without streaming and poll "
+        "each task's status (poll)",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between polls (--client poll)"
+    )
     args = parser.parse_args()
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.system_list) - set(SYSTEMS)
@@ -593,10 +667,16 @@ def main() -> None:
                 continue
             if system == "ours":
                 outcome = run_ours(
-                    url, llm.base_url, work, concurrency=concurrency or DEFAULT_CONCURRENCY,
-                    submitters=args.submitters, profile=args.profile, extra_env=args.extra_env,
+                    url,
+                    llm.base_url,
+                    work,
+                    concurrency=concurrency or DEFAULT_CONCURRENCY,
+                    submitters=args.submitters,
+                    profile=args.profile,
+                    extra_env=args.extra_env,
                     profile_seconds=args.profile_seconds,
-                )  # fmt: skip
+                    poll_interval=args.poll_interval if args.client == "poll" else None,
+                )
             else:
                 outcome = run_seed(system, url, llm.base_url, work, concurrency=concurrency)
             outcomes.append(outcome)
@@ -608,7 +688,8 @@ def main() -> None:
             print_stream_trouble(outcome)
     print(f"# finished; {load_average()}")
     print(
-        f"# {work.calls} streaming invocations submitted at once, {work.tokens} tokens "
+        f"# {work.calls} invocations submitted at once ({args.client} clients for ours), "
+        f"{work.tokens} tokens "
         f"{work.delay:g} s apart; wall = first submission to last result"
     )
     print(report(outcomes))
