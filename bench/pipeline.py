@@ -13,10 +13,13 @@ Per batch size and round: this process's CPU (``time.process_time``) over ``--ba
 batches sent one after another, for each way in turn (the order reversed every round, after one
 unmeasured warm-up round), divided by the script calls sent: microseconds of client CPU per
 script call. Wall time per batch beside it. The medians over ``--rounds`` rounds are shown,
-with the range. Every reply is checked.
+with the range. Every reply is checked. The client has redis-py's default ``socket_timeout``
+(5 s), as the worker's pool does, so each write runs in ``asyncio.wait_for``;
+``--socket-timeout 0`` shows what writing in place would save.
 
     .venv/bin/python -m bench.pipeline
     .venv/bin/python -m bench.pipeline --sizes 1,8,32 --batches 500 --rounds 3
+    .venv/bin/python -m bench.pipeline --socket-timeout 0
 """
 
 from __future__ import annotations
@@ -115,7 +118,9 @@ async def run_way(
 
 
 async def measure(args: argparse.Namespace, url: str) -> list[Sample]:
-    client = Redis.from_url(url)
+    # redis-py's default socket_timeout (5 s), as the worker's pool has it: each write then runs
+    # in asyncio.wait_for. 0: none, the write made in place.
+    client = Redis.from_url(url, socket_timeout=args.socket_timeout or None)
     try:
         sha = await client.script_load(WRITE_SCRIPT)
         samples: list[Sample] = []
@@ -176,6 +181,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=1000, help="batches per way, size, round")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (after a warm-up)")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's own event loop")
+    parser.add_argument(
+        "--socket-timeout",
+        type=float,
+        default=5.0,
+        help="the client's socket_timeout (redis-py's default); 0 for none",
+    )
     args = parser.parse_args()
     return args
 
@@ -191,7 +202,7 @@ def main() -> None:
         loop = "asyncio" if args.no_uvloop else f"uvloop {version('uvloop')}"
         print(
             f"# {machine_summary(admin)}; {loop}, redis-py {version('redis')}, "
-            f"hiredis {version('hiredis')}"
+            f"hiredis {version('hiredis')}; socket_timeout {args.socket_timeout or None}"
         )
         admin.close()
         samples = anyio.run(
