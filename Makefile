@@ -27,6 +27,7 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.scale --calls 200
 	$(BIN)/python -m bench.cancel_latency --tasks 20
 	$(BIN)/python -m bench.llm_client --calls 100 --rounds 2
+	$(BIN)/python -m bench.pipeline --batches 200 --rounds 2
 
 ## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer);
 ## `make dev FLOWER=1` adds Flower on :5555.

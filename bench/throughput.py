@@ -9,11 +9,17 @@ The systems (``--systems``), each on a fresh set of processes and a Redis databa
   backend until every result is stored;
 - ``seed-gevent``: the same task on Celery's advice for I/O-bound work, ``--pool gevent
   --concurrency 100`` (skipped when gevent is not installed: ``pip install -e '.[bench]'``);
+  ``--recipe-concurrency 100,400`` runs it once per number of greenlets, each its own row;
 - ``ours``: one worker process (threads pool, ``--concurrency``, the shipped defaults: shared event
   loop, 5 ms coalescing) and one web process. Each invocation is submitted through the REST API
   (``POST /api/v1/agents/simple_llm_agent/invoke-async`` with ``"stream": true``, over
   ``--submitters`` keep-alive connections of a lean HTTP client), and an SSE client (a lean
-  reader too) reads every event of its stream until the terminal one.
+  reader too) reads every event of its stream until the terminal one. ``--concurrency 100,400``
+  runs it once per number of threads, each its own row. With ``--client poll`` the clients
+  poll instead, as a client that cannot stream would: each invocation is submitted with
+  ``"stream": false`` and its status read (``GET /api/v1/agents/tasks/{id}``, over the same
+  keep-alive connections) every ``--poll-interval`` s until it is final; its answer is the
+  status's result.
 
 Per system: wall time from the first submission to the last result (stored, for the recipe;
 received by its SSE client, for ours), invocations/s and the ratio to each recipe; the worker's
@@ -25,6 +31,8 @@ tokens ``--delay`` s apart.
     .venv/bin/python -m bench.throughput                      # N = 1,000
     .venv/bin/python -m bench.throughput --calls 100 --systems seed-prefork,ours
     .venv/bin/python -m bench.throughput --calls 600 --systems ours --profile /tmp/tp
+    .venv/bin/python -m bench.throughput --systems seed-gevent,ours \
+        --recipe-concurrency 100,400 --concurrency 100,400
 """
 
 from __future__ import annotations
@@ -84,7 +92,10 @@ from teststack.stack import (
 
 SYSTEMS = ("seed-prefork", "seed-gevent", "ours")
 SEED_POOLS = {"seed-prefork": ("prefork", 4), "seed-gevent": ("gevent", 100)}
+DEFAULT_CONCURRENCY = 100  # threads of ours' worker, greenlets of the gevent recipe
 TERMINAL = {"result", "error", "cancelled"}
+FINAL_STATUSES = {"completed", "failed", "cancelled"}
+CLIENTS = ("sse", "poll")
 POLL_INTERVAL = 0.05
 ALICE = headers_for("alice")
 T = TypeVar("T")
@@ -129,6 +140,7 @@ class Outcome:
     why: Counter[str] = field(default_factory=Counter)  # refusals and drops, by reason
     new_conns: int = 0  # connections Redis accepted during the run (all clients: churn)
     notes: list[str] = field(default_factory=list)
+    peer: str = ""  # the name of its ratio column, for a recipe run ("seed-gevent x400")
 
     @property
     def rate(self) -> float:
@@ -191,8 +203,18 @@ def _wait_seed(
     return done
 
 
-def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> Outcome:
-    pool, concurrency = SEED_POOLS[system]
+def run_seed(
+    system: str,
+    redis_url: str,
+    llm_base_url: str,
+    work: Workload,
+    *,
+    concurrency: int | None = None,
+) -> Outcome:
+    """The recipe on ``system``'s pool, with ``concurrency`` processes or greenlets (its
+    default when None)."""
+    pool, default_concurrency = SEED_POOLS[system]
+    concurrency = default_concurrency if concurrency is None else concurrency
     client = redis.Redis.from_url(redis_url)
     producer_app = Celery("seed-producer", broker=redis_url, backend=redis_url)
     producer_app.conf.update(task_serializer="json", accept_content=["json"])
@@ -231,6 +253,7 @@ def run_seed(system: str, redis_url: str, llm_base_url: str, work: Workload) -> 
         failed=sum(1 for meta in done.values() if meta["status"] != "SUCCESS"),
         content_ok=ok,
         new_conns=new_conns,
+        peer=system if concurrency == default_concurrency else f"{system} x{concurrency}",
     )
 
 
@@ -264,21 +287,55 @@ async def _read_stream(base_url: str, task_id: str) -> tuple[str, int, str]:
     raise StreamDroppedError(f"stream of {task_id} closed without a terminal event")
 
 
-async def _submit_and_read(
-    pool: asyncio.Queue[RawHTTPConnection], stream_from: str, message: str
-) -> _Stream:
+async def _request(
+    pool: asyncio.Queue[RawHTTPConnection], method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request over one of the pool's keep-alive connections."""
     connection = await pool.get()
     try:
-        status, body = await connection.request(
-            "POST",
-            "/api/v1/agents/simple_llm_agent/invoke-async",
-            orjson.dumps({"message": message, "stream": True}),
-        )
+        return await connection.request(method, path, body)
     finally:
         pool.put_nowait(connection)
+
+
+async def _poll(pool: asyncio.Queue[RawHTTPConnection], task_id: str, interval: float) -> _Stream:
+    """A polling client's view of one task: its status read every ``interval`` s until final."""
+    seen = _Stream()
+    while True:
+        await asyncio.sleep(interval)
+        status, body = await _request(pool, "GET", f"/api/v1/agents/tasks/{task_id}")
+        if status != 200:  # e.g. a 503 in a burst: counted, polled again
+            seen.refused += 1
+            seen.why.append(f"poll answered {status}: {body[:100]!r}")
+            continue
+        record = orjson.loads(body)
+        if record["status"] in FINAL_STATUSES:
+            seen.terminal = "result" if record["status"] == "completed" else record["status"]
+            seen.content = (record.get("result") or {}).get("content", "")
+            seen.ended = time.monotonic()
+            return seen
+
+
+async def _submit_and_read(
+    pool: asyncio.Queue[RawHTTPConnection],
+    stream_from: str,
+    message: str,
+    *,
+    poll_interval: float | None = None,
+) -> _Stream:
+    """Submit one invocation, then read its stream (or poll its status, with
+    ``poll_interval``) until it ends."""
+    status, body = await _request(
+        pool,
+        "POST",
+        "/api/v1/agents/simple_llm_agent/invoke-async",
+        orjson.dumps({"message": message, "stream": poll_interval is None}),
+    )
     if status != 202:
         raise RuntimeError(f"submit answered {status}: {body[:200]!r}")
     task_id = orjson.loads(body)["task_id"]
+    if poll_interval is not None:
+        return await _poll(pool, task_id, poll_interval)
     seen = _Stream()
     for attempt in range(4):
         try:
@@ -301,10 +358,17 @@ async def _submit_and_read(
 
 
 async def _run_ours_clients(
-    webs: Sequence[WebServer], work: Workload, *, submitters: int, cross: bool, calls: int
+    webs: Sequence[WebServer],
+    work: Workload,
+    *,
+    submitters: int,
+    cross: bool,
+    calls: int,
+    poll_interval: float | None = None,
 ) -> list[_Stream]:
     """Submit ``calls`` invocations (``submitters`` keep-alive connections per web process) and
-    read each one's stream, from another web process than its own with ``cross``."""
+    read each one's stream, from another web process than its own with ``cross``; with
+    ``poll_interval``, poll each one's status instead, over the same connections."""
     pools: list[asyncio.Queue[RawHTTPConnection]] = []
     for web in webs:
         pool: asyncio.Queue[RawHTTPConnection] = asyncio.Queue()
@@ -314,7 +378,11 @@ async def _run_ours_clients(
     jobs = []
     for i in range(calls):
         stream_from = webs[(i + 1) % len(webs) if cross else i % len(webs)].base_url
-        jobs.append(_submit_and_read(pools[i % len(webs)], stream_from, work.message))
+        jobs.append(
+            _submit_and_read(
+                pools[i % len(webs)], stream_from, work.message, poll_interval=poll_interval
+            )
+        )
     try:
         return list(await asyncio.wait_for(asyncio.gather(*jobs), timeout=work.timeout))
     finally:
@@ -336,12 +404,13 @@ def run_ours(
     redis_url: str, llm_base_url: str, work: Workload, *, workers: int = 1, webs: int = 1,
     cross: bool = False, concurrency: int = 100, submitters: int = 50, system: str = "ours",
     profile: Path | None = None, profile_seconds: float = 10.0,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, poll_interval: float | None = None,
 ) -> Outcome:  # fmt: skip
     """``workers`` worker processes and ``webs`` web processes; with ``cross``, each task's
     stream is read from another web process than the one it was submitted through. With
     ``profile``, py-spy samples the first worker (the thread holding the GIL) and the first web
-    process while it runs: ``<profile>-worker.txt`` and ``<profile>-web.txt``."""
+    process while it runs: ``<profile>-worker.txt`` and ``<profile>-web.txt``. With
+    ``poll_interval``, the clients poll each task's status instead of reading its stream."""
     started_procs: list[ManagedProcess] = []
     web_servers: list[WebServer] = []
     try:
@@ -358,7 +427,12 @@ def run_ours(
         if work.warmup:
             run_async(
                 _run_ours_clients(
-                    web_servers, work, submitters=submitters, cross=cross, calls=work.warmup
+                    web_servers,
+                    work,
+                    submitters=submitters,
+                    cross=cross,
+                    calls=work.warmup,
+                    poll_interval=poll_interval,
                 )
             )
         worker_pids = [w.pid for w in started_procs]
@@ -381,7 +455,12 @@ def run_ours(
                     )
             streams = run_async(
                 _run_ours_clients(
-                    web_servers, work, submitters=submitters, cross=cross, calls=work.calls
+                    web_servers,
+                    work,
+                    submitters=submitters,
+                    cross=cross,
+                    calls=work.calls,
+                    poll_interval=poll_interval,
                 )
             )
         wall = max(s.ended for s in streams) - started
@@ -400,6 +479,8 @@ def run_ours(
     setup = f"{workers} worker{'s' * (workers > 1)} (threads x{concurrency}), {webs} web"
     if cross:
         setup += ", streams read from the other web"
+    if poll_interval is not None:
+        setup += f", polled every {poll_interval:g} s"
     if extra_env:
         setup += ", " + " ".join(f"{k}={v}" for k, v in extra_env.items())
     return Outcome(
@@ -440,8 +521,8 @@ def print_stream_trouble(outcome: Outcome) -> None:
 
 
 def report(outcomes: Sequence[Outcome]) -> str:
-    by_system = {o.system: o for o in outcomes}
-    peers = [p for p in ("seed-prefork", "seed-gevent") if p in by_system]
+    by_system = {o.peer: o for o in outcomes if o.peer}
+    peers = list(by_system)
     headers = [
         "system", "setup", "calls", "wall s", "calls/s", *(f"x {p}" for p in peers),
         "worker CPU s", "CPU/token us", "web CPU s", "bench client CPU s", "failed",
@@ -461,7 +542,20 @@ def report(outcomes: Sequence[Outcome]) -> str:
     return table(headers, rows)
 
 
-def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
+def int_list(text: str) -> list[int]:
+    """``"100,400"`` as ``[100, 400]``: positive integers, comma-separated."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
+    return values
+
+
+def add_workload_args(
+    parser: argparse.ArgumentParser, *, calls: int, several_concurrencies: bool = False
+) -> None:
     parser.add_argument("--calls", type=int, default=calls, help="invocations submitted at once")
     parser.add_argument("--tokens", type=int, default=50, help="tokens per LLM answer")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between tokens")
@@ -470,9 +564,20 @@ def add_workload_args(parser: argparse.ArgumentParser, *, calls: int) -> None:
     parser.add_argument(
         "--submitters", type=int, default=50, help="concurrent POSTs while submitting (ours)"
     )
-    parser.add_argument(
-        "--concurrency", type=int, default=100, help="threads of each worker process (ours)"
-    )
+    if several_concurrencies:
+        parser.add_argument(
+            "--concurrency",
+            type=int_list,
+            default=[DEFAULT_CONCURRENCY],
+            help="threads of ours' worker; several (100,400) run ours once for each",
+        )
+    else:
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=DEFAULT_CONCURRENCY,
+            help="threads of each worker process (ours)",
+        )
     parser.add_argument(
         "--worker-env",
         action="append",
@@ -494,8 +599,15 @@ def parse_args() -> argparse.Namespace:
         description="N streaming invocations at once: ours against the plain Celery recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add_workload_args(parser, calls=1000)
+    add_workload_args(parser, calls=1000, several_concurrencies=True)
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which systems, in order")
+    parser.add_argument(
+        "--recipe-concurrency",
+        type=int_list,
+        default=[SEED_POOLS["seed-gevent"][1]],
+        help="greenlets of the gevent recipe; several (100,200,400) run it once for each, "
+        "each its own ratio column",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -504,12 +616,36 @@ def parse_args() -> argparse.Namespace:
         "PROFILE-web.txt (raw collapsed stacks; see bench.profile_summary)",
     )
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy duration")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="sse",
+        help="ours' clients: read every stream (sse), or submit without streaming and poll "
+        "each task's status (poll)",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between polls (--client poll)"
+    )
     args = parser.parse_args()
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.system_list) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {SYSTEMS}")
     return args
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    """(system, concurrency) in order: ours once per ``--concurrency``, the gevent recipe once
+    per ``--recipe-concurrency``, prefork at its own (None)."""
+    expanded: list[tuple[str, int | None]] = []
+    for system in args.system_list:
+        if system == "ours":
+            expanded += [(system, n) for n in args.concurrency]
+        elif system == "seed-gevent":
+            expanded += [(system, n) for n in args.recipe_concurrency]
+        else:
+            expanded.append((system, None))
+    return expanded
 
 
 def main() -> None:
@@ -524,29 +660,36 @@ def main() -> None:
         print(f"# {machine_summary(admin)}; open files {nofile}")
         admin.close()
         control.script(work.message, tokens=token_texts(work.tokens), delay=work.delay)
-        for db, system in enumerate(args.system_list, start=1):
+        for db, (system, concurrency) in enumerate(runs(args), start=1):
             url = redis_db_url(server.url, db)
             if system == "seed-gevent" and importlib.util.find_spec("gevent") is None:
                 print("# seed-gevent skipped: gevent is not installed (pip install -e '.[bench]')")
                 continue
             if system == "ours":
                 outcome = run_ours(
-                    url, llm.base_url, work, concurrency=args.concurrency,
-                    submitters=args.submitters, profile=args.profile, extra_env=args.extra_env,
+                    url,
+                    llm.base_url,
+                    work,
+                    concurrency=concurrency or DEFAULT_CONCURRENCY,
+                    submitters=args.submitters,
+                    profile=args.profile,
+                    extra_env=args.extra_env,
                     profile_seconds=args.profile_seconds,
-                )  # fmt: skip
+                    poll_interval=args.poll_interval if args.client == "poll" else None,
+                )
             else:
-                outcome = run_seed(system, url, llm.base_url, work)
+                outcome = run_seed(system, url, llm.base_url, work, concurrency=concurrency)
             outcomes.append(outcome)
             print(
-                f"# {system}: {outcome.wall:.1f} s, {outcome.rate:.1f} calls/s, "
+                f"# {system} ({outcome.setup}): {outcome.wall:.1f} s, {outcome.rate:.1f} calls/s, "
                 f"{outcome.cpu_per_token_us:.0f} us/token; {load_average()}",
                 flush=True,
             )
             print_stream_trouble(outcome)
     print(f"# finished; {load_average()}")
     print(
-        f"# {work.calls} streaming invocations submitted at once, {work.tokens} tokens "
+        f"# {work.calls} invocations submitted at once ({args.client} clients for ours), "
+        f"{work.tokens} tokens "
         f"{work.delay:g} s apart; wall = first submission to last result"
     )
     print(report(outcomes))
