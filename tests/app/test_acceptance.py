@@ -9,11 +9,10 @@ from redis.asyncio import Redis
 
 from app.acceptance import Acceptance
 from app.caps import CapLimits
-from app.celery_message import redis_queue_list
 from app.submission import TaskSubmitter
 from app.task_records import new_record
 from contract import keys
-from contract.tasks import INVOKE_AGENT_ASYNC
+from contract.tasks import INVOKE_AGENT_ASYNC, redis_queue_list
 from streaming import lean_pipeline
 from streaming.event_log import EventLogReader
 
