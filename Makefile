@@ -37,8 +37,10 @@ dev: install
 ## Lint, type-check, check the import boundaries, then run the whole test suite.
 test: lint pytest
 
+## The suite in PYTEST_WORKERS processes, each file in one (its session's processes are shared).
+PYTEST_WORKERS ?= 2
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 ## Lint, then the tests that start no process (seconds; the e2e suite is left out).
 test-fast: lint
