@@ -55,13 +55,15 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
     all_chunks_out = threading.Event()
 
     def sample() -> None:
-        # While the chunks flow and the slow clients fall behind; the final ``result`` event
-        # (the whole 10 MB answer, as polling returns it) is not the relay's buffering.
+        # While the chunks flow and the slow clients fall behind, until the fast client has
+        # nine tenths of them: the final ``result`` event (the whole 10 MB answer, as polling
+        # returns it), which a busy machine may have the web read before the fast client sees
+        # the last chunk, is not the relay's buffering.
         while not all_chunks_out.wait(0.05):
             peak[0] = max(peak[0], _rss_bytes(pid))
 
     def last_chunk_seen(events: list[Received]) -> bool:
-        if events[-1].event == "chunk" and events[-1].data["index"] == len(tokens) - 1:
+        if events[-1].event == "chunk" and events[-1].data["index"] >= len(tokens) * 9 // 10:
             all_chunks_out.set()
         return False
 
@@ -90,9 +92,8 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
         chunk_indexes = [e.data["index"] for e in events if e.event == "chunk"]
         assert chunk_indexes == list(range(5000))
         assert events[-1] == fast[-1]
-    # Three clients fell ~9 MB behind each (more than the kernel's socket buffers hold): a relay
-    # that queued for them without bound would grow by ~27 MB; ours keeps 256 events each and
-    # measured 5-6 MB of growth (8.5 MB at worst: the 10 MB result event is read meanwhile).
+    # Three clients fell ~8 MB behind each (more than the kernel's socket buffers hold): a relay
+    # that queued for them without bound would grow by ~24 MB; ours keeps 256 events each.
     print(f"web RSS grew {(peak[0] - rss_before) / 2**20:.1f} MB")
     assert peak[0] - rss_before < 12 * 1024 * 1024, f"web RSS grew {peak[0] - rss_before} B"
 
