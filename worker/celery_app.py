@@ -8,16 +8,18 @@ process's clients, loop, cancel watcher and lease belong to its ``WorkerProcess`
 child) and close when it stops.
 """
 
+import sys
 from typing import Any
 
 from celery import Celery, signals
 from celery.result import AsyncResult
 
 from contract.log_format import format_as_json_lines
-from worker.agents.plugins import load_agent_modules, module_names
+from worker.agents.plugins import AgentModuleError, load_agent_modules, module_names
 from worker.config import celery_config
 from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
 from worker.observability.sentry import init_sentry
+from worker.pool_guard import EXIT_STATUS as CONFIG_EXIT_STATUS
 from worker.pool_guard import refuse_green_pool
 from worker.process import WorkerProcess
 from worker.revocation import install_revoke_command, request_revoke
@@ -73,7 +75,13 @@ def _open_worker_process(sender: Any = None, **_: Any) -> None:
     install_revoke_command()
     if not settings.celery_task_log_lines:
         quiet_celery_task_lines()
-    load_agent_modules(module_names(settings.agent_modules))
+    try:
+        load_agent_modules(module_names(settings.agent_modules))
+    except AgentModuleError as exc:
+        # Celery logs and ignores a signal handler's Exception: the worker would run without
+        # the agents it was given. A SystemExit stops it, naming the module.
+        print(f"agent-service worker: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(CONFIG_EXIT_STATUS) from exc
     pool = getattr(sender, "pool_cls", "")
     pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", str(pool))
     WorkerProcess.open(
