@@ -29,10 +29,10 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.llm_client --calls 100 --rounds 2
 	$(BIN)/python -m bench.pipeline --batches 200 --rounds 2
 
-## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer);
-## `make dev FLOWER=1` adds Flower on :5555.
+## Run web + worker + beat (starts an embedded Redis when REDIS_URL does not answer, or with
+## PRIVATE_REDIS=1); `make dev FLOWER=1` adds Flower on :5555.
 dev: install
-	$(BIN)/python -m scripts.dev $(if $(FLOWER),--flower)
+	$(BIN)/python -m scripts.dev $(if $(FLOWER),--flower) $(if $(PRIVATE_REDIS),--private-redis)
 
 ## Lint, type-check, check the import boundaries, then run the whole test suite.
 test: lint pytest

@@ -83,6 +83,11 @@ def _honcho() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the whole service on this machine.")
     parser.add_argument("--flower", action="store_true", help="also run Flower on :5555")
+    parser.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a private Redis even when REDIS_URL answers (keep off a shared one)",
+    )
     args = parser.parse_args(argv)
     processes = [*PROCESSES, "flower"] if args.flower else list(PROCESSES)
     dotenv = dotenv_values(PROJECT_ROOT / ".env")
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         if not _setting("FLOWER_BASIC_AUTH", dotenv):
             env["FLOWER_BASIC_AUTH"] = development_flower_auth(var)
             print(
-                f"dev: Flower on http://127.0.0.1:5555, user {FLOWER_USER}, password in "
+                f"dev: Flower on http://127.0.0.1:{env.get('FLOWER_PORT', '5555')}, user "
+                f"{FLOWER_USER}, password in "
                 f"{var / FLOWER_PASSWORD_FILE}",
                 flush=True,
             )
@@ -113,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         _setting("CELERY_BROKER_URL", dotenv) or _setting("REDIS_URL", dotenv) or DEFAULT_REDIS_URL
     )
     redis: EmbeddedRedis | None = None
-    if is_reachable(broker):
+    if not args.private_redis and is_reachable(broker):
         print(f"dev: using Redis at {broker}", flush=True)
     else:
         redis = EmbeddedRedis()
         redis.start()
-        print(f"dev: {broker} does not answer; started a private Redis at {redis.url}", flush=True)
+        why = "as asked" if args.private_redis else f"{broker} does not answer"
+        print(f"dev: started a private Redis at {redis.url} ({why})", flush=True)
         for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
             env[name] = redis.url
 

@@ -3,6 +3,7 @@ into this checkout instead of /opt/agent-service), and keeping the promises the 
 them: restarted always, configured from one environment file, stopped with a warm shutdown
 that outlasts the longest soft time limit, hardened."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,7 +45,7 @@ def _service(name: str) -> dict[str, list[str]]:
 def test_units_pass_systemd_analyze_verify_when_installed(tmp_path: Path) -> None:
     assert SYSTEMD_ANALYZE is not None
     installed = []
-    for unit in UNITS.iterdir():
+    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.target")]:
         text = unit.read_text().replace(INSTALL_PREFIX, str(ROOT))
         name = unit.name.replace("@.service", "@9101.service")  # an instance of the template
         (tmp_path / name).write_text(text)
@@ -94,3 +95,21 @@ def test_the_worker_template_names_each_instance_by_its_metrics_port() -> None:
     assert "WORKER_METRICS_PORT=%i" in command
     assert "-n agents-%i@%H" in command
     assert "--pool threads" in command
+
+
+def test_the_environment_file_template_overrides_nothing_the_units_set() -> None:
+    """systemd lets EnvironmentFile= override Environment=: a template that set TEMP_DIR or
+    PORT would undo the units' production values."""
+    template = (UNITS / "env.example").read_text()
+    offered = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", template, re.M))
+    set_by_units = {
+        assignment.partition("=")[0]
+        for name in SERVICES
+        for line in _service(name).get("Environment", [])
+        for assignment in line.split()
+    }
+    # and the one each unit's command line sets (the workers' metrics ports)
+    set_by_units |= {"WORKER_METRICS_PORT"}
+
+    assert {"ENVIRONMENT", "API_KEYS", "TOKEN_SECRET", "DATABASE_URL"} <= offered
+    assert offered & set_by_units == set()
