@@ -42,7 +42,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         envvar=URL_VARIABLE,
-        help=f"Where the service is [default: {DEFAULT_URL}].",
+        help=f"Where the service is (default: {DEFAULT_URL}).",
         show_default=False,
     ),
 ]
