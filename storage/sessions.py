@@ -108,8 +108,12 @@ class SessionStore:
         self, session_id: str, *, user_id: str, task_id: str, message: str, answer: str
     ) -> bool:
         """Append a task's question and answer and touch the session; False if this task's
-        exchange is already there (a redelivery). Raises ``SessionNotFoundError``."""
+        exchange is already there (a redelivery). Raises ``SessionNotFoundError``.
+
+        A NUL (which PostgreSQL refuses in text; a plugin agent's answer may hold one) is kept
+        as U+FFFD, as the built-in LLM client keeps it, instead of failing the task."""
         now = utcnow()
+        message, answer = _storable(message), _storable(answer)
         try:
             async with self._db.session() as db, db.begin():
                 touched = await db.execute(
@@ -190,3 +194,7 @@ class SessionStore:
                 )
                 messages += turns.rowcount or 0  # type: ignore[attr-defined]
                 sessions += removed.rowcount or 0  # type: ignore[attr-defined]
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -83,3 +83,16 @@ async def test_delete_idle_removes_exactly_the_idle_sessions(database: Database)
     assert remaining == 4
     again = await store.delete_idle(idle_since=now - timedelta(hours=24))
     assert (again.sessions, again.messages) == (0, 0)
+
+
+async def test_a_nul_in_an_answer_is_kept_as_a_replacement_character(database: Database) -> None:
+    """PostgreSQL refuses NUL in text; a plugin agent's answer may hold one."""
+    store = SessionStore(database)
+    session = await store.create(user_id="alice")
+
+    await store.append_exchange(
+        session.session_id, user_id="alice", task_id="t1", message="say nul", answer="a\x00b"
+    )
+
+    view = await store.get(session.session_id, user_id="alice")
+    assert [t.content for t in view.turns] == ["say nul", "a\ufffdb"]
