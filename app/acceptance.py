@@ -7,7 +7,9 @@ One script (``ACCEPT``) takes the user's active-task slot (and urgent one) if th
 to its queue list (``app.celery_message``), marks the record sent and enters the task among the
 open ones. Either all of it happens or, when a cap refuses, none. With the broker elsewhere (a
 Redis of its own, RabbitMQ) the message is sent after the script, and the record marked sent
-after that; a message that could not be sent gives the slot back and removes the record.
+after that; a message that could not be sent gives the slot back and removes the record, unless
+the workers, finding the record unsent past their grace, have marked it and sent the task
+themselves (``worker.recovery.resend``): then it is queued.
 
 This script writes keys of three hash slots (the user's, the task's, the global index) and the
 broker's list: it needs a standalone Redis (or one that is a primary with replicas), as kombu's
@@ -66,6 +68,15 @@ end
 return 'ok'
 """
 )
+
+# KEYS: record, user's active, user's urgent. ARGV: task id. 0 when the record is marked sent.
+_UNDO = f"""
+if redis.call('HEXISTS', KEYS[1], '{SENT}') == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
 
 _ACCEPT_SHA = hashlib.sha1(_ACCEPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 #: The event a task's log starts with.
@@ -170,7 +181,8 @@ class Acceptance:
                     priority=priority,
                 )
         except Exception as exc:
-            await self._undo(record)
+            if not await self._undo(record):
+                return  # the workers found it unsent and sent it meanwhile: it is queued
             if isinstance(exc, SubmissionError):
                 raise
             raise SubmissionError(f"the task queue is unavailable: {type(exc).__name__}") from exc
@@ -179,12 +191,16 @@ class Acceptance:
             pipe.zadd(keys.OPEN_TASKS, {record.task_id: time.time()})
             await pipe.execute()
 
-    async def _undo(self, record: TaskRecord) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(keys.task_record(record.task_id))
-            pipe.zrem(keys.user_active_tasks(record.owner), record.task_id)
-            pipe.zrem(keys.user_urgent_tasks(record.owner), record.task_id)
-            await pipe.execute()
+    async def _undo(self, record: TaskRecord) -> bool:
+        """Remove the task and give its slot back, unless the workers' recovery has taken it
+        to send (``worker.recovery.resend``: a send slower than its grace); False then."""
+        task_keys = [
+            keys.task_record(record.task_id),
+            keys.user_active_tasks(record.owner),
+            keys.user_urgent_tasks(record.owner),
+        ]
+        undone = await self.redis.eval(_UNDO, len(task_keys), *task_keys, record.task_id)
+        return bool(undone)
 
 
 def _refusal(cap: str, limits: CapLimits) -> CapReachedError:

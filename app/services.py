@@ -68,7 +68,9 @@ class Services:
     audit: AuditTrail
 
 
-def _redis(url: str, *, name: str, connections: int) -> "Redis":
+def _redis(
+    url: str, *, name: str, connections: int, socket_timeout: float | None = None
+) -> "Redis":
     """A client whose pool holds at most ``connections``; a request beyond them waits for one
     (a burst of a thousand stream connects queues for a few ms instead of failing)."""
     pool = BlockingConnectionPool.from_url(
@@ -77,6 +79,7 @@ def _redis(url: str, *, name: str, connections: int) -> "Redis":
         timeout=10,
         client_name=name,
         socket_connect_timeout=5,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
         retry=reconnect_retry(),  # connections pooled before a Redis restart are dead
     )
@@ -103,7 +106,10 @@ async def open_services(
     broker_is_redis = broker_url.startswith(("redis://", "rediss://"))
     broker_redis = None
     if broker_is_redis and broker_url != redis_url:
-        broker_redis = _redis(broker_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
+        # A send that stalls fails well within the workers' grace for unsent tasks.
+        broker_redis = _redis(
+            broker_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS, socket_timeout=5
+        )
     database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:
         caps = UserCaps(

@@ -3,8 +3,10 @@
 Who owns the task, which agent and task name, when it was accepted, and what was sent: the
 task's kwargs and queue, kept until the task ends so that a task whose message was lost (a worker
 killed between taking it from the queue and recording it as delivered) can be sent again
-(``worker.recovery.redelivery``); ``sent`` is set once the broker took the message, so a request
-that failed before that is never sent by anyone else. The layout is the contract between the web
+(``worker.recovery.redelivery``); ``sent`` is set once the broker took the message, or by the
+workers' recovery as it sends a task whose web process did not within a grace
+(``worker.recovery.resend``): whoever sets it sends the task, and a web whose send failed
+afterwards leaves a task so marked queued. The layout is the contract between the web
 (which writes it) and the workers (which read it and drop the kwargs when the task ends).
 """
 

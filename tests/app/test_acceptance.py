@@ -2,19 +2,26 @@
 writes the record, opens the log and queues the message."""
 
 import uuid
+from collections.abc import Callable
 
 import pytest
+import redis as redis_lib
 from celery import Celery
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.acceptance import Acceptance
 from app.caps import CapLimits
-from app.submission import TaskSubmitter
+from app.submission import SubmissionError, TaskSubmitter
 from app.task_records import new_record
 from contract import keys
 from contract.tasks import INVOKE_AGENT_ASYNC, redis_queue_list
+from scripts.embedded_redis import EmbeddedRedis
 from streaming import lean_pipeline
 from streaming.event_log import EventLogReader
+from tests.support import redis_databases
+from teststack.stack import redis_db_url
+from worker.recovery import resend
 
 pytestmark = pytest.mark.anyio
 
@@ -70,3 +77,68 @@ async def test_an_acceptance_sent_again_after_its_reply_was_lost_applies_once(
         assert len(await EventLogReader(redis).read_after(task_id, None)) == 1
     finally:
         await redis.delete(redis_queue_list(QUEUE, 5), keys.user_active_tasks(owner))
+
+
+class _StalledBroker:
+    """A broker's Redis whose push fails, after ``meanwhile`` ran (what happened while the web
+    waited on it)."""
+
+    def __init__(self, meanwhile: Callable[[], object]) -> None:
+        self._meanwhile = meanwhile
+
+    async def lpush(self, *_: object) -> int:
+        self._meanwhile()
+        raise RedisConnectionError("the broker stalled")
+
+
+def _acceptance_elsewhere(redis: Redis, broker: object) -> Acceptance:
+    producer = Celery("acceptance-test", broker="redis://", set_as_current=False)
+    return Acceptance(
+        redis=redis,
+        limits=CapLimits(active_tasks=5, urgent_tasks=1, streams=1, token_mints_per_minute=1),
+        ttl=60,
+        maxlen=100,
+        producer=producer,
+        broker_is_here=False,
+        broker_redis=broker,  # type: ignore[arg-type]
+        submitter=TaskSubmitter(producer),
+    )
+
+
+@pytest.mark.parametrize("taken_meanwhile", [True, False])
+async def test_a_failed_send_undoes_the_task_unless_the_workers_took_it_meanwhile(
+    redis: Redis, redis_server: EmbeddedRedis, task_id: str, taken_meanwhile: bool
+) -> None:
+    """A send slower than the workers' grace: the recovery marked the record sent and sent the
+    task itself. The web's own send then failing must not remove a task that is queued."""
+    owner = f"user-{uuid.uuid4().hex}"
+    record = new_record(
+        task_id=task_id,
+        owner=owner,
+        agent_id="echo",
+        task_name=INVOKE_AGENT_ASYNC,
+        queue=QUEUE,
+        kwargs={"agent_id": "echo", "message": "hi"},
+        priority=5,
+    )
+    sync = redis_lib.Redis.from_url(redis_db_url(redis_server.url, redis_databases.UNIT))
+
+    def recovery_takes_it() -> None:
+        if taken_meanwhile:
+            assert resend.take_unsent(sync, record)
+
+    acceptance = _acceptance_elsewhere(redis, _StalledBroker(recovery_takes_it))
+    try:
+        if taken_meanwhile:
+            await acceptance.accept(record, priority=5)  # queued: the client gets its 202
+            assert await redis.hget(keys.task_record(task_id), "sent") == b"1"
+            assert await redis.zcard(keys.user_active_tasks(owner)) == 1
+        else:
+            with pytest.raises(SubmissionError):
+                await acceptance.accept(record, priority=5)
+            assert not await redis.exists(keys.task_record(task_id))
+            assert await redis.zcard(keys.user_active_tasks(owner)) == 0
+    finally:
+        sync.close()
+        await redis.delete(keys.user_active_tasks(owner), keys.task_record(task_id))
+        await redis.zrem(keys.OPEN_TASKS, task_id)

@@ -107,7 +107,8 @@ class WorkerMetrics:
         )
         self.resent = Counter(
             "agent_service_lost_messages_resent",
-            "Tasks whose message was lost, sent again by this process.",
+            "Tasks sent again by this process: their message was lost, or their web process "
+            "recorded them and never sent them.",
             registry=registry,
         )
 

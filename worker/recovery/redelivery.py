@@ -15,10 +15,12 @@ Run by one worker at a time (under ``WorkerLease``'s lock), every renewal period
   costs nothing: the second delivery finds the task running (and waits) or ended (and stops).
   Open entries of tasks that have ended, or whose record is gone, are dropped on the way;
 - at the same pace, ``heal_user_slots`` frees the per-user active-task slots (``app.caps``) of
-  tasks that ended or vanished without giving theirs back.
+  tasks that ended or vanished without giving theirs back, and sends the tasks a web process
+  recorded and never sent (``worker.recovery.resend``).
 
 With RabbitMQ as the broker there is no such window (a delivery is the broker's until it is
-acknowledged, and a lost connection returns it), and nothing to scan: only the first part runs.
+acknowledged, and a lost connection returns it), and nothing to scan: ``resend_lost`` does not
+run there; ``heal_user_slots`` does.
 """
 
 import json
@@ -32,8 +34,9 @@ from celery import Celery
 
 from contract import keys
 from contract.events import TERMINAL_TYPES
-from contract.task_record import KWARGS, SENT, TaskRecord, decode_record
+from contract.task_record import KWARGS, TaskRecord, decode_record
 from worker.observability.logs import log_event
+from worker.recovery import resend
 
 logger = logging.getLogger("agent_service.worker.recovery")
 
@@ -101,14 +104,13 @@ class DeliveryRecovery:
             channel: Any = connection.default_channel
             if not hasattr(channel, "unacked_key"):  # not kombu's Redis transport
                 if self._passes % RESEND_EVERY == 0:
-                    self.heal_user_slots()
+                    return 0, self.heal_user_slots()[1]
                 return 0, 0
             broker = channel.client  # the broker's Redis, which may not be REDIS_URL's
             restored = self.restore_lapsed(channel, broker)
             resent = 0
             if self._passes % RESEND_EVERY == 0:
-                resent = self.resend_lost(channel, broker)
-                self.heal_user_slots()
+                resent = self.resend_lost(channel, broker) + self.heal_user_slots()[1]
         return restored, resent
 
     def restore_lapsed(self, channel: Any, broker: Any) -> int:
@@ -176,12 +178,7 @@ class DeliveryRecovery:
         for candidate in candidates:
             if candidate.task_id not in lost or candidate.record.kwargs is None:
                 continue
-            self._app.send_task(
-                candidate.record.task_name,
-                kwargs=dict(candidate.record.kwargs),
-                task_id=candidate.task_id,
-                queue=candidate.record.queue,
-            )
+            resend.send(self._app, candidate.record)
             resent += 1
             log_event(
                 logger,
@@ -232,16 +229,17 @@ class DeliveryRecovery:
                 pipe.execute()
         return unattended
 
-    def heal_user_slots(self) -> int:
+    def heal_user_slots(self) -> tuple[int, int]:
         """Free the active-task slots of tasks that ended or vanished without giving theirs
         back (Redis lost them, a web process died between taking the slot and recording the
-        task); how many. A task whose record says it was never sent (the broker is elsewhere
-        and its web process died before sending it) is sent now: it was accepted, and may have
-        been promised to a client (an idempotent replay gives its id). A slot younger than
-        ``SLOT_GRACE`` is left alone: its task may not be recorded or sent yet."""
+        task); and send the tasks whose record says they were never sent (the broker is
+        elsewhere and their web process died, or stalled, before sending them): they were
+        accepted, and may have been promised to a client (an idempotent replay gives the id).
+        (Slots freed, tasks sent.) A slot younger than ``SLOT_GRACE`` is left alone: its task
+        may not be recorded or sent yet."""
         sampled: Any = self._client.srandmember(keys.USERS_WITH_ACTIVE_TASKS, 50)
         users = [_text(u) for u in sampled or ()]
-        freed = 0
+        freed = sent = 0
         for user_id in users:
             active = keys.user_active_tasks(user_id)
             ceiling = time.time() - SLOT_GRACE
@@ -263,7 +261,7 @@ class DeliveryRecovery:
                 if record is None or _ended(last):
                     gone.append(task_id)
                 elif not record.sent:
-                    self._send_unsent(record)
+                    sent += self._send_unsent(record)
             if gone:
                 with self._client.pipeline(transaction=False) as pipe:
                     pipe.zrem(active, *gone)
@@ -273,31 +271,29 @@ class DeliveryRecovery:
                 log_event(
                     logger, logging.WARNING, "user_slots_freed", user_id=user_id, count=len(gone)
                 )
-        return freed
+        return freed, sent
 
-    def _send_unsent(self, record: TaskRecord) -> None:
-        """Send a task its web process accepted and never sent, and enter it among the open
-        ones (if the message did leave after all, the second delivery finds the run claimed)."""
-        if record.kwargs is None:
-            return
-        self._app.send_task(
-            record.task_name,
-            kwargs=dict(record.kwargs),
-            task_id=record.task_id,
-            queue=record.queue or None,
-            priority=record.priority,
-        )
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.task_record(record.task_id), SENT, "1")
-            pipe.zadd(keys.OPEN_TASKS, {record.task_id: time.time()})
-            pipe.execute()
+    def _send_unsent(self, record: TaskRecord) -> bool:
+        """Send a task its web process recorded and did not send within ``SLOT_GRACE``, unless
+        the web has marked it sent meanwhile (``worker.recovery.resend``)."""
+        if record.kwargs is None or not resend.take_unsent(self._client, record):
+            return False
+        try:
+            resend.send(self._app, record)
+        except Exception as exc:  # the broker is in trouble: the next pass tries again
+            resend.give_back(self._client, record)
+            log_event(
+                logger, logging.WARNING, "task_not_resent", task_id=record.task_id, error=repr(exc)
+            )
+            return False
         log_event(
             logger,
             logging.WARNING,
             "task_resent",
             task_id=record.task_id,
-            reason="its web process accepted it and never sent it",
+            reason="its web process recorded it and did not send it",
         )
+        return True
 
 
 def _ended(last: Any) -> bool:
