@@ -55,8 +55,10 @@ def load_agent_modules(names: tuple[str, ...]) -> dict[str, AgentPlugin]:
     for name in names:
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
-            raise AgentModuleError(f"AGENT_MODULES: cannot import {name!r}: {exc}") from exc
+        except Exception as exc:  # not only ImportError: whatever the module raises as it runs
+            raise AgentModuleError(
+                f"AGENT_MODULES: cannot import {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         agents = getattr(module, "AGENTS", None)
         if not isinstance(agents, Sequence) or not all(
             isinstance(agent, AgentPlugin) for agent in agents

@@ -32,6 +32,7 @@ def test_a_published_field_that_is_not_a_spec_is_skipped() -> None:
     ("names", "message"),
     [
         (("tests.support.no_such_module",), "cannot import 'tests.support.no_such_module'"),
+        (("tests.support.failing_agents",), "cannot import 'tests.support.failing_agents': KeyE"),
         (("tests.support.broken_agents",), "must define AGENTS"),
         (("tests.support.agents", "tests.support.agents"), "'blocking_agent', which already"),
     ],
