@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     processes = [*PROCESSES, "flower"] if args.flower else list(PROCESSES)
     dotenv = dotenv_values(PROJECT_ROOT / ".env")
-    env = dict(os.environ)
+    # .env under the environment, and what this script decides (a private Redis) over both:
+    # honcho is given no .env of its own, since it would lay it over everything.
+    env = {name: value for name, value in dotenv.items() if value is not None}
+    env.update(os.environ)
     # The Procfile names bare commands (uvicorn, celery): find them in this virtualenv first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("API_KEYS", _setting("API_KEYS", dotenv) or "dev-key:developer")
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     honcho = subprocess.Popen(
-        [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), *processes],
+        [_honcho(), "start", "-f", str(PROJECT_ROOT / "Procfile"), "-e", os.devnull, *processes],
         cwd=PROJECT_ROOT,
         env=env,
     )
