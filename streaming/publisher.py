@@ -4,13 +4,12 @@ An LLM may produce a token every millisecond; one round trip per token would cos
 token. Chunks are therefore coalesced over a short window (a few ms, the writer's): the texts
 that arrive within it go out as one ``chunk`` event, so the client still receives every
 character, in order, a few ms later at most; an attempt's first text is sent at once, never
-held by the window. Any other event is queued after the pending
-chunks, so the order is kept across types, and is written at once. The writing itself is the
-loop's ``EventWriter``'s: it sends the queued events of every task on the loop in one round
-trip, numbering each task's batches so that one sent twice is applied once. If the log lost
-earlier batches (Redis came back without its last writes), the publisher sends a ``reset`` with
-the whole answer so far in their place. Used as an async context manager inside the task's event
-loop; leaving it flushes.
+held by the window. Any other event is queued after the pending chunks, so the order is kept
+across types, and is written at once. The writing itself is the loop's ``EventWriter``'s: it
+sends the queued events of every task on the loop in one round trip, numbering each task's
+batches so that one sent twice is applied once. If the log lost earlier batches (Redis came back
+without its last writes), the publisher sends a ``reset`` with the whole answer so far in their
+place. Used as an async context manager inside the task's event loop; leaving it flushes.
 """
 
 import uuid
