@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from contract import celery_meta, keys
-from contract.events import EventType, lua_log_has_ended
+from contract.events import TERMINAL_TYPES, EventType, lua_log_has_ended
 from contract.task_record import KWARGS
 from streaming import lean_pipeline
 from streaming.event_log import APPEND_FUNCTION, NewEvent, event_args, log_keys
@@ -201,6 +201,10 @@ class OutcomeWriter:
         )
         if written and not in_script:
             await self._ride_out(lambda: self._store_state(task_id, record))
+        elif write.terminal and not in_script:
+            # The log had ended: another run's outcome, or this very one, applied before a lost
+            # reply made the pipeline send it again. Either way Celery's record follows the log.
+            await self.restore_state(task_id)
         return written
 
     async def _end(
@@ -235,9 +239,12 @@ class OutcomeWriter:
                 raise reply
         return replies[0]
 
-    async def restore_state(self, task_id: str, kind: str, *, content: str = "") -> bool:
-        """Make Celery's record agree with a log that ended with ``kind`` (a worker died
-        between the two writes, or the record expired first); True if it was rewritten."""
+    async def restore_state(
+        self, task_id: str, kind: str | None = None, *, content: str = ""
+    ) -> bool:
+        """Make Celery's record agree with a log that ended with ``kind`` (the log's last event
+        when not given: a worker died between the two writes, or the record expired first);
+        True if it was rewritten."""
         stored = celery_meta.decode_meta(
             await self._ride_out(lambda: self._backend.get(keys.celery_task_meta(task_id)))
         )
@@ -247,6 +254,9 @@ class OutcomeWriter:
             lambda: self._redis.xrevrange(keys.task_events(task_id), count=1)
         )
         if not last:
+            return False
+        kind = kind or last[0][1].get(b"e", b"").decode()
+        if kind not in TERMINAL_TYPES:
             return False
         payload = _payload(last[0][1])
         if kind == EventType.RESULT:

@@ -9,7 +9,11 @@ from redis.asyncio import Redis
 
 from contract import celery_meta, keys
 from contract.events import EventType
+from scripts.embedded_redis import EmbeddedRedis
+from streaming import lean_pipeline
 from streaming.event_log import EventLog, EventLogReader
+from tests.support import redis_databases
+from teststack.stack import redis_db_url
 from worker.errors import LLMUnavailableError
 from worker.recovery.claim import CancelRequested, Claimed, Ended, Held, RunClaims
 from worker.tasks.outcome import Cancelled, Completed, Failed, OutcomeWriter, Retrying
@@ -115,6 +119,39 @@ async def test_an_outcome_stores_state_event_and_releases_the_claim(
     state = celery_meta.decode_meta(await redis.get(keys.celery_task_meta(task_id)))
     assert state == celery_meta.TaskMeta("SUCCESS", result)
     assert await redis.get(keys.task_runner(task_id)) is None
+
+
+async def test_an_outcome_sent_again_after_its_reply_was_lost_still_stores_celerys_state(
+    redis: Redis, redis_server: EmbeddedRedis, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Celery's backend in another database, the state follows the outcome's script: a
+    lost reply made the pipeline send the script again, which found the log ended (by itself)."""
+    real = lean_pipeline._execute_once
+    lost: list[bool] = []
+
+    async def reply_lost_once(*args: object, **kwargs: object) -> list[object]:
+        replies = await real(*args, **kwargs)  # type: ignore[arg-type]
+        if not lost and not isinstance(replies[0], Exception):  # applied (not NOSCRIPT)
+            lost.append(True)
+            raise lean_pipeline._NoReplyError
+        return replies
+
+    backend = Redis.from_url(redis_db_url(redis_server.url, redis_databases.OTHER_BACKEND))
+    outcomes = OutcomeWriter(
+        redis, backend=backend, maxlen=100, ttl=60, state_expires=60, outage_limit=1.0
+    )
+    result = {"content": "hi", "metadata": {}, "usage": {}}
+    monkeypatch.setattr(lean_pipeline, "_execute_once", reply_lost_once)
+    try:
+        await outcomes.write(task_id, Completed(result), run="r")
+
+        assert lost, "the reply was lost once"
+        assert (await _types(redis, task_id))[-1] is EventType.RESULT
+        state = celery_meta.decode_meta(await backend.get(keys.celery_task_meta(task_id)))
+        assert state == celery_meta.TaskMeta("SUCCESS", result)
+    finally:
+        await backend.delete(keys.celery_task_meta(task_id))
+        await backend.aclose()
 
 
 async def test_a_second_outcome_changes_nothing(redis: Redis, task_id: str) -> None:
