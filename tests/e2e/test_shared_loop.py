@@ -107,9 +107,18 @@ def test_a_blocking_call_is_logged_with_its_task_and_the_lag(shared_stack: Stack
     status = poll_until_done(client, task_id)
 
     assert status["result"]["content"] == "unblocked"
-    wait_for(lambda: f"tasks={task_id}" in worker.output(tail=10**7), timeout=5)
-    [line] = [line for line in worker.output(tail=10**7).splitlines() if f"tasks={task_id}" in line]
-    assert "event_loop_blocked" in line
+
+    def blocked_lines() -> list[str]:
+        # ``tasks=`` names every task running then, sorted: an earlier test's may be among them
+        return [
+            line
+            for line in worker.output(tail=10**7).splitlines()
+            if "event_loop_blocked" in line
+            and task_id in line.split("tasks=")[-1].split()[0].split(",")
+        ]
+
+    wait_for(lambda: bool(blocked_lines()), timeout=10, message=worker.output)
+    [line] = blocked_lines()
     lag_ms = int(line.split("lag_ms=")[1].split()[0])
     assert BLOCK_SECONDS * 1000 * 0.8 <= lag_ms < BLOCK_SECONDS * 1000 + 500
 
