@@ -8,6 +8,7 @@ a connection that cannot be made, or that drops mid-stream, becomes ``Connection
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -90,9 +91,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf", "nan", "1e999" are no delay anyone can wait out: as if not said
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -79,6 +79,17 @@ def test_client_says_when_to_try_again_after_a_429() -> None:
     assert str(raised.value) == "too many requests (429): too many active tasks; try again in 7 s"
 
 
+@pytest.mark.parametrize("value", ["inf", "1e999", "nan"])
+def test_a_retry_after_no_one_can_wait_out_is_as_if_not_said(value: str) -> None:
+    client = _answer(429, {"detail": "too many active tasks"}, {"Retry-After": value})
+
+    with client, pytest.raises(RateLimitedError) as raised:
+        client.invoke("echo", "hi", session_id=None, stream=True)
+
+    assert raised.value.retry_after is None
+    assert str(raised.value).endswith("; try again shortly")
+
+
 def test_client_names_the_fields_of_a_422() -> None:
     detail = [{"loc": ["body", "message"], "msg": "message must not be empty", "type": "x"}]
 
