@@ -15,6 +15,7 @@ from app.caps import CapLimits
 from app.submission import SubmissionError, TaskSubmitter
 from app.task_records import new_record
 from contract import keys
+from contract.task_record import TaskRecord
 from contract.tasks import INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
 from streaming import lean_pipeline
@@ -26,6 +27,18 @@ from worker.recovery import resend
 pytestmark = pytest.mark.anyio
 
 QUEUE = "agent-tasks"
+
+
+def _record(task_id: str, owner: str) -> TaskRecord:
+    return new_record(
+        task_id=task_id,
+        owner=owner,
+        agent_id="echo",
+        task_name=INVOKE_AGENT_ASYNC,
+        queue=QUEUE,
+        kwargs={"agent_id": "echo", "message": "hi"},
+        priority=5,
+    )
 
 
 async def test_an_acceptance_sent_again_after_its_reply_was_lost_applies_once(
@@ -57,15 +70,7 @@ async def test_an_acceptance_sent_again_after_its_reply_was_lost_applies_once(
         submitter=TaskSubmitter(producer),
     )
     owner = f"user-{uuid.uuid4().hex}"
-    record = new_record(
-        task_id=task_id,
-        owner=owner,
-        agent_id="echo",
-        task_name=INVOKE_AGENT_ASYNC,
-        queue=QUEUE,
-        kwargs={"agent_id": "echo", "message": "hi"},
-        priority=5,
-    )
+    record = _record(task_id, owner)
 
     try:
         await acceptance.accept(record, priority=5)
@@ -112,15 +117,7 @@ async def test_a_failed_send_undoes_the_task_unless_the_workers_took_it_meanwhil
     """A send slower than the workers' grace: the recovery marked the record sent and sent the
     task itself. The web's own send then failing must not remove a task that is queued."""
     owner = f"user-{uuid.uuid4().hex}"
-    record = new_record(
-        task_id=task_id,
-        owner=owner,
-        agent_id="echo",
-        task_name=INVOKE_AGENT_ASYNC,
-        queue=QUEUE,
-        kwargs={"agent_id": "echo", "message": "hi"},
-        priority=5,
-    )
+    record = _record(task_id, owner)
     sync = redis_lib.Redis.from_url(redis_db_url(redis_server.url, redis_databases.UNIT))
 
     def recovery_takes_it() -> None:
