@@ -109,10 +109,10 @@ class AuditLog:
             raise batch.error
 
     async def _write(self, rows: list["_Row"]) -> None:
-        """One transaction, one INSERT for all the rows, on the session's connection: plain
-        Core, neither ORM objects nor the ORM's bulk-insert path, which cost more per row."""
-        async with self._db.session() as db, db.begin():
-            connection = await db.connection()
+        """One transaction, one INSERT for all the rows: plain Core on a connection, neither an
+        ORM session (its own bookkeeping around the transaction) nor the ORM's bulk-insert
+        path, which cost more per row."""
+        async with self._db.begin() as connection:
             await connection.execute(_INSERT, rows)
 
     async def _write_once(self, row: "_Row") -> None:

@@ -7,12 +7,14 @@ WAL (readers never wait for the writer) with ``synchronous=NORMAL``, a busy time
 queue instead of failing with "database is locked"), and enforced foreign keys.
 """
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -40,9 +42,12 @@ def _prepare_sqlite(engine: AsyncEngine, database: str | None) -> None:
 
 
 class SessionSource(Protocol):
-    """Anything that opens ORM sessions: a ``Database``, or a ``LazyDatabase``."""
+    """Anything that opens ORM sessions and plain transactions: a ``Database``, or a
+    ``LazyDatabase``."""
 
     def session(self) -> AsyncSession: ...
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
 
 class Database:
@@ -52,11 +57,13 @@ class Database:
         parsed = make_url(url)
         # A statement's values are users' messages and answers: an error (logged, sent to
         # Sentry) says "[SQL parameters hidden]" instead of quoting them.
-        options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+        options: dict[str, Any] = {"hide_parameters": True}
         if parsed.get_backend_name() == "sqlite":
+            # No ping before each checkout: a file has no server to drop the connection, and on
+            # aiosqlite each ping is more hand-offs to its thread.
             options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
-            options.update(pool_size=pool_size, max_overflow=pool_size)
+            options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine = create_async_engine(parsed, **options)
         if parsed.get_backend_name() == "sqlite":
             _prepare_sqlite(self.engine, parsed.database)
@@ -68,6 +75,11 @@ class Database:
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends: for Core statements
+        that need no ORM session around them."""
+        return self.engine.begin()
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -88,6 +100,9 @@ class LazyDatabase:
 
     def session(self) -> AsyncSession:
         return self.get().session()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.get().begin()
 
     async def aclose(self) -> None:
         database, self._database = self._database, None
