@@ -70,6 +70,11 @@ def _open_worker_process(sender: Any = None, **_: Any) -> None:
     """The process's resources; loading ``AGENT_MODULES`` now makes a bad one stop the worker
     before it takes a task."""
     refuse_green_pool(getattr(sender, "pool_cls", ""))  # exits: the loops need real threads
+    # One result backend, and one connection pool to it, for every pool thread: Celery builds
+    # one per thread otherwise, at each thread's first task (the tracer touches it even for
+    # ``ignore_result`` tasks). Sharing it is unsafe only for callers that wait on results
+    # (its pub/sub consumer); this process's tasks never do.
+    celery_app.conf.result_backend_thread_safe = True
     settings = get_settings()
     install_answer_redaction()
     install_revoke_command()
