@@ -7,7 +7,7 @@
   task at a time.
 - ``shared``: one loop per worker process, in a thread behind a blocking portal, started with the
   first task and stopped when the worker shuts down (after warm shutdown let running tasks end).
-  Each Celery task runs its call with ``portal.call`` in its own task and cancel scope, so time
+  Each Celery task runs its call as a task of that loop, in a cancel scope of its own, so time
   limits and errors stay per task, while the HTTP and Redis clients (and their connections) are
   shared by every task of the process. This is the fast mode for the threads pool: with a loop per
   task, each token wakes its own thread and a hundred threads fight for the GIL; one loop wakes
@@ -25,13 +25,14 @@ signal-based limits): when it runs out, the call is cancelled (its HTTP stream c
 creates it with the first task and stops it when the worker shuts down.
 """
 
+import asyncio
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -193,6 +194,7 @@ class SharedLoopRuntime:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._resources_cm: AbstractContextManager[LoopResources] | None = None
         self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._resources: LoopResources | None = None
         self._running: set[str] = set()
         self._monitor_future: Future[None] | None = None
@@ -200,9 +202,9 @@ class SharedLoopRuntime:
             threshold=settings.loop_lag_warning_ms / 1000, running=lambda: list(self._running)
         )
 
-    def _start(self) -> tuple[BlockingPortal, LoopResources]:
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, LoopResources]:
         with self._lock:
-            if self._portal is None or self._resources is None:
+            if self._loop is None or self._resources is None:
                 self._portal_cm = start_blocking_portal(
                     backend="asyncio", backend_options=_backend_options(self._settings)
                 )
@@ -213,15 +215,16 @@ class SharedLoopRuntime:
                 self._resources = self._resources_cm.__enter__()
                 self._monitor_future = portal.start_task_soon(self.monitor.run)
                 self._portal = portal
-            return self._portal, self._resources
+                self._loop = portal.call(asyncio.get_running_loop)
+            return self._loop, self._resources
 
     def run(self, fn: TaskCall[T], *, time_limit: float, task_id: str | None = None) -> T:
-        portal, resources = self._start()
+        loop, resources = self._start()
         if task_id is None:
-            return portal.call(_bounded, fn, resources, time_limit)
+            return _call_on(loop, _bounded(fn, resources, time_limit))
         self._running.add(task_id)
         try:
-            return portal.call(_bounded, fn, resources, time_limit)
+            return _call_on(loop, _bounded(fn, resources, time_limit))
         finally:
             self._running.discard(task_id)
 
@@ -231,13 +234,20 @@ class SharedLoopRuntime:
             resources_cm, self._resources_cm = self._resources_cm, None
             portal_cm, self._portal_cm = self._portal_cm, None
             monitor, self._monitor_future = self._monitor_future, None
-            self._portal = self._resources = None
+            self._portal = self._loop = self._resources = None
         if monitor is not None:
             monitor.cancel()
         if resources_cm is not None:
             resources_cm.__exit__(None, None, None)
         if portal_cm is not None:
             portal_cm.__exit__(None, None, None)
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T]) -> T:
+    """Run ``call`` as a task of ``loop`` (in another thread) and wait for its end: one
+    hand-off there and one back, where the portal's ``call`` makes two (it waits for the task
+    to be spawned, then for its result)."""
+    return asyncio.run_coroutine_threadsafe(call, loop).result()
 
 
 def resolve_mode(setting: str, pool_name: str) -> str:
