@@ -16,7 +16,6 @@ broker's list: it needs a standalone Redis (or one that is a primary with replic
 Redis transport does anyway.
 """
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +77,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-_ACCEPT_SHA = hashlib.sha1(_ACCEPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+_ACCEPT_SHA = lean_pipeline.script_sha(_ACCEPT)
 #: The event a task's log starts with.
 _QUEUED = [(EventType.STATUS, {"status": "queued"})]
 

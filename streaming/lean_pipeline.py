@@ -14,6 +14,7 @@ unread replies must never answer someone else.
 """
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -27,6 +28,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 READ_TIMEOUT = 10.0
 
 Command = Sequence[bytes | str | int | float]
+
+
+def script_sha(source: str) -> str:
+    """The name ``EVALSHA`` calls a script by, computed once per script where it is defined
+    (redis-py's ``register_script`` hashes the source again for every object it makes)."""
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 
 
 async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:

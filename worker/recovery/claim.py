@@ -109,6 +109,9 @@ def starting_state(task_id: str) -> bytes:
     )
 
 
+_CLAIM_SHA = lean_pipeline.script_sha(_CLAIM_SCRIPT)
+
+
 class RunClaims:
     """Claims runs of tasks on one loop's Redis client."""
 
@@ -123,7 +126,6 @@ class RunClaims:
         state_in_script: bool,
     ) -> None:
         self._redis = redis
-        self._script = redis.register_script(_CLAIM_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
         self._lease_ms = lease_ms
@@ -144,7 +146,7 @@ class RunClaims:
             state = starting_state(task_id)
         args: list[bytes | str | int] = [keys.task_channel(task_id), self._maxlen, self._ttl]
         args += [run, self._lease_ms, state, self._state_expires]
-        command = ("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
+        command = ("EVALSHA", _CLAIM_SHA, len(task_keys), *task_keys, *args)
         (reply,) = await lean_pipeline.execute(self._redis, [command])
         if isinstance(reply, NoScriptError):  # Redis restarted: its scripts are gone
             await self._redis.script_load(_CLAIM_SCRIPT)

@@ -150,6 +150,7 @@ append_events(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV, 8)
 return 1
 """
 )
+_END_SHA = lean_pipeline.script_sha(_END_SCRIPT)
 
 
 class OutcomeWriter:
@@ -168,7 +169,6 @@ class OutcomeWriter:
     ) -> None:
         self._redis = redis
         self._backend = backend
-        self._script = redis.register_script(_END_SCRIPT)
         self._maxlen = maxlen
         self._ttl = ttl
         self._state_expires = state_expires
@@ -221,7 +221,7 @@ class OutcomeWriter:
         resend). Those are not in the script: they are not in the task's hash slot, and a worker
         that dies between the two leaves them to the recovery, which finds the log ended."""
         commands: list[lean_pipeline.Command] = [
-            ("EVALSHA", self._script.sha, len(task_keys), *task_keys, *args)
+            ("EVALSHA", _END_SHA, len(task_keys), *task_keys, *args)
         ]
         if terminal:
             commands.append(("ZREM", keys.OPEN_TASKS, task_id))
