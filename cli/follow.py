@@ -5,7 +5,9 @@ the events after ``Last-Event-ID`` to one that reconnects. So a follower remembe
 last event it handed over and, when the connection drops (a restarted web process, a network
 blip) or the server ends the stream early (it is shutting down), connects again from there:
 nothing is missed, nothing repeated. It keeps trying, with a growing pause that honours
-``Retry-After``, for ``reconnect_for`` seconds without an event before it gives the error up.
+``Retry-After``, for ``reconnect_for`` seconds without a new event before it gives the error up:
+a server that replays events it was asked to skip, or ends every stream at once, is given up on
+like one that does not answer.
 
 The id is kept on the follower, not in the generator, so a caller interrupted mid-stream (Ctrl-C)
 can ask ``events()`` again and resume where it stopped.
@@ -56,9 +58,11 @@ class Follower:
             received = False
             try:
                 for event in self.client.events(self.task_id, after=self.last_event_id):
-                    received = True
-                    failing_since, pause = None, FIRST_PAUSE
-                    if event.id:
+                    if _handed_over(event.id, self.last_event_id):
+                        continue  # a server that replays what it was asked to skip
+                    if event.id:  # progress: only a new event makes the stream worth following
+                        received = True
+                        failing_since, pause = None, FIRST_PAUSE
                         self.last_event_id = event.id
                     yield event
                     if event.terminal:
@@ -80,3 +84,19 @@ class Follower:
             self.reconnects += 1
             self.on_retry(error, wait)
             self._sleep(wait)
+
+
+def _handed_over(event_id: str, last_id: str | None) -> bool:
+    """Whether ``event_id`` is at or before ``last_id``: both are stream ids (``ms-seq``); an
+    id of another shape is never taken for one handed over."""
+    if not event_id or last_id is None:
+        return False
+    try:
+        return _stream_id(event_id) <= _stream_id(last_id)
+    except ValueError:
+        return False
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)

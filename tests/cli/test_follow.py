@@ -129,3 +129,18 @@ def test_follower_resumes_where_an_interrupted_reader_stopped() -> None:
     assert first == [_chunk(1), _chunk(2)]
     assert streams.cursors == [None, "2-0"]
     assert rest == [_chunk(3), RESULT]
+
+
+def test_follower_gives_up_on_a_server_that_replays_the_same_events_forever() -> None:
+    # A broken server: it ignores Last-Event-ID and ends every stream after the same events.
+    streams = ScriptedStreams(*[([_chunk(1), _chunk(2)], None)] * 100)
+    clock = FakeClock()
+    follower, retries = _follower(streams, clock, reconnect_for=5)
+
+    received: list[TaskEvent] = []
+    with pytest.raises(ConnectionLostError, match="ended the stream"):
+        received.extend(follower.events())
+
+    assert received == [_chunk(1), _chunk(2)]  # handed over once, not once per connection
+    assert clock.now == pytest.approx(5)
+    assert len(retries) < 20  # paused between attempts, not a busy loop
