@@ -21,6 +21,7 @@ from app.log_format import use_json_lines
 from app.log_redaction import install_token_redaction
 from app.metrics import WebMetrics
 from app.openapi_document import install_openapi
+from app.repeated_headers import refuse_repeated, repeated_header
 from app.routes import agents, auth, events, health, metrics, sessions, tasks
 from app.routes import console as console_routes
 from app.services import open_services
@@ -49,6 +50,10 @@ class AgentServiceApp(FastAPI):
             return
         if self.metrics is not None:
             send = self.metrics.wrap_send(scope, send)
+        repeated = repeated_header(scope["headers"])
+        if repeated is not None:
+            await refuse_repeated(repeated, scope, receive, send)
+            return
         scope[DEFERRED_STREAM] = None
         try:
             await super().__call__(scope, receive, send)

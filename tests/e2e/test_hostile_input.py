@@ -155,6 +155,37 @@ def test_non_ascii_idempotency_key_is_422_naming_the_header(web: httpx.Client) -
 
 
 @pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("X-API-Key", ["alice-key", "bob-key"]),
+        ("X-API-Key", ["alice-key", "alice-key"]),
+        ("Authorization", ["Bearer a.b.c", "Bearer d.e.f"]),
+        ("Idempotency-Key", ["one", "two"]),
+    ],
+)
+def test_a_credential_or_key_header_sent_twice_is_400_naming_it(
+    web: httpx.Client, name: str, values: list[str]
+) -> None:
+    # Which of two X-API-Key headers counts must not depend on who reads them (the route took
+    # the first, a proxy may take the last): the request is refused, and nothing is queued.
+    headers = [(k, v) for k, v in JSON.items() if k != name] + [(name, v) for v in values]
+    response = web.post(INVOKE, json={"message": "hi"}, headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": f"the {name} header was sent more than once; send it once"}
+
+
+def test_a_stream_cursor_sent_twice_is_400(web: httpx.Client) -> None:
+    response = web.get(
+        events_path("any-task"),
+        headers=[*headers_for("alice").items(), ("Last-Event-ID", "1-0"), ("Last-Event-ID", "2-0")],
+    )
+
+    assert response.status_code == 400, response.text
+    assert "Last-Event-ID" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
     ("path", "body", "loc"),
     [
         ("/api/v1/auth/token", b'{"task_id": "\\ud800"}', ["body", "task_id"]),
