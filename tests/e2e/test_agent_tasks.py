@@ -109,6 +109,12 @@ def test_llm_400_fails_at_once_with_the_error_in_status(stack: Stack, llm: LLMCo
     assert "400" in status["error"]["message"]
     assert "model not found" in status["error"]["message"]
     assert len(llm.calls(key)) == 1
+    # An expected failure is one structured line, not a traceback an operator takes for a bug.
+    task_id = status["task_id"]
+    worker = stack.worker
+    assert worker is not None
+    wait_for(lambda: f"task_failed task_id={task_id}" in worker.output(tail=10**7), timeout=5)
+    assert f"[{task_id}] raised unexpected" not in worker.output(tail=10**7)
 
 
 def test_llm_503_on_every_attempt_fails_after_the_last_retry(stack: Stack, llm: LLMControl) -> None:

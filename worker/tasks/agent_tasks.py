@@ -28,6 +28,7 @@ from contract.tasks import (
     agent_task_kwargs,
 )
 from worker.celery_app import celery_app
+from worker.errors import AgentError
 from worker.observability.logs import log_event
 from worker.observability.observer import AttemptObserver
 from worker.process import WorkerProcess
@@ -175,6 +176,9 @@ def _agent_task(name: str, *, streamed: bool, doc: str) -> Callable[..., Any]:
         # stored by an earlier delivery).
         ignore_result=True,
         track_started=False,
+        # The agent's own errors are failures the service expects (a rejected request, a
+        # timeout): our task_failed line says them; Celery logs them without a traceback.
+        throws=(AgentError,),
     )
     def agent_task(
         self: AgentTask,
