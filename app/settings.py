@@ -118,6 +118,11 @@ class WebSettings(RedisSettings, DatabaseSettings):
     max_token_mints_per_minute: int = Field(
         default=30, ge=0, description="Tokens one user may mint in a minute (0: no cap)."
     )
+    max_sessions_per_user: int = Field(
+        default=1000,
+        ge=0,
+        description="Sessions one user may hold (idle ones expire; 0: no cap).",
+    )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, le=16 * 1024 * 1024)
     max_metadata_bytes: int = Field(default=8 * 1024, ge=2, le=1024 * 1024)
 

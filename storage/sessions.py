@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.database import SessionSource
@@ -17,6 +17,14 @@ from storage.models import ConversationSession, SessionMessage, utcnow
 
 class SessionNotFoundError(LookupError):
     """No such session for this user (it may belong to someone else, or have expired)."""
+
+
+class SessionCapReachedError(Exception):
+    """The user holds as many sessions as one user may."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"{held} sessions held")
+        self.held = held
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +54,20 @@ class SessionStore:
     def __init__(self, database: SessionSource) -> None:
         self._db = database
 
-    async def create(self, *, user_id: str) -> SessionView:
+    async def create(self, *, user_id: str, cap: int = 0) -> SessionView:
+        """A new empty session; with a ``cap`` (> 0), ``SessionCapReachedError`` instead when
+        ``user_id`` holds that many already. Counted in the creating transaction: two creates at
+        the same moment may both pass at the cap's last slot."""
         row = ConversationSession(id=uuid.uuid4().hex, user_id=user_id)
         async with self._db.session() as db, db.begin():
+            if cap > 0:
+                held = await db.scalar(
+                    select(func.count())
+                    .select_from(ConversationSession)
+                    .where(ConversationSession.user_id == user_id)
+                )
+                if held is not None and held >= cap:
+                    raise SessionCapReachedError(held)
             db.add(row)
         return SessionView(row.id, row.user_id, row.created_at, row.last_activity_at, [])
 

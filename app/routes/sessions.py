@@ -9,13 +9,16 @@ import re
 
 from fastapi import APIRouter, Response, status
 
+from app.caps import CapReachedError
 from app.deps import CurrentUser, ServicesDep
 from app.errors import NotFoundError, error_responses
 from app.schemas import SessionMessageOut, SessionOut
 from storage.audit import AuditAction
-from storage.sessions import SessionNotFoundError, SessionView
+from storage.sessions import SessionCapReachedError, SessionNotFoundError, SessionView
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
+#: Seconds a user refused a session is told to wait: a slot frees when they delete one.
+SESSION_CAP_RETRY_AFTER = 60
 
 #: Ids we issue are 32 hex digits; anything else (too long, a NUL, a slash) is not ours and gets
 #: 404 without a query the database might refuse.
@@ -36,11 +39,21 @@ def _out(view: SessionView) -> SessionOut:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 413, 503))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(401, 413, 429, 503))
 async def create_session(
     user: CurrentUser, services: ServicesDep, response: Response
 ) -> SessionOut:
-    view = await services.sessions.create(user_id=user.user_id)
+    cap = services.settings.max_sessions_per_user
+    try:
+        view = await services.sessions.create(user_id=user.user_id, cap=cap)
+    except SessionCapReachedError as exc:
+        raise CapReachedError(
+            f"you have {exc.held} sessions, the most one user may have "
+            "(MAX_SESSIONS_PER_USER); delete one first (idle ones expire)",
+            cap="sessions",
+            limit=cap,
+            retry_after=SESSION_CAP_RETRY_AFTER,
+        ) from exc
     await services.audit.record(
         AuditAction.SESSION_CREATE,
         user_id=user.user_id,

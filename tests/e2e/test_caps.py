@@ -216,3 +216,28 @@ def test_one_users_backlog_does_not_starve_another_users_task(redis_server: Embe
     assert statuses.count(429) == 280
     assert final["status"] == "completed"
     assert waited < 10
+
+
+def test_sessions_are_capped_per_user_until_one_is_deleted(capped: Stack) -> None:
+    # A user of its own: the database is shared with the other tests of this process, whose users
+    # may hold sessions already.
+    user, key = f"sessions-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    web = start_web(
+        capped.redis_url, env={"API_KEYS": f"{key}:{user}", "MAX_SESSIONS_PER_USER": "2"}
+    )
+    headers = {"X-API-Key": key}
+    try:
+        created = [web.client.post("/api/v1/sessions", headers=headers) for _ in range(2)]
+        refused = web.client.post("/api/v1/sessions", headers=headers)
+        deleted = web.client.delete(
+            f"/api/v1/sessions/{created[0].json()['session_id']}", headers=headers
+        )
+        again = web.client.post("/api/v1/sessions", headers=headers)
+    finally:
+        web.stop()
+
+    assert [r.status_code for r in created] == [201, 201]
+    _refused(refused, "sessions")
+    assert refused.json()["limit"] == 2
+    assert deleted.status_code == 204
+    assert again.status_code == 201, again.text

@@ -34,6 +34,7 @@ CAPS_OF_ONE = {
     "MAX_ACTIVE_TASKS_PER_USER": "1",
     "MAX_STREAMS_PER_USER": "1",
     "MAX_TOKEN_MINTS_PER_MINUTE": "1",
+    "MAX_SESSIONS_PER_USER": "1",
 }
 TOO_LARGE = b"x" * 300_000
 JSON = {"Content-Type": "application/json"}
@@ -160,6 +161,8 @@ def _cause_every_answer_of_caps_reached(client: httpx.Client) -> None:
     client.post(INVOKE, json={"message": "one too many"}, headers=ALICE)
     client.post("/api/v1/auth/token", headers=ALICE)
     client.post("/api/v1/auth/token", headers=ALICE)
+    client.post("/api/v1/sessions", headers=ALICE)
+    client.post("/api/v1/sessions", headers=ALICE)
     events = f"/api/v1/agents/tasks/{task_id}/events"
     with client.stream("GET", events, headers=ALICE) as held:
         assert held.status_code == 200

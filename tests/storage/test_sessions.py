@@ -1,5 +1,6 @@
 """SessionStore against a real database (SQLite, and PostgreSQL where a server answers)."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -7,7 +8,7 @@ from sqlalchemy import func, select, update
 
 from storage.database import Database
 from storage.models import ConversationSession, SessionMessage, utcnow
-from storage.sessions import SessionNotFoundError, SessionStore
+from storage.sessions import SessionCapReachedError, SessionNotFoundError, SessionStore
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +38,31 @@ async def test_exchange_is_appended_once_per_task(database: Database) -> None:
     last_two = await store.get(session.session_id, user_id="alice", last=2)
     assert [t.content for t in last_two.turns] == ["again", "yes"]
     assert view.last_activity_at > session.last_activity_at
+
+
+async def test_a_user_at_the_session_cap_is_refused_until_one_is_deleted(
+    database: Database,
+) -> None:
+    store = SessionStore(database)
+    user, other = f"capped-{uuid.uuid4().hex}", f"other-{uuid.uuid4().hex}"
+    held = [await store.create(user_id=user, cap=3) for _ in range(3)]
+
+    with pytest.raises(SessionCapReachedError) as refused:
+        await store.create(user_id=user, cap=3)
+    assert refused.value.held == 3
+    await store.create(user_id=other, cap=3)  # the cap is per user
+    await store.create(user_id=user)  # no cap given: none applies
+
+    assert await store.delete(held[0].session_id, user_id=user)
+    assert await store.delete(held[1].session_id, user_id=user)
+    await store.create(user_id=user, cap=3)  # back under it
+    async with database.session() as db:
+        count = await db.scalar(
+            select(func.count())
+            .select_from(ConversationSession)
+            .where(ConversationSession.user_id == user)
+        )
+    assert count == 3
 
 
 async def test_another_users_session_reads_as_missing(database: Database) -> None:
