@@ -48,6 +48,9 @@ CANDIDATES_PER_PASS = 200
 SCAN_LIMIT = 50_000
 #: Seconds a user's active-task slot may exist before its task is recorded.
 SLOT_GRACE = 30
+#: Users whose slots a pass examines; the next pass goes on from there, so every user with
+#: active tasks is seen within (users / this) passes however many there are.
+USERS_PER_PASS = 200
 
 # KEYS: queue lists..., the unacknowledged deliveries' hash (last). ARGV: limit, task ids...
 # Returns {'done' or 'partial', ids found nowhere...}.
@@ -95,6 +98,7 @@ class DeliveryRecovery:
         self._lease = lease_seconds
         self._passes = 0
         self._after = 0.0  # the open tasks' score the next examination starts after
+        self._users_cursor = 0  # where the next look at the users with active tasks starts
 
     def run(self) -> tuple[int, int]:
         """One pass: (deliveries restored, messages sent again)."""
@@ -237,10 +241,8 @@ class DeliveryRecovery:
         accepted, and may have been promised to a client (an idempotent replay gives the id).
         (Slots freed, tasks sent.) A slot younger than ``SLOT_GRACE`` is left alone: its task
         may not be recorded or sent yet."""
-        sampled: Any = self._client.srandmember(keys.USERS_WITH_ACTIVE_TASKS, 50)
-        users = [_text(u) for u in sampled or ()]
         freed = sent = 0
-        for user_id in users:
+        for user_id in self._next_users():
             active = keys.user_active_tasks(user_id)
             ceiling = time.time() - SLOT_GRACE
             old: Any = self._client.zrangebyscore(active, 0, ceiling)
@@ -272,6 +274,20 @@ class DeliveryRecovery:
                     logger, logging.WARNING, "user_slots_freed", user_id=user_id, count=len(gone)
                 )
         return freed, sent
+
+    def _next_users(self) -> list[str]:
+        """Up to about ``USERS_PER_PASS`` users with active tasks, going on from where the last
+        pass stopped (``SSCAN``: every member present throughout is seen once per sweep)."""
+        users: dict[str, None] = {}  # SSCAN may return a member twice
+        while len(users) < USERS_PER_PASS:
+            cursor, found = self._client.sscan(
+                keys.USERS_WITH_ACTIVE_TASKS, self._users_cursor, count=USERS_PER_PASS
+            )
+            self._users_cursor = int(cursor)
+            users.update((_text(u), None) for u in found)
+            if self._users_cursor == 0:  # the sweep is complete: the next pass starts another
+                break
+        return list(users)
 
     def _send_unsent(self, record: TaskRecord) -> bool:
         """Send a task its web process recorded and did not send within ``SLOT_GRACE``, unless
