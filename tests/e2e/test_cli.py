@@ -316,7 +316,7 @@ def test_cli_tail_resumes_without_duplicates_when_the_web_restarts(
     restartable_web: RestartableWeb, llm: LLMControl
 ) -> None:
     key = "cli: tail across a restart"
-    tokens = _tokens(40)
+    tokens = _tokens(80)  # 8 s: the restart lands mid-stream even on a busy machine
     llm.script(key, tokens=tokens, delay=0.1)
     task_id = submit(restartable_web.web.client, "simple_llm_agent", key, stream=True)
 

@@ -7,13 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import redis
 from httpx_sse import connect_sse
 
+from contract.events import TERMINAL_TYPES
 from tests.e2e.conftest import Stack
 from teststack.llm.control import LLMControl
 from teststack.polling import submit
 from teststack.sse import Received, content_of, events_path, is_heartbeat, read_stream
 from teststack.stack import headers_for
+from teststack.task_log import last_entry
 
 ALICE = headers_for("alice")
 
@@ -54,12 +57,18 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
     peak = [rss_before]
     all_chunks_out = threading.Event()
 
+    log = redis.Redis.from_url(raw_stack.redis_url)
+
     def sample() -> None:
         # While the chunks flow and the slow clients fall behind, until the fast client has
-        # nine tenths of them: the final ``result`` event (the whole 10 MB answer, as polling
-        # returns it), which a busy machine may have the web read before the fast client sees
-        # the last chunk, is not the relay's buffering.
+        # nine tenths of them or the task has ended: the final ``result`` event (the whole 10 MB
+        # answer, as polling returns it), which a busy machine may have the web read (for the
+        # slow clients' catch-up) before the fast client sees the last chunk, is not the relay's
+        # buffering.
         while not all_chunks_out.wait(0.05):
+            last = last_entry(log, task_id)
+            if last is not None and last.event.decode() in TERMINAL_TYPES:
+                return
             peak[0] = max(peak[0], _rss_bytes(pid))
 
     def last_chunk_seen(events: list[Received]) -> bool:
@@ -82,6 +91,7 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
     finally:
         all_chunks_out.set()
         sampler.join()
+        log.close()
 
     expected = "".join(tokens)
     assert content_of(fast) == expected
