@@ -4,6 +4,7 @@
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from storage.database import Database
@@ -12,6 +13,10 @@ from storage.settings import DatabaseSettings
 
 config = context.config
 target_metadata = Base.metadata
+#: The PostgreSQL advisory lock migrations take: processes that migrate at once (web units
+#: starting together, each with its ExecStartPre) wait for each other, and the later ones find
+#: the schema migrated. Any constant does; this one is "agentsvc" in ASCII.
+MIGRATION_LOCK = 0x6167656E74737663
 
 
 def _url() -> str:
@@ -26,6 +31,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Released when the transaction ends; taken before Alembic reads the schema's
+            # version, so a process that waited reads the version the other one wrote.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

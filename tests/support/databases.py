@@ -64,13 +64,15 @@ def postgres_server(url: str) -> tuple[str | None, str]:
     return url, ""
 
 
-def create_postgres_database(server_url: str) -> str:
-    """A new, migrated database on the server of ``server_url``; returns its URL."""
+def create_postgres_database(server_url: str, *, migrated: bool = True) -> str:
+    """A new database on the server of ``server_url``, migrated unless told otherwise; returns
+    its URL."""
     name = f"agent_service_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(async_database_url(server_url)).set(database=name)
     rendered = url.render_as_string(hide_password=False)
-    upgrade(rendered)
+    if migrated:
+        upgrade(rendered)
     return rendered
 
 
