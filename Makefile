@@ -37,10 +37,11 @@ dev: install
 ## Lint, type-check, check the import boundaries, then run the whole test suite.
 test: lint pytest
 
-## The suite in PYTEST_WORKERS processes, each file in one (its session's processes are shared).
+## The suite in PYTEST_WORKERS processes, each file in one (its session's processes are shared);
+## the slowest tests are listed at the end, to keep the whole under 10 minutes on 2 cores.
 PYTEST_WORKERS ?= 2
 pytest: install
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 ## Lint, then the tests that start no process (seconds; the e2e suite is left out).
 test-fast: lint
