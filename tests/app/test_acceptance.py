@@ -18,9 +18,9 @@ from contract import keys
 from contract.task_record import TaskRecord
 from contract.tasks import INVOKE_AGENT_ASYNC, redis_queue_list
 from scripts.embedded_redis import EmbeddedRedis
-from streaming import lean_pipeline
 from streaming.event_log import EventLogReader
 from tests.support import redis_databases
+from tests.support.lost_reply import lose_first_reply
 from teststack.stack import redis_db_url
 from worker.recovery import resend
 
@@ -41,34 +41,31 @@ def _record(task_id: str, owner: str) -> TaskRecord:
     )
 
 
+def _acceptance(redis: Redis, *, active_tasks: int, broker_redis: object = None) -> Acceptance:
+    """An acceptance on ``redis``; with ``broker_redis``, the broker is that other Redis."""
+    producer = Celery("acceptance-test", broker="redis://", set_as_current=False)
+    return Acceptance(
+        redis=redis,
+        limits=CapLimits(
+            active_tasks=active_tasks, urgent_tasks=1, streams=1, token_mints_per_minute=1
+        ),
+        ttl=60,
+        maxlen=100,
+        producer=producer,
+        broker_is_here=broker_redis is None,
+        broker_redis=broker_redis,  # type: ignore[arg-type]
+        submitter=TaskSubmitter(producer),
+    )
+
+
 async def test_an_acceptance_sent_again_after_its_reply_was_lost_applies_once(
     redis: Redis, task_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection died after Redis ran the script and before its reply came back, so the
     pipeline sends it once more: the second run must neither refuse the task as over the cap
     (one slot, taken by this very task) nor queue it twice."""
-    real = lean_pipeline._execute_once
-    lost: list[bool] = []
-
-    async def reply_lost_once(*args: object, **kwargs: object) -> list[object]:
-        replies = await real(*args, **kwargs)  # type: ignore[arg-type]
-        if not lost and not isinstance(replies[0], Exception):  # applied (not NOSCRIPT)
-            lost.append(True)
-            raise lean_pipeline._NoReplyError
-        return replies
-
-    monkeypatch.setattr(lean_pipeline, "_execute_once", reply_lost_once)
-    producer = Celery("acceptance-test", broker="redis://", set_as_current=False)
-    acceptance = Acceptance(
-        redis=redis,
-        limits=CapLimits(active_tasks=1, urgent_tasks=1, streams=1, token_mints_per_minute=1),
-        ttl=60,
-        maxlen=100,
-        producer=producer,
-        broker_is_here=True,
-        broker_redis=None,
-        submitter=TaskSubmitter(producer),
-    )
+    lost = lose_first_reply(monkeypatch)
+    acceptance = _acceptance(redis, active_tasks=1)
     owner = f"user-{uuid.uuid4().hex}"
     record = _record(task_id, owner)
 
@@ -97,17 +94,7 @@ class _StalledBroker:
 
 
 def _acceptance_elsewhere(redis: Redis, broker: object) -> Acceptance:
-    producer = Celery("acceptance-test", broker="redis://", set_as_current=False)
-    return Acceptance(
-        redis=redis,
-        limits=CapLimits(active_tasks=5, urgent_tasks=1, streams=1, token_mints_per_minute=1),
-        ttl=60,
-        maxlen=100,
-        producer=producer,
-        broker_is_here=False,
-        broker_redis=broker,  # type: ignore[arg-type]
-        submitter=TaskSubmitter(producer),
-    )
+    return _acceptance(redis, active_tasks=5, broker_redis=broker)
 
 
 @pytest.mark.parametrize("taken_meanwhile", [True, False])

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from contract import celery_meta, keys
 from contract.events import EventType
 from scripts.embedded_redis import EmbeddedRedis
-from streaming import lean_pipeline
 from streaming.event_log import EventLog, EventLogReader
 from tests.support import redis_databases
+from tests.support.lost_reply import lose_first_reply
 from teststack.stack import redis_db_url
 from worker.errors import LLMUnavailableError
 from worker.recovery.claim import CancelRequested, Claimed, Ended, Held, RunClaims
@@ -126,22 +126,12 @@ async def test_an_outcome_sent_again_after_its_reply_was_lost_still_stores_celer
 ) -> None:
     """With Celery's backend in another database, the state follows the outcome's script: a
     lost reply made the pipeline send the script again, which found the log ended (by itself)."""
-    real = lean_pipeline._execute_once
-    lost: list[bool] = []
-
-    async def reply_lost_once(*args: object, **kwargs: object) -> list[object]:
-        replies = await real(*args, **kwargs)  # type: ignore[arg-type]
-        if not lost and not isinstance(replies[0], Exception):  # applied (not NOSCRIPT)
-            lost.append(True)
-            raise lean_pipeline._NoReplyError
-        return replies
-
     backend = Redis.from_url(redis_db_url(redis_server.url, redis_databases.OTHER_BACKEND))
     outcomes = OutcomeWriter(
         redis, backend=backend, maxlen=100, ttl=60, state_expires=60, outage_limit=1.0
     )
     result = {"content": "hi", "metadata": {}, "usage": {}}
-    monkeypatch.setattr(lean_pipeline, "_execute_once", reply_lost_once)
+    lost = lose_first_reply(monkeypatch)
     try:
         await outcomes.write(task_id, Completed(result), run="r")
 
