@@ -109,10 +109,10 @@ class AuditLog:
             raise batch.error
 
     async def _write(self, rows: list["_Row"]) -> None:
-        """One transaction, one INSERT for all the rows: plain Core on a connection, neither an
-        ORM session (its own bookkeeping around the transaction) nor the ORM's bulk-insert
-        path, which cost more per row."""
-        async with self._db.begin() as connection:
+        """One statement for all the rows, all or none of them written: plain Core on a
+        connection, neither an ORM session (its own bookkeeping around the transaction) nor the
+        ORM's bulk-insert path, which cost more per row."""
+        async with self._db.single_statement() as connection:
             await connection.execute(_INSERT, rows)
 
     async def _write_once(self, row: "_Row") -> None:

@@ -1,4 +1,4 @@
-"""Audit rows, one at a time and batched into shared transactions."""
+"""Audit rows, one at a time and batched into shared writes."""
 
 from functools import partial
 
@@ -18,15 +18,21 @@ async def _count(database: Database) -> int:
         return int(await db.scalar(select(func.count()).select_from(AuditLogEntry)) or 0)
 
 
-def _commits(database: Database) -> list[int]:
-    commits: list[int] = []
-    event.listen(database.engine.sync_engine, "commit", lambda _: commits.append(1))
-    return commits
+def _inserts(database: Database) -> list[str]:
+    """The INSERT statements sent to the database (one for many rows counts once)."""
+    inserts: list[str] = []
+
+    def sent(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", sent)
+    return inserts
 
 
-async def test_rows_recorded_together_share_one_commit(database: Database) -> None:
+async def test_rows_recorded_together_share_one_insert(database: Database) -> None:
     log = AuditLog(database, batch_window=0.05)
-    commits = _commits(database)
+    inserts = _inserts(database)
 
     async with anyio.create_task_group() as tg:
         for n in range(20):
@@ -41,12 +47,12 @@ async def test_rows_recorded_together_share_one_commit(database: Database) -> No
             )
 
     assert await _count(database) == 20
-    assert len(commits) == 1
+    assert len(inserts) == 1
 
 
-async def test_without_a_window_each_row_commits_alone(database: Database) -> None:
+async def test_without_a_window_each_row_is_written_alone(database: Database) -> None:
     log = AuditLog(database)
-    commits = _commits(database)
+    inserts = _inserts(database)
 
     for n in range(3):
         await log.record(
@@ -54,7 +60,7 @@ async def test_without_a_window_each_row_commits_alone(database: Database) -> No
         )
 
     assert await _count(database) == 3
-    assert len(commits) == 3
+    assert len(inserts) == 3
 
 
 async def test_every_caller_of_a_failed_batch_gets_the_error(database: Database) -> None:
@@ -76,7 +82,31 @@ async def test_every_caller_of_a_failed_batch_gets_the_error(database: Database)
     async with anyio.create_task_group() as tg:
         fine: dict[str, object] = {"fine": 1}
         tg.start_soon(record, fine)
-        tg.start_soon(record, {"not json": object()})  # the whole transaction fails
+        tg.start_soon(record, {"not json": object()})  # the whole statement fails
 
     assert len(errors) == 2
+    assert await _count(database) == 0
+
+
+async def test_a_row_the_database_refuses_writes_none_of_its_batch(database: Database) -> None:
+    """The batch is one statement outside a transaction on PostgreSQL: all of it or nothing."""
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite does not enforce a column's length")
+    log = AuditLog(database, batch_window=0.05)
+    errors: list[BaseException] = []
+
+    async def record(resource_id: str) -> None:
+        try:
+            await log.record(
+                AuditAction.TASK_FAIL, user_id="u", resource_type="task", resource_id=resource_id
+            )
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(5):
+            tg.start_soon(record, f"t{n}")
+        tg.start_soon(record, "x" * 300)  # longer than the column's 255
+
+    assert len(errors) == 6
     assert await _count(database) == 0
