@@ -81,6 +81,7 @@ async def list_agents(_: CurrentUser, services: ServicesDep) -> AgentList:
 @router.post(
     "/{agent_id}/invoke-async",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
     responses=error_responses(401, 404, 409, 413, 422, 429, 503),
 )
 async def invoke_async(
@@ -88,9 +89,8 @@ async def invoke_async(
     body: InvokeRequest,
     user: CurrentUser,
     services: ServicesDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> TaskAccepted:
+) -> Response:
     if await services.catalog.get(agent_id) is None:
         raise NotFoundError(
             f"unknown agent {printable(agent_id, limit=64)!r}; GET /api/v1/agents lists them"
@@ -110,8 +110,7 @@ async def invoke_async(
             services, user.user_id, idempotency_key, request_fingerprint, task_id=task_id
         )
         if claimed != task_id:
-            response.headers["Idempotent-Replayed"] = "true"
-            return _accepted(services, response, user=user, task_id=claimed)[0]
+            return _accepted(services, user=user, task_id=claimed, replayed=True)[0]
     audit = {
         "agent_id": agent_id,
         "session_id": body.session_id,
@@ -141,7 +140,7 @@ async def invoke_async(
             request_fingerprint=request_fingerprint,
             task_id=task_id,
         )
-    accepted, stream_token_jti = _accepted(services, response, user=user, task_id=task_id)
+    accepted, stream_token_jti = _accepted(services, user=user, task_id=task_id)
     await services.audit.record(
         AuditAction.TASK_SUBMIT,
         user_id=user.user_id,
@@ -205,9 +204,11 @@ async def _accept(
 
 
 def _accepted(
-    services: Services, response: Response, *, user: Principal, task_id: str
-) -> tuple[TaskAccepted, str]:
-    """The 202 body, with a fresh stream token, and that token's ``jti`` (for the audit row).
+    services: Services, *, user: Principal, task_id: str, replayed: bool = False
+) -> tuple[Response, str]:
+    """The 202 response, with a fresh stream token, and that token's ``jti`` (for the audit
+    row). Encoded here, once: FastAPI would validate the model again and encode it with the
+    standard library's ``json`` (bench/README.md, "Submissions").
 
     The stream token never outlives the credential of the submit (an access token's expiry).
     """
@@ -216,6 +217,14 @@ def _accepted(
         ttl = max(1, min(ttl, user.expires_at - int(time.time())))
     issued = services.tokens.issue(user_id=user.user_id, task_id=task_id, ttl=ttl)
     status_url, stream_url = task_urls(task_id, stream_token=issued.token)
-    response.headers["Location"] = status_url
     accepted = TaskAccepted(task_id=task_id, status_url=status_url, stream_url=stream_url)
-    return accepted, issued.claims.jti
+    headers = {"Location": status_url}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    response = Response(
+        accepted.model_dump_json(),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers=headers,
+        media_type="application/json",
+    )
+    return response, issued.claims.jti
