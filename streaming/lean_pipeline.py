@@ -11,11 +11,19 @@ The replies of one round trip share one deadline (``READ_TIMEOUT``) rather than 
 reply as redis-py's reads have. A lost connection, a deadline passed or a cancellation while
 replies are pending closes the connection instead of returning it to the pool: a connection with
 unread replies must never answer someone else.
+
+**Callers share round trips.** The commands of every caller of ``execute`` on one client in one
+iteration of the event loop go out in one write and come back in one read (what other clients
+call auto-pipelining): a hundred tasks on a worker's loop end, claim and write events at the
+same moments, and each round trip costs a pool checkout, a send and a wake-up for the replies.
+Each caller still gets its own commands' replies, in order; a caller cancelled while it waits
+leaves the round trip to the others.
 """
 
 import asyncio
 import hashlib
 import math
+import weakref
 from collections.abc import Sequence
 
 from hiredis import pack_command
@@ -37,17 +45,69 @@ def script_sha(source: str) -> str:
 
 
 async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
-    """Send ``commands`` in one write and return their replies (an error as its exception).
+    """Send ``commands`` in one write, with those of the other callers of this loop iteration,
+    and return their replies (an error as its exception).
 
     A connection that turns out dead before any reply came (Redis restarted while it sat in the
     pool) is replaced and the commands sent once more, as redis-py's own retry does. Redis may
     have applied them before the connection failed, so every command sent through here must be
     safe to send twice: each script applies once (the event log's batches are numbered, a task's
     acceptance and a run's claim recognise themselves) or is a no-op the second time."""
-    try:
-        return await _execute_once(redis, commands)
-    except _NoReplyError:
-        return await _execute_once(redis, commands, retrying=True)
+    loop = asyncio.get_running_loop()
+    shared = _SHARED.get(redis)
+    if shared is None or shared.loop is not loop:
+        shared = _SHARED[redis] = _SharedRoundTrip(redis, loop)
+    return await shared.join(commands)
+
+
+class _SharedRoundTrip:
+    """The callers of one client on one loop whose commands go out together: those that join
+    before the round trip's task first runs (the next iteration of the loop)."""
+
+    def __init__(self, redis: "Redis", loop: asyncio.AbstractEventLoop) -> None:
+        self._redis = redis
+        self.loop = loop
+        self._waiting: list[tuple[Sequence[Command], asyncio.Future[list[object]]]] = []
+        #: The round trip that has not taken its commands yet, if one is scheduled.
+        self._gathering: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # referenced until done
+
+    def join(self, commands: Sequence[Command]) -> "asyncio.Future[list[object]]":
+        future: asyncio.Future[list[object]] = self.loop.create_future()
+        self._waiting.append((commands, future))
+        if self._gathering is None:
+            task = self._gathering = self.loop.create_task(self._round_trip())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return future
+
+    async def _round_trip(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._gathering = None
+        commands = [command for mine, _ in waiting for command in mine]
+        try:
+            try:
+                replies = await _execute_once(self._redis, commands)
+            except _NoReplyError:
+                replies = await _execute_once(self._redis, commands, retrying=True)
+        except asyncio.CancelledError:  # the loop is closing
+            for _, future in waiting:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for mine, future in waiting:
+            if not future.done():  # its caller was cancelled
+                future.set_result(replies[start : start + len(mine)])
+            start += len(mine)
+
+
+#: Each client's callers waiting for a round trip (a client serves one loop at a time).
+_SHARED: "weakref.WeakKeyDictionary[Redis, _SharedRoundTrip]" = weakref.WeakKeyDictionary()
 
 
 class _NoReplyError(Exception):
