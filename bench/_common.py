@@ -22,10 +22,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+import asyncpg
 import redis
+from sqlalchemy.engine import make_url
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
+from storage.settings import async_database_url
 from teststack.llm.control import LLMControl
 from teststack.llm.process import LLMServerProcess
 from teststack.processes import PROJECT_ROOT, environment
@@ -64,22 +67,59 @@ def raise_open_file_limit(wanted: int) -> int:
     return soft
 
 
+#: A PostgreSQL server to run the benchmark's database on instead of SQLite, as production does
+#: (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``): a database of its own is created
+#: there, migrated, and dropped at the end.
+POSTGRES_ENV = "BENCH_POSTGRES_URL"
+
+
 @contextlib.contextmanager
 def private_database() -> Iterator[str]:
-    """A migrated SQLite database in a temporary directory, named in the environment every
-    process the benchmark starts inherits (``DATABASE_URL``, with ``TEMP_DIR`` and
-    ``AUDIT_ARCHIVE_URL`` beside it): never the project's ``./var`` (unmigrated there, every
+    """A migrated database of the benchmark's own, named in the environment every process the
+    benchmark starts inherits (``DATABASE_URL``, with ``TEMP_DIR`` and ``AUDIT_ARCHIVE_URL``
+    beside it): a SQLite file in a temporary directory, or a new database on the PostgreSQL
+    server ``BENCH_POSTGRES_URL`` names. Never the project's ``./var`` (unmigrated there, every
     audit write would fail, and the figures would measure the error path)."""
     with tempfile.TemporaryDirectory(prefix="agent-service-bench-") as root:
-        url = f"sqlite+aiosqlite:///{root}/bench.db"
-        upgrade(url)
-        values = {
-            "DATABASE_URL": url,
-            "TEMP_DIR": f"{root}/temp",
-            "AUDIT_ARCHIVE_URL": f"{root}/archive",
-        }
-        with environment(values):
-            yield url
+        server = os.environ.get(POSTGRES_ENV)
+        with (
+            contextlib.nullcontext(f"sqlite+aiosqlite:///{root}/bench.db")
+            if not server
+            else _postgres_database(server)
+        ) as url:
+            upgrade(url)
+            values = {
+                "DATABASE_URL": url,
+                "TEMP_DIR": f"{root}/temp",
+                "AUDIT_ARCHIVE_URL": f"{root}/archive",
+            }
+            with environment(values):
+                yield url
+
+
+@contextlib.contextmanager
+def _postgres_database(server: str) -> Iterator[str]:
+    name = f"agent_service_bench_{os.getpid()}"
+    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(async_database_url(server)).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def database_kind() -> str:
+    """Which database the benchmark's processes write to, for its header line."""
+    return "PostgreSQL" if os.environ.get(POSTGRES_ENV) else "SQLite"
 
 
 @contextlib.contextmanager
@@ -398,7 +438,8 @@ def machine_summary(client: redis.Redis) -> str:
     version = server.get("valkey_version") or server.get("redis_version")
     return (
         f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, "
-        f"{name} {version}; {source_version()}; {load_average()}; {busy_before_start()}"
+        f"{name} {version}, {database_kind()}; {source_version()}; {load_average()}; "
+        f"{busy_before_start()}"
     )
 
 
