@@ -90,14 +90,16 @@ class _SharedRoundTrip:
                 replies = await _execute_once(self._redis, commands)
             except _NoReplyError:
                 replies = await _execute_once(self._redis, commands, retrying=True)
-        except asyncio.CancelledError:  # the loop is closing
+        except BaseException as exc:  # every caller learns it; a cancellation: the loop closes
             for _, future in waiting:
-                future.cancel()
-            raise
-        except Exception as exc:
-            for _, future in waiting:
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
                     future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         start = 0
         for mine, future in waiting:
