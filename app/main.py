@@ -17,6 +17,7 @@ from app.auth import ApiKeyAuthenticator
 from app.body_limit import BodyLimitMiddleware
 from app.error_reporting import init_sentry
 from app.errors import install_error_handlers
+from app.fast_submit import FastSubmit
 from app.log_format import use_json_lines
 from app.log_redaction import install_token_redaction
 from app.metrics import WebMetrics
@@ -145,6 +146,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.state.metrics = web_metrics
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outside the body limit (added later is outer): what it leaves to FastAPI meets the limit.
+    app.add_middleware(FastSubmit, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)

@@ -208,7 +208,7 @@ def _accepted(
 ) -> tuple[Response, str]:
     """The 202 response, with a fresh stream token, and that token's ``jti`` (for the audit
     row). Encoded here, once: FastAPI would validate the model again and encode it with the
-    standard library's ``json`` (bench/README.md, "Submissions").
+    standard library's ``json`` (bench/README.md, "Shared round trips").
 
     The stream token never outlives the credential of the submit (an access token's expiry).
     """
