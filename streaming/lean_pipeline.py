@@ -56,40 +56,40 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
     loop = asyncio.get_running_loop()
     shared = _SHARED.get(redis)
     if shared is None or shared.loop is not loop:
-        shared = _SHARED[redis] = _SharedRoundTrip(redis, loop)
-    return await shared.join(commands)
+        shared = _SHARED[redis] = _SharedRoundTrip(loop)
+    return await shared.join(redis, commands)
 
 
 class _SharedRoundTrip:
     """The callers of one client on one loop whose commands go out together: those that join
-    before the round trip's task first runs (the next iteration of the loop)."""
+    before the round trip's task first runs (the next iteration of the loop). It holds no
+    reference to the client: ``_SHARED`` lets go of it with the client."""
 
-    def __init__(self, redis: "Redis", loop: asyncio.AbstractEventLoop) -> None:
-        self._redis = redis
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._waiting: list[tuple[Sequence[Command], asyncio.Future[list[object]]]] = []
         #: The round trip that has not taken its commands yet, if one is scheduled.
         self._gathering: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()  # referenced until done
 
-    def join(self, commands: Sequence[Command]) -> "asyncio.Future[list[object]]":
+    def join(self, redis: "Redis", commands: Sequence[Command]) -> "asyncio.Future[list[object]]":
         future: asyncio.Future[list[object]] = self.loop.create_future()
         self._waiting.append((commands, future))
         if self._gathering is None:
-            task = self._gathering = self.loop.create_task(self._round_trip())
+            task = self._gathering = self.loop.create_task(self._round_trip(redis))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         return future
 
-    async def _round_trip(self) -> None:
+    async def _round_trip(self, redis: "Redis") -> None:
         waiting, self._waiting = self._waiting, []
         self._gathering = None
         commands = [command for mine, _ in waiting for command in mine]
         try:
             try:
-                replies = await _execute_once(self._redis, commands)
+                replies = await _execute_once(redis, commands)
             except _NoReplyError:
-                replies = await _execute_once(self._redis, commands, retrying=True)
+                replies = await _execute_once(redis, commands, retrying=True)
         except BaseException as exc:  # every caller learns it; a cancellation: the loop closes
             for _, future in waiting:
                 if future.done():

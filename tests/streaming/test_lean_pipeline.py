@@ -1,7 +1,9 @@
 """``lean_pipeline.execute`` against a real Redis: the callers of one loop iteration share a round
 trip, and each still gets its own replies, its own errors, and its own cancellation."""
 
+import gc
 import uuid
+import weakref
 from typing import Any
 
 import anyio
@@ -10,6 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from scripts.embedded_redis import EmbeddedRedis
 from streaming import lean_pipeline
 
 pytestmark = pytest.mark.anyio
@@ -127,3 +130,16 @@ async def test_a_failed_round_trip_fails_every_caller_in_it(
             tg.start_soon(caller)
 
     assert len(errors) == 3
+
+
+async def test_a_client_let_go_of_is_not_kept(redis_server: EmbeddedRedis) -> None:
+    """A loop per task (prefork) makes a client per task: none may outlive its task."""
+    client = Redis.from_url(redis_server.url)
+    assert await lean_pipeline.execute(client, [("PING",)]) == [b"PONG"]
+    gone = weakref.ref(client)
+
+    await client.aclose()
+    del client
+    gc.collect()
+
+    assert gone() is None
