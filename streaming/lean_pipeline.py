@@ -52,12 +52,17 @@ async def execute(redis: "Redis", commands: Sequence[Command]) -> list[object]:
     pool) is replaced and the commands sent once more, as redis-py's own retry does. Redis may
     have applied them before the connection failed, so every command sent through here must be
     safe to send twice: each script applies once (the event log's batches are numbered, a task's
-    acceptance and a run's claim recognise themselves) or is a no-op the second time."""
+    acceptance and a run's claim recognise themselves) or is a no-op the second time. A command
+    that cannot be packed (an argument Redis cannot take) raises here, in its caller alone."""
+    packed = b"".join(
+        pack_command(tuple(command))  # type: ignore[arg-type]
+        for command in commands
+    )
     loop = asyncio.get_running_loop()
     shared = _SHARED.get(redis)
     if shared is None or shared.loop is not loop:
         shared = _SHARED[redis] = _SharedRoundTrip(loop)
-    return await shared.join(redis, commands)
+    return await shared.join(redis, packed, len(commands))
 
 
 class _SharedRoundTrip:
@@ -67,14 +72,14 @@ class _SharedRoundTrip:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._waiting: list[tuple[Sequence[Command], asyncio.Future[list[object]]]] = []
+        self._waiting: list[_Caller] = []
         #: The round trip that has not taken its commands yet, if one is scheduled.
         self._gathering: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()  # referenced until done
 
-    def join(self, redis: "Redis", commands: Sequence[Command]) -> "asyncio.Future[list[object]]":
+    def join(self, redis: "Redis", packed: bytes, count: int) -> "asyncio.Future[list[object]]":
         future: asyncio.Future[list[object]] = self.loop.create_future()
-        self._waiting.append((commands, future))
+        self._waiting.append((packed, count, future))
         if self._gathering is None:
             task = self._gathering = self.loop.create_task(self._round_trip(redis))
             self._running.add(task)
@@ -82,30 +87,59 @@ class _SharedRoundTrip:
         return future
 
     async def _round_trip(self, redis: "Redis") -> None:
-        waiting, self._waiting = self._waiting, []
+        """Send the commands of every caller still waiting (one cancelled before now is left
+        out; once sent, its commands may apply though it no longer waits for them); a caller
+        whose replies all came before the connection failed gets them, the others the error."""
+        waiting = [caller for caller in self._waiting if not caller[2].done()]
+        self._waiting = []
         self._gathering = None
-        commands = [command for mine, _ in waiting for command in mine]
+        if not waiting:
+            return
+        packed = b"".join(caller[0] for caller in waiting)
+        count = sum(caller[1] for caller in waiting)
+        replies: list[object] = []
         try:
             try:
-                replies = await _execute_once(redis, commands)
+                await _execute_once(redis, packed, count, replies=replies)
             except _NoReplyError:
-                replies = await _execute_once(redis, commands, retrying=True)
-        except BaseException as exc:  # every caller learns it; a cancellation: the loop closes
-            for _, future in waiting:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+                replies.clear()
+                await _execute_once(redis, packed, count, replies=replies, retrying=True)
+        except BaseException as exc:  # a cancellation: the loop is closing
+            _settle(waiting, replies, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        start = 0
-        for mine, future in waiting:
-            if not future.done():  # its caller was cancelled
-                future.set_result(replies[start : start + len(mine)])
-            start += len(mine)
+        _settle(waiting, replies, None)
+
+
+_Caller = tuple[bytes, int, "asyncio.Future[list[object]]"]
+
+
+def _settle(waiting: list[_Caller], replies: list[object], error: BaseException | None) -> None:
+    """Give each caller its replies, or (past the replies that came) its own copy of
+    ``error``: one exception object raised in many tasks would mix their tracebacks."""
+    start = 0
+    for _, count, future in waiting:
+        mine = replies[start : start + count]
+        start += count
+        if future.done():  # its caller was cancelled
+            continue
+        if len(mine) == count:
+            future.set_result(mine)
+        elif isinstance(error, asyncio.CancelledError) or error is None:
+            future.cancel()
+        else:
+            future.set_exception(_own_copy(error))
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """An exception of ``error``'s type and arguments, caused by it."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:  # a type that cannot be made again from its arguments
+        return error
+    copy.__cause__ = error
+    return copy
 
 
 #: Each client's callers waiting for a round trip (a client serves one loop at a time).
@@ -117,20 +151,22 @@ class _NoReplyError(Exception):
 
 
 async def _execute_once(
-    redis: "Redis", commands: Sequence[Command], *, retrying: bool = False
+    redis: "Redis",
+    packed: bytes,
+    count: int,
+    *,
+    replies: list[object],
+    retrying: bool = False,
 ) -> list[object]:
+    """Send ``packed`` (``count`` commands) and read their replies into ``replies`` (what came
+    before a failure stays there)."""
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        packed = b"".join(
-            pack_command(tuple(command))  # type: ignore[arg-type]
-            for command in commands
-        )
-        replies: list[object] = []
         try:
             await connection.send_packed_command(packed, check_health=False)
             async with asyncio.timeout(READ_TIMEOUT):
-                for _ in commands:
+                for _ in range(count):
                     try:
                         replies.append(await connection.read_response(timeout=math.inf))
                     except ResponseError as error:

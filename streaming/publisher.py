@@ -47,7 +47,6 @@ class TaskEventPublisher:
         #: log), and leaving without error raises it, even if the task caught it once.
         self._error: Exception | None = None
         self._last_batch: Batch | None = None  # the newest batch that carries writes of ours
-        self._taken_by: Batch | None = None  # the latest batch that took writes of ours
 
     @property
     def content(self) -> str:
@@ -156,7 +155,7 @@ class TaskEventPublisher:
         self._seal_chunk()
         if not self._queued and self._state is None and not self._resync:
             return None
-        self._taken_by = self._writer.sending
+        self._note(self._writer.sending)
         events, self._queued = self._queued, []
         resync, self._resync = self._resync, False
         if resync:  # the reset carries every chunk so far: those queued too
@@ -177,7 +176,7 @@ class TaskEventPublisher:
         self._queued = [*[e for e in kept if e[0] is not EventType.RESET], *self._queued]
         self._state = self._state or writes.state
         self._resync = True
-        self._writer.mark(self)
+        self._note(self._writer.mark(self))  # leaving waits for the reset to be written
 
     def _seal_chunk(self) -> None:
         if self._pending:

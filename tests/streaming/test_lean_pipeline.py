@@ -23,9 +23,9 @@ def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = lean_pipeline._execute_once
     sizes: list[int] = []
 
-    async def counted(redis: Redis, commands: Any, **kwargs: Any) -> list[object]:
-        sizes.append(len(commands))
-        return await real(redis, commands, **kwargs)
+    async def counted(redis: Redis, packed: bytes, count: int, **kwargs: Any) -> list[object]:
+        sizes.append(count)
+        return await real(redis, packed, count, **kwargs)
 
     monkeypatch.setattr(lean_pipeline, "_execute_once", counted)
     return sizes
@@ -102,11 +102,10 @@ async def test_a_cancelled_caller_leaves_the_others_their_replies(redis: Redis) 
         doomed.cancel()
 
     assert doomed.cancelled_caught
-    counts = sorted(int(str(reply)) for (reply,) in replies)
-    assert counts in ([1, 2], [1, 3], [2, 3])  # two of the three INCRs of the round trip
-    # The round trip went out whole: the next INCR counts every earlier one.
+    assert sorted(int(str(reply)) for (reply,) in replies) == [1, 2]
+    # The cancelled caller's INCR was left out of the round trip (it had not gone yet).
     (count,) = await lean_pipeline.execute(redis, [("INCR", key)])
-    assert count == 4
+    assert count == 3
 
 
 async def test_a_failed_round_trip_fails_every_caller_in_it(
@@ -130,6 +129,7 @@ async def test_a_failed_round_trip_fails_every_caller_in_it(
             tg.start_soon(caller)
 
     assert len(errors) == 3
+    assert len({id(error) for error in errors}) == 3  # each its own, with its own traceback
 
 
 async def test_a_client_let_go_of_is_not_kept(redis_server: EmbeddedRedis) -> None:
@@ -143,3 +143,51 @@ async def test_a_client_let_go_of_is_not_kept(redis_server: EmbeddedRedis) -> No
     gc.collect()
 
     assert gone() is None
+
+
+async def test_a_command_that_cannot_be_packed_fails_only_its_caller(redis: Redis) -> None:
+    key = f"lean:{uuid.uuid4().hex}"
+    outcomes: dict[str, object] = {}
+
+    async def caller(name: str, command: tuple[Any, ...]) -> None:
+        try:
+            outcomes[name] = await lean_pipeline.execute(redis, [command])
+        except Exception as exc:
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller, "unpackable", ("SET", key, object()))
+        tg.start_soon(caller, "fine", ("INCR", key))
+
+    assert isinstance(outcomes["unpackable"], TypeError)
+    assert outcomes["fine"] == [1]
+
+
+async def test_callers_whose_replies_came_before_a_cut_keep_them(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = lean_pipeline._execute_once
+
+    async def cut_after_the_first_reply(
+        redis: Redis, packed: bytes, count: int, *, replies: list[object], **kwargs: Any
+    ) -> list[object]:
+        await real(redis, packed, count, replies=replies, **kwargs)
+        del replies[1:]
+        raise RedisConnectionError("connection cut after one reply")
+
+    monkeypatch.setattr(lean_pipeline, "_execute_once", cut_after_the_first_reply)
+    key = f"lean:{uuid.uuid4().hex}"
+    outcomes: dict[str, object] = {}
+
+    async def caller(name: str) -> None:
+        try:
+            outcomes[name] = await lean_pipeline.execute(redis, [("INCR", key)])
+        except RedisConnectionError as exc:
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller, "first")  # joins first: its command goes first
+        tg.start_soon(caller, "second")
+
+    assert outcomes["first"] == [1]  # its reply came: what it carried is not reported failed
+    assert isinstance(outcomes["second"], RedisConnectionError)
