@@ -6,17 +6,18 @@ CPU than the submit itself (bench/README.md, "A submit below FastAPI"). A reques
 is well-formed (a JSON body within the limit, a credential that is good, a valid
 ``Idempotency-Key``) is served here: the same checks, the same route function, the same
 exception handlers. Anything else goes to FastAPI as it came, its body replayed, so every refusal
-of a malformed request is FastAPI's own answer; a request served here differs from one FastAPI
-serves in nothing a client or the metrics can see. It is the application's outermost middleware:
-Starlette's error middleware (a 500) and Sentry's still wrap it.
+of a malformed request is FastAPI's own answer, and a request served here is answered as FastAPI
+answers it (the same status, headers and body, the same records and metrics; compared request by
+request against FastAPI's path). It is the application's outermost middleware: Starlette's error
+middleware (a 500) and Sentry's still wrap it.
 """
 
 import inspect
+import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -77,16 +78,15 @@ class FastSubmit:
         services = getattr(application.state, "services", None)
         if services is None:  # not started (its lifespan has not run): FastAPI says so
             return replay
-        try:
-            user = await current_user(
-                services, headers.get(b"x-api-key"), headers.get(b"authorization")
-            )
-        except Exception:  # refused, or a store that does not answer: FastAPI answers it
-            return replay
         scope["route"] = self._route  # what the metrics label the request with
         scope["endpoint"] = self._route.endpoint
         scope["path_params"] = {"agent_id": agent_id}
         try:
+            # The credential is checked as FastAPI checks it, and a refusal answered by the
+            # same handler (the body being valid, FastAPI would answer nothing else).
+            user = await current_user(
+                services, headers.get(b"x-api-key"), headers.get(b"authorization")
+            )
             response = await invoke_async(
                 agent_id=agent_id,
                 body=request,
@@ -131,18 +131,22 @@ def _handler(application: FastAPI, exc: Exception) -> ErrorHandler | None:
 
 def _headers(scope: Scope, *, max_body: int) -> dict[bytes, str] | None:
     """The headers the route reads, when the request is one it would accept as far as they
-    tell (a JSON body of a declared length within the limit, a valid ``Idempotency-Key``);
-    None otherwise."""
+    tell (one JSON body of a declared length within the limit, a valid ``Idempotency-Key``);
+    None otherwise. A header the route reads that comes twice is left to FastAPI, which reads
+    the first (the credentials' and the key's are refused before this)."""
     wanted: dict[bytes, str] = {}
-    content_type = declared = b""
+    content_types: list[bytes] = []
+    lengths: list[bytes] = []
     for name, value in scope["headers"]:
         if name == b"content-type":
-            content_type = value.lower()
+            content_types.append(value.lower())
         elif name == b"content-length":
-            declared = value
+            lengths.append(value)
         elif name in (b"x-api-key", b"authorization", b"idempotency-key"):
             wanted[name] = value.decode("latin-1")  # as Starlette reads headers
-    if content_type not in _JSON or not declared.isdigit() or int(declared) > max_body:
+    if len(content_types) != 1 or content_types[0] not in _JSON or len(lengths) != 1:
+        return None
+    if not lengths[0].isdigit() or int(lengths[0]) > max_body:
         return None
     key = wanted.get(b"idempotency-key")
     if key is not None and not (
@@ -182,11 +186,12 @@ def _replaying(read: list[Message], receive: Receive) -> Receive:
 
 
 def _invoke_request(read: list[Message]) -> InvokeRequest | None:
-    """The body as FastAPI would validate it (parsed JSON, then the model), or None when
-    FastAPI would refuse it."""
+    """The body as FastAPI validates it (parsed by the standard library's ``json``, as
+    Starlette parses it: orjson reads some integers past 64 bits as floats, which the model
+    would then take), or None when FastAPI would refuse it."""
     try:
-        value = orjson.loads(b"".join(message.get("body", b"") for message in read))
-    except orjson.JSONDecodeError:
+        value = json.loads(b"".join(message.get("body", b"") for message in read))
+    except ValueError:  # not JSON, or not UTF-8
         return None
     if not isinstance(value, dict):
         return None

@@ -46,8 +46,10 @@ class Served:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.submits: list[dict[str, Any]] = []
         self.error: Exception | None = None
+        self.credentials_checked = 0
 
         async def current_user(_services: object, api_key: str | None, _auth: object) -> Any:
+            self.credentials_checked += 1
             if api_key != "good":
                 raise HTTPException(401, "nope")
             return Principal(user_id="alice")
@@ -75,6 +77,7 @@ async def _send_request(
     *,
     parts: list[bytes],
     headers: dict[str, str] | None = None,
+    repeated: tuple[tuple[str, str], ...] = (),
     path: str = PATH,
     method: str = "POST",
     application: FastAPI | None = None,
@@ -92,7 +95,9 @@ async def _send_request(
         "path": path,
         "root_path": "",
         "query_string": b"",
-        "headers": [(k.encode(), v.encode()) for k, v in sent_headers.items() if v != "-"],
+        "headers": [
+            (k.encode(), v.encode()) for k, v in [*sent_headers.items(), *repeated] if v != "-"
+        ],
         "app": application or _application(),
     }
     incoming: list[Message] = [
@@ -134,6 +139,40 @@ async def test_a_well_formed_submit_is_served_without_fastapi(
     assert scope["route"].path == "/api/v1/agents/{agent_id}/invoke-async"  # the metrics' label
 
 
+async def test_a_repeated_content_type_is_left_to_fastapi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starlette reads the first of two: the fast path must not read the last."""
+    served = Served(monkeypatch)
+    inner = Inner()
+
+    status, _, _ = await _send_request(
+        FastSubmit(inner, max_body_bytes=LIMIT),
+        parts=[GOOD_BODY],
+        headers={"content-type": "text/plain"},
+        repeated=(("content-type", "application/json"),),
+    )
+
+    assert status == 418
+    assert served.submits == []
+
+
+async def test_a_refused_credential_is_answered_by_the_applications_handler_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served = Served(monkeypatch)
+    inner = Inner()
+
+    status, body, _ = await _send_request(
+        FastSubmit(inner, max_body_bytes=LIMIT), parts=[GOOD_BODY], headers={"x-api-key": "bad"}
+    )
+
+    assert (status, body) == (401, b'{"detail":"nope"}')
+    assert served.credentials_checked == 1
+    assert served.submits == []
+    assert inner.calls == []
+
+
 @pytest.mark.parametrize(
     ("case", "parts", "headers"),
     [
@@ -148,7 +187,11 @@ async def test_a_well_formed_submit_is_served_without_fastapi(
         ("a body past the limit", [GOOD_BODY, b" " * LIMIT], {"content-length": "10"}),
         ("a bad idempotency key", [GOOD_BODY], {"idempotency-key": "caf\u00e9"}),
         ("a long idempotency key", [GOOD_BODY], {"idempotency-key": "k" * 300}),
-        ("a refused credential", [GOOD_BODY], {"x-api-key": "bad"}),
+        (  # orjson reads it as the float -2**63, which the model would take
+            "an integer past 64 bits",
+            [b'{"message": "hi", "metadata": {"n": %d}}' % -(2**63 + 1)],
+            {},
+        ),
         ("a body in three parts", [b'{"message": ', b'"hi", "priority": ', b"99}"], {}),
     ],
 )
