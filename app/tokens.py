@@ -17,13 +17,14 @@ everywhere. Outside production a missing ``TOKEN_SECRET`` is replaced by a rando
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 
 import jwt
-import orjson
 from jwt.algorithms import HMACAlgorithm
 
 from storage.revocations import RevocationList
@@ -58,8 +59,13 @@ class IssuedToken:
 class TokenService:
     def __init__(self, secret: str | None, *, revocations: RevocationList | None = None) -> None:
         self._secret = secret or secrets.token_urlsafe(48)
-        # The signing key as PyJWT prepares it (a PEM-looking secret is refused here, once).
-        self._key: bytes = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(self._secret)
+        # The signing key as PyJWT prepares it: a PEM-looking secret is refused, and a short one
+        # warned about, here, once, where jwt.encode does both for every token.
+        algorithm = HMACAlgorithm(HMACAlgorithm.SHA256)
+        self._key: bytes = algorithm.prepare_key(self._secret)
+        short = algorithm.check_key_length(self._key)
+        if short:
+            warnings.warn(short, jwt.InsecureKeyLengthWarning, stacklevel=2)
         self._revocations = revocations
 
     def bind(self, revocations: RevocationList) -> "TokenService":
@@ -124,9 +130,10 @@ _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
 
 
 def _sign(payload: dict[str, object], key: bytes) -> str:
-    """``payload`` signed with HS256, the token ``jwt.encode`` makes (PyJWT verifies them all):
-    PyJWT prepares and checks the key again at every call, which costs more than the signing
-    (bench/README.md, "A submit below FastAPI")."""
-    signing_input = _HEADER + b"." + base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=")
+    """``payload`` signed with HS256: byte for byte the token ``jwt.encode`` makes (its JSON
+    too, non-ASCII escaped), which PyJWT verifies. PyJWT prepares and checks the key again at
+    every call, which costs more than the signing (bench/README.md, "A submit below FastAPI")."""
+    claims = json.dumps(payload, separators=(",", ":")).encode()
+    signing_input = _HEADER + b"." + base64.urlsafe_b64encode(claims).rstrip(b"=")
     signature = hmac.new(key, signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
