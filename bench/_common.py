@@ -99,7 +99,7 @@ def private_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def _postgres_database(server: str) -> Iterator[str]:
-    name = f"agent_service_bench_{os.getpid()}"
+    name = f"agent_service_bench_{os.getpid()}_{os.urandom(4).hex()}"
     admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def run(statement: str) -> None:

@@ -35,7 +35,7 @@ class AuditOutcome(StrEnum):
 
 class AuditLog:
     """Writes audit rows; with a ``batch_window``, rows recorded within that window of each other
-    share one transaction.
+    share one INSERT (all or none of them written).
 
     Batching is for a process that records many rows at once (a worker finishing a hundred tasks
     on one event loop): the first caller waits ``batch_window`` seconds for others, then writes

@@ -33,6 +33,8 @@ def _inserts(database: Database) -> list[str]:
 async def test_rows_recorded_together_share_one_insert(database: Database) -> None:
     log = AuditLog(database, batch_window=0.05)
     inserts = _inserts(database)
+    commits: list[object] = []
+    event.listen(database.engine.sync_engine, "commit", commits.append)
 
     async with anyio.create_task_group() as tg:
         for n in range(20):
@@ -48,6 +50,8 @@ async def test_rows_recorded_together_share_one_insert(database: Database) -> No
 
     assert await _count(database) == 20
     assert len(inserts) == 1
+    # PostgreSQL: in autocommit, without a BEGIN and a COMMIT around it; SQLite: one transaction.
+    assert len(commits) == (1 if database.dialect == "sqlite" else 0)
 
 
 async def test_without_a_window_each_row_is_written_alone(database: Database) -> None:
