@@ -191,7 +191,7 @@ def _invoke_request(read: list[Message]) -> InvokeRequest | None:
     would then take), or None when FastAPI would refuse it."""
     try:
         value = json.loads(b"".join(message.get("body", b"") for message in read))
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
         return None
     if not isinstance(value, dict):
         return None

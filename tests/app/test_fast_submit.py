@@ -19,7 +19,7 @@ from app.fast_submit import FastSubmit
 pytestmark = pytest.mark.anyio
 
 PATH = "/api/v1/agents/echo/invoke-async"
-LIMIT = 1000
+LIMIT = 10_000
 GOOD_BODY = b'{"message": "hello", "priority": 5}'
 
 
@@ -192,6 +192,7 @@ async def test_a_refused_credential_is_answered_by_the_applications_handler_once
             [b'{"message": "hi", "metadata": {"n": %d}}' % -(2**63 + 1)],
             {},
         ),
+        ("nesting the parser gives up on", [b'{"message": "hi", "m": ' + b"[" * 3000], {}),
         ("a body in three parts", [b'{"message": ', b'"hi", "priority": ', b"99}"], {}),
     ],
 )
