@@ -16,8 +16,9 @@ unread replies must never answer someone else.
 iteration of the event loop go out in one write and come back in one read (what other clients
 call auto-pipelining): a hundred tasks on a worker's loop end, claim and write events at the
 same moments, and each round trip costs a pool checkout, a send and a wake-up for the replies.
-Each caller still gets its own commands' replies, in order; a caller cancelled while it waits
-leaves the round trip to the others.
+Each caller still gets its own commands' replies, in order, and its own errors (a command it
+cannot pack, the connection cut before its replies came). A caller cancelled before the round
+trip leaves is left out of it; once sent, its commands may apply though nobody waits for them.
 """
 
 import asyncio
