@@ -52,5 +52,6 @@ class AgentCatalog:
             fields = await self._redis.hgetall(keys.AGENT_CATALOG)
         except (RedisError, OSError) as exc:
             logger.warning("agent catalogue unavailable (%r); keeping the last one", exc)
+            self._read_at = time.monotonic()  # a read that took its time does not start again
             return
         self._published = decode_specs(fields)

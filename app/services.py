@@ -46,6 +46,10 @@ CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
 STREAM_CONNECTIONS = 3
 REQUEST_CONNECTIONS = 32
+#: Seconds a request's Redis command waits for its reply (each of its tries): a Redis that stops
+#: answering without closing its connections (frozen, a network partition) is a 503 within a
+#: few tries of this, not a request that hangs. The streams' client has none (it waits on reads).
+REQUEST_TIMEOUT = 5.0
 AUDIT_BATCH_WINDOW = 0.01
 
 
@@ -81,7 +85,8 @@ def _redis(
         socket_connect_timeout=5,
         socket_timeout=socket_timeout,
         health_check_interval=30,
-        retry=reconnect_retry(),  # connections pooled before a Redis restart are dead
+        # Connections pooled before a Redis restart are dead; a client that times out gives up.
+        retry=reconnect_retry(on_timeout=socket_timeout is None),
     )
     return Redis(connection_pool=pool)
 
@@ -94,11 +99,16 @@ async def open_services(
     tokens: TokenService,
 ) -> AsyncIterator[Services]:
     redis_url = settings.redis_url_normalised
-    redis = _redis(redis_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS)
+    redis = _redis(
+        redis_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS, socket_timeout=REQUEST_TIMEOUT
+    )
     backend = redis
     if settings.result_backend_url != redis_url:
         backend = _redis(
-            settings.result_backend_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS
+            settings.result_backend_url,
+            name=CLIENT_NAME,
+            connections=REQUEST_CONNECTIONS,
+            socket_timeout=REQUEST_TIMEOUT,
         )
     stream_redis = _redis(redis_url, name=STREAM_CLIENT_NAME, connections=STREAM_CONNECTIONS)
     producer = create_producer(broker_url=settings.broker_url)
@@ -108,7 +118,10 @@ async def open_services(
     if broker_is_redis and broker_url != redis_url:
         # A send that stalls fails well within the workers' grace for unsent tasks.
         broker_redis = _redis(
-            broker_url, name=CLIENT_NAME, connections=REQUEST_CONNECTIONS, socket_timeout=5
+            broker_url,
+            name=CLIENT_NAME,
+            connections=REQUEST_CONNECTIONS,
+            socket_timeout=REQUEST_TIMEOUT,
         )
     database = Database(settings.database_url_async, pool_size=settings.database_pool_size)
     try:

@@ -10,6 +10,8 @@ seconds a restart takes (``OUTAGE_SECONDS``), so that its reconnect attempts mee
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -280,6 +282,53 @@ def test_readyz_is_503_during_the_outage_and_200_after(aof_redis: RedisServer) -
     print(f"\nRedis back -> /readyz 200: {took:.1f} s")
     assert body["redis"] == "unreachable"
     assert submitted == [202] * 5
+
+
+@pytest.mark.e2e
+def test_requests_are_503_not_hung_while_redis_is_frozen(volatile_redis: RedisServer) -> None:
+    """A Redis that stops answering without closing its connections (SIGSTOP here; a network
+    partition or a stalled host elsewhere): every request that needs it answers 503 within a
+    bound instead of hanging."""
+    web = start_web(volatile_redis.url())
+    try:
+        minted = web.client.post("/api/v1/auth/token", headers=ALICE)
+        bearer = {"Authorization": f"Bearer {minted.json()['access_token']}"}
+        invoke_path = "/api/v1/agents/{}/invoke-async"
+        requests = {
+            "bearer": ("echo", bearer, {}),
+            "idempotency key": ("echo", ALICE, {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}),
+            "unknown agent": ("no-such-agent", ALICE, {}),
+            "plain": ("echo", ALICE, {}),
+        }
+        answers: dict[str, tuple[int, float]] = {}
+        os.kill(volatile_redis.pid, signal.SIGSTOP)
+        try:
+            for name, (agent, credential, extra) in requests.items():
+                started = time.monotonic()
+                response = web.client.post(
+                    invoke_path.format(agent),
+                    json={"message": "hi"},
+                    headers={**credential, **extra},
+                    timeout=60,
+                )
+                answers[name] = (response.status_code, time.monotonic() - started)
+        finally:
+            os.kill(volatile_redis.pid, signal.SIGCONT)
+    finally:
+        web.stop()
+    print(
+        "\n"
+        + ", ".join(f"{name}: {status} in {took:.1f} s" for name, (status, took) in answers.items())
+    )
+    # An agent id the catalogue cannot be read for is unknown (the built-in agents stay known).
+    assert {name: status for name, (status, _) in answers.items()} == {
+        "bearer": 503,
+        "idempotency key": 503,
+        "unknown agent": 404,
+        "plain": 503,
+    }
+    # A command gives up after REQUEST_TIMEOUT (5 s), without trying again; generous bound.
+    assert all(took < 30 for _, took in answers.values())
 
 
 @pytest.mark.e2e
