@@ -22,15 +22,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-import asyncpg
 import redis
-from sqlalchemy.engine import make_url
 
 from scripts.embedded_redis import EmbeddedRedis
 from storage.migrate import upgrade
-from storage.settings import async_database_url
 from teststack.llm.control import LLMControl
 from teststack.llm.process import LLMServerProcess
+from teststack.postgres import create_database, drop_database
 from teststack.processes import PROJECT_ROOT, environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -99,22 +97,11 @@ def private_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def _postgres_database(server: str) -> Iterator[str]:
-    name = f"agent_service_bench_{os.getpid()}_{os.urandom(4).hex()}"
-    admin = make_url(server).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    url = create_database(server, prefix="agent_service_bench", migrated=False)
     try:
-        url = make_url(async_database_url(server)).set(database=name)
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(server, url)
 
 
 def database_kind() -> str:

@@ -7,7 +7,6 @@ and drops it at the end: it never writes into the database the URL names.
 
 import asyncio
 import shutil
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +16,7 @@ from sqlalchemy.engine import make_url
 from storage.database import Database
 from storage.migrate import upgrade
 from storage.models import Base
-from storage.settings import async_database_url
+from teststack.postgres import admin_dsn, create_database, drop_database
 
 
 def sqlite_url(path: Path) -> str:
@@ -34,26 +33,11 @@ def copy_sqlite(template: Path, path: Path) -> str:
     return sqlite_url(path)
 
 
-def _dsn(url: str, *, database: str | None = None) -> str:
-    parsed = make_url(async_database_url(url)).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_dsn(url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 def postgres_server(url: str) -> tuple[str | None, str]:
     """(``url``, "") when a PostgreSQL server answers there, else (None, why not)."""
 
     async def probe() -> None:
-        connection = await asyncpg.connect(_dsn(url), timeout=3)
+        connection = await asyncpg.connect(admin_dsn(url), timeout=3)
         await connection.close()
 
     try:
@@ -67,18 +51,11 @@ def postgres_server(url: str) -> tuple[str | None, str]:
 def create_postgres_database(server_url: str, *, migrated: bool = True) -> str:
     """A new database on the server of ``server_url``, migrated unless told otherwise; returns
     its URL."""
-    name = f"agent_service_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(async_database_url(server_url)).set(database=name)
-    rendered = url.render_as_string(hide_password=False)
-    if migrated:
-        upgrade(rendered)
-    return rendered
+    return create_database(server_url, prefix="agent_service_test", migrated=migrated)
 
 
 def drop_postgres_database(server_url: str, url: str) -> None:
-    name = make_url(url).database
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    drop_database(server_url, url)
 
 
 async def empty_tables(database: Database) -> None:
