@@ -20,7 +20,7 @@ def audit_rows(database_url: str, *, resource_id: str) -> list[dict[str, Any]]:
                 rows = await db.scalars(
                     select(AuditLogEntry)
                     .where(AuditLogEntry.resource_id == resource_id)
-                    .order_by(AuditLogEntry.id)
+                    .order_by(AuditLogEntry.occurred_at, AuditLogEntry.id)
                 )
                 return [row.to_record() for row in rows]
         finally:
