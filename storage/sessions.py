@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.database import SessionSource
@@ -56,20 +56,49 @@ class SessionStore:
 
     async def create(self, *, user_id: str, cap: int = 0) -> SessionView:
         """A new empty session; with a ``cap`` (> 0), ``SessionCapReachedError`` instead when
-        ``user_id`` holds that many already. Counted in the creating transaction: two creates at
-        the same moment may both pass at the cap's last slot."""
-        row = ConversationSession(id=uuid.uuid4().hex, user_id=user_id)
+        ``user_id`` holds that many already.
+
+        The count and the insert are one statement (``INSERT ... SELECT ... WHERE count < cap``),
+        so two creates at the same moment cannot both take the cap's last slot: SQLite takes its
+        write lock when such a statement starts, and on PostgreSQL a user's creates first wait
+        for each other on a transaction-scoped advisory lock (under READ COMMITTED, two
+        statements at once would both count the rows committed before either)."""
+        now = utcnow()
+        view = SessionView(uuid.uuid4().hex, user_id, now, now, [])
         async with self._db.session() as db, db.begin():
-            if cap > 0:
-                held = await db.scalar(
-                    select(func.count())
-                    .select_from(ConversationSession)
-                    .where(ConversationSession.user_id == user_id)
+            if cap <= 0:
+                db.add(
+                    ConversationSession(
+                        id=view.session_id, user_id=user_id, created_at=now, last_activity_at=now
+                    )
                 )
-                if held is not None and held >= cap:
-                    raise SessionCapReachedError(held)
-            db.add(row)
-        return SessionView(row.id, row.user_id, row.created_at, row.last_activity_at, [])
+                return view
+            if db.get_bind().dialect.name == "postgresql":
+                await db.execute(
+                    select(
+                        func.pg_advisory_xact_lock(func.hashtextextended(f"sessions:{user_id}", 0))
+                    )
+                )
+            held = (
+                select(func.count())
+                .select_from(ConversationSession)
+                .where(ConversationSession.user_id == user_id)
+                .scalar_subquery()
+            )
+            created = await db.execute(
+                insert(ConversationSession).from_select(
+                    ["id", "user_id", "created_at", "last_activity_at"],
+                    select(
+                        literal(view.session_id, ConversationSession.id.type),
+                        literal(user_id, ConversationSession.user_id.type),
+                        literal(now, ConversationSession.created_at.type),
+                        literal(now, ConversationSession.last_activity_at.type),
+                    ).where(held < cap),
+                )
+            )
+            if created.rowcount == 0:
+                raise SessionCapReachedError(await db.scalar(select(held)) or 0)
+        return view
 
     async def exists(self, session_id: str, *, user_id: str) -> bool:
         async with self._db.session() as db:

@@ -1,5 +1,6 @@
 """SessionStore against a real database (SQLite, and PostgreSQL where a server answers)."""
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -63,6 +64,35 @@ async def test_a_user_at_the_session_cap_is_refused_until_one_is_deleted(
             .where(ConversationSession.user_id == user)
         )
     assert count == 3
+
+
+async def test_concurrent_creates_at_the_cap_never_pass_it(database: Database) -> None:
+    """Twenty creates at once for a user one short of the cap: exactly one gets the last slot,
+    the others are refused (the count and the insert are one step per user)."""
+    store = SessionStore(database)
+    for attempt in range(5):  # the race is in a window between two statements: try it again
+        user = f"racing-{attempt}-{uuid.uuid4().hex}"
+        for _ in range(2):
+            await store.create(user_id=user, cap=3)
+
+        async def create(user: str = user) -> int | None:
+            """None when created, else the count of sessions the refusal named."""
+            try:
+                await store.create(user_id=user, cap=3)
+            except SessionCapReachedError as refused:
+                return refused.held
+            return None
+
+        results = await asyncio.gather(*(create() for _ in range(20)))
+
+        assert sorted(results, key=str) == [3] * 19 + [None], results
+        async with database.session() as db:
+            count = await db.scalar(
+                select(func.count())
+                .select_from(ConversationSession)
+                .where(ConversationSession.user_id == user)
+            )
+        assert count == 3
 
 
 async def test_another_users_session_reads_as_missing(database: Database) -> None:
