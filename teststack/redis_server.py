@@ -19,6 +19,7 @@ server start their own with this module.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -208,6 +209,21 @@ class RedisServer:
             if remaining > 0:
                 time.sleep(remaining)
             self.start()
+
+    @contextlib.contextmanager
+    def frozen(self, *, lasting: float = 0.0) -> Iterator[float]:
+        """SIGSTOP the server, run the block, SIGCONT it once the block is done and at least
+        ``lasting`` seconds after the stop: a Redis that stops answering without closing its
+        connections, as a stalled host or a network partition looks to its clients."""
+        os.kill(self.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            yield stopped_at
+        finally:
+            remaining = stopped_at + lasting - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+            os.kill(self.pid, signal.SIGCONT)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:

@@ -10,12 +10,10 @@ seconds a restart takes (``OUTAGE_SECONDS``), so that its reconnect attempts mee
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +49,9 @@ LOST_BROKER = "Connection to broker lost"
 RECOVERY_TIMEOUT = 90.0
 #: How long Redis stays away: a restart of a few seconds, as a supervisor or a failover does it.
 OUTAGE_SECONDS = 2.0
+#: How long a frozen Redis stays silent: past the clients' socket timeouts (5 s), within the
+#: worker's REDIS_OUTAGE_LIMIT (30 s by default).
+FROZEN_SECONDS = 12.0
 #: Seconds the tasks that ran through the restart get to end once Redis is back.
 ENDING_TIMEOUT = 60.0
 #: Which of the stream's events ends it, for each final status of polling.
@@ -301,8 +302,7 @@ def test_requests_are_503_not_hung_while_redis_is_frozen(volatile_redis: RedisSe
             "plain": ("echo", ALICE, {}),
         }
         answers: dict[str, tuple[int, float]] = {}
-        os.kill(volatile_redis.pid, signal.SIGSTOP)
-        try:
+        with volatile_redis.frozen():
             for name, (agent, credential, extra) in requests.items():
                 started = time.monotonic()
                 response = web.client.post(
@@ -312,8 +312,6 @@ def test_requests_are_503_not_hung_while_redis_is_frozen(volatile_redis: RedisSe
                     timeout=60,
                 )
                 answers[name] = (response.status_code, time.monotonic() - started)
-        finally:
-            os.kill(volatile_redis.pid, signal.SIGCONT)
     finally:
         web.stop()
     print(
@@ -388,7 +386,8 @@ class RestartRun:
 
     finals: list[dict[str, Any]]
     streams: list[list[Received]]
-    #: Seconds from Redis's return until every task that had not ended wrote an event again.
+    #: Seconds from Redis's return (or the interruption's end) until every task that had not
+    #: ended wrote an event again.
     resumed_in: float
     #: The LLM calls made for the tasks (a task run twice calls it twice).
     llm_calls: int
@@ -405,9 +404,11 @@ def _run_tasks_through_a_restart(
     llm_server: LLMServerProcess,
     llm: LLMControl,
     count: int,
+    interrupt: Callable[[ManagedProcess], None] | None = None,
 ) -> RestartRun:
-    """``count`` streaming tasks, each read by a streaming client, running while Redis restarts;
-    then, once they ended and the worker acknowledged them, one more task."""
+    """``count`` streaming tasks, each read by a streaming client, running while Redis restarts
+    (or while ``interrupt(worker)`` does something else to it); then, once they ended and the
+    worker acknowledged them, one more task."""
     key = f"through a restart {uuid.uuid4().hex[:6]}"
     tokens = [f" r{i}" for i in range(60)]
     llm.script(key, tokens=tokens, delay=0.1)
@@ -424,15 +425,19 @@ def _run_tasks_through_a_restart(
         wait_for(lambda: len(llm.calls(key)) >= count, timeout=60)
         for stream in streams:
             stream.wait_open()
-        with server.outage(lasting=OUTAGE_SECONDS):
-            worker.wait_for_output(LOST_BROKER, timeout=30)
+        if interrupt is None:
+            with server.outage(lasting=OUTAGE_SECONDS):
+                worker.wait_for_output(LOST_BROKER, timeout=30)
+        else:
+            interrupt(worker)
+        back_at = time.monotonic()
         back_ms = int(time.time() * 1000)
 
         def running_again() -> bool:
             return all(_events_after(server, t, back_ms) or _ended(web, t) for t in task_ids)
 
         worker.wait_until(running_again, timeout=ENDING_TIMEOUT, what="every task writing again")
-        resumed_in = time.monotonic() - server.ready_at
+        resumed_in = time.monotonic() - back_at
         worker.wait_until(
             lambda: all(_ended(web, t) for t in task_ids),
             timeout=ENDING_TIMEOUT,
@@ -481,6 +486,37 @@ def test_streaming_tasks_running_through_a_redis_restart_all_end_agreeing(
     assert outcomes == [("completed", None)] * count, "work that could go on did"
     assert run.llm_calls == count, "no task ran twice"
     assert run.after["status"] == "completed", "the worker takes new tasks after the restart"
+    assert run.alive, "the worker exited"
+
+
+@pytest.mark.e2e
+def test_streaming_tasks_running_while_redis_is_frozen_all_end_agreeing(
+    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """Redis stops answering for longer than a client's socket timeout (SIGSTOP: connections
+    stay open, nothing is lost) while tasks stream, then answers again: every task goes on to
+    the end its stream and polling agree on, none runs twice, and the worker takes new work."""
+
+    def freeze(_worker: ManagedProcess) -> None:
+        with volatile_redis.frozen(lasting=FROZEN_SECONDS):
+            pass
+
+    count = 10
+    run = _run_tasks_through_a_restart(
+        pool="threads",
+        server=volatile_redis,
+        llm_server=llm_server,
+        llm=llm,
+        count=count,
+        interrupt=freeze,
+    )
+    print(f"\nRedis answering again -> every task running again: {run.resumed_in:.1f} s")
+    for final, events in zip(run.finals, run.streams, strict=True):
+        _assert_stream_agrees(final, events)
+    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in run.finals]
+    assert outcomes == [("completed", None)] * count, "work that could go on did"
+    assert run.llm_calls == count, "no task ran twice"
+    assert run.after["status"] == "completed", "the worker takes new tasks after the freeze"
     assert run.alive, "the worker exited"
 
 
