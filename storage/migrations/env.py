@@ -2,10 +2,14 @@
 ``storage.migrate``) or of ``DATABASE_URL``."""
 
 import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from storage.database import Database
 from storage.models import Base
@@ -38,6 +42,24 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+@contextlib.contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    """On a SQLite file, an exclusive lock on a file beside it for the whole migration: SQLite
+    has no advisory lock, and its Python driver runs DDL outside a transaction, so processes
+    migrating one file at once all found it unmigrated and the later ones failed on "already
+    exists". Every process that migrates a SQLite file runs on the host that holds it."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".migration-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 async def _run_online() -> None:
     database = Database(_url())
     try:
@@ -53,4 +75,5 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_run_online())
+    with _sqlite_migration_lock(_url()):
+        asyncio.run(_run_online())
