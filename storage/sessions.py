@@ -85,7 +85,8 @@ class SessionStore:
                 .where(ConversationSession.user_id == user_id)
                 .scalar_subquery()
             )
-            created = await db.execute(
+            connection = await db.connection()  # its result carries the rows inserted
+            created = await connection.execute(
                 insert(ConversationSession).from_select(
                     ["id", "user_id", "created_at", "last_activity_at"],
                     select(
