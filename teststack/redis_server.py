@@ -40,6 +40,14 @@ READY_TIMEOUT = 15.0
 POLL_INTERVAL = 0.02
 
 
+def _last_until(deadline: float) -> None:
+    """Let an outage the block has ended early go on until ``deadline`` (``time.monotonic``):
+    its length is part of the scenario, not a wait for something."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 class RedisServer:
     """One ``redis-server`` child process on a fixed port, with a data directory that outlives
     the process (so a restart finds the AOF)."""
@@ -205,9 +213,7 @@ class RedisServer:
         try:
             yield killed_at
         finally:
-            remaining = killed_at + lasting - time.monotonic()
-            if remaining > 0:
-                time.sleep(remaining)
+            _last_until(killed_at + lasting)
             self.start()
 
     @contextlib.contextmanager
@@ -220,9 +226,7 @@ class RedisServer:
         try:
             yield stopped_at
         finally:
-            remaining = stopped_at + lasting - time.monotonic()
-            if remaining > 0:
-                time.sleep(remaining)
+            _last_until(stopped_at + lasting)
             os.kill(self.pid, signal.SIGCONT)
 
     def log_tail(self, chars: int = 4000) -> str:

@@ -462,6 +462,19 @@ def _run_tasks_through_a_restart(
         _stop_all(web, worker)
 
 
+def _assert_every_task_completed_once(run: RestartRun, count: int) -> None:
+    """Every task ended completed, its stream agreeing with polling; none ran twice; the worker
+    took a new task after the interruption and is still running."""
+    for final, events in zip(run.finals, run.streams, strict=True):
+        assert final["status"] in TERMINAL
+        _assert_stream_agrees(final, events)
+    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in run.finals]
+    assert outcomes == [("completed", None)] * count, "work that could go on did"
+    assert run.llm_calls == count, "no task ran twice"
+    assert run.after["status"] == "completed", "the worker takes new tasks after the interruption"
+    assert run.alive, "the worker exited"
+
+
 def _ended(web: WebServer, task_id: str) -> bool:
     response = web.client.get(f"/api/v1/agents/tasks/{task_id}", headers=ALICE)
     return response.status_code == 200 and response.json()["status"] in TERMINAL
@@ -479,14 +492,7 @@ def test_streaming_tasks_running_through_a_redis_restart_all_end_agreeing(
         pool=pool, server=aof_redis, llm_server=llm_server, llm=llm, count=count
     )
     print(f"\n[{pool}] Redis back -> every task running again: {run.resumed_in:.1f} s")
-    for final, events in zip(run.finals, run.streams, strict=True):
-        assert final["status"] in TERMINAL
-        _assert_stream_agrees(final, events)
-    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in run.finals]
-    assert outcomes == [("completed", None)] * count, "work that could go on did"
-    assert run.llm_calls == count, "no task ran twice"
-    assert run.after["status"] == "completed", "the worker takes new tasks after the restart"
-    assert run.alive, "the worker exited"
+    _assert_every_task_completed_once(run, count)
 
 
 @pytest.mark.e2e
@@ -511,13 +517,7 @@ def test_streaming_tasks_running_while_redis_is_frozen_all_end_agreeing(
         interrupt=freeze,
     )
     print(f"\nRedis answering again -> every task running again: {run.resumed_in:.1f} s")
-    for final, events in zip(run.finals, run.streams, strict=True):
-        _assert_stream_agrees(final, events)
-    outcomes = [(f["status"], (f.get("error") or {}).get("type")) for f in run.finals]
-    assert outcomes == [("completed", None)] * count, "work that could go on did"
-    assert run.llm_calls == count, "no task ran twice"
-    assert run.after["status"] == "completed", "the worker takes new tasks after the freeze"
-    assert run.alive, "the worker exited"
+    _assert_every_task_completed_once(run, count)
 
 
 @pytest.mark.e2e

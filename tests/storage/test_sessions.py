@@ -41,6 +41,16 @@ async def test_exchange_is_appended_once_per_task(database: Database) -> None:
     assert view.last_activity_at > session.last_activity_at
 
 
+async def _held(database: Database, user: str) -> int | None:
+    """How many sessions ``user`` holds, counted in the database."""
+    async with database.session() as db:
+        return await db.scalar(
+            select(func.count())
+            .select_from(ConversationSession)
+            .where(ConversationSession.user_id == user)
+        )
+
+
 async def test_a_user_at_the_session_cap_is_refused_until_one_is_deleted(
     database: Database,
 ) -> None:
@@ -57,13 +67,7 @@ async def test_a_user_at_the_session_cap_is_refused_until_one_is_deleted(
     assert await store.delete(held[0].session_id, user_id=user)
     assert await store.delete(held[1].session_id, user_id=user)
     await store.create(user_id=user, cap=3)  # back under it
-    async with database.session() as db:
-        count = await db.scalar(
-            select(func.count())
-            .select_from(ConversationSession)
-            .where(ConversationSession.user_id == user)
-        )
-    assert count == 3
+    assert await _held(database, user) == 3
 
 
 async def test_concurrent_creates_at_the_cap_never_pass_it(database: Database) -> None:
@@ -86,13 +90,7 @@ async def test_concurrent_creates_at_the_cap_never_pass_it(database: Database) -
         results = await asyncio.gather(*(create() for _ in range(20)))
 
         assert sorted(results, key=str) == [3] * 19 + [None], results
-        async with database.session() as db:
-            count = await db.scalar(
-                select(func.count())
-                .select_from(ConversationSession)
-                .where(ConversationSession.user_id == user)
-            )
-        assert count == 3
+        assert await _held(database, user) == 3
 
 
 async def test_another_users_session_reads_as_missing(database: Database) -> None:
