@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,22 +27,27 @@ def _rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _read_slowly(stack: Stack, task_id: str, *, slow_events: int) -> tuple[list[Received], float]:
-    """Read ``slow_events`` events one a second through a small receive buffer, then the rest."""
+def _read_stalled(
+    stack: Stack, task_id: str, *, stalled: threading.Barrier, fast_done: threading.Event
+) -> tuple[list[Received], bool]:
+    """Read one event through a small receive buffer, stop reading until the fast client is done
+    (or two minutes have passed), then read the rest; say whether the fast client was done."""
     transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)])
     received: list[Received] = []
+    fast_finished_first = False
     with (
-        httpx.Client(base_url=stack.web.base_url, transport=transport, timeout=60) as client,
+        httpx.Client(base_url=stack.web.base_url, transport=transport, timeout=180) as client,
         connect_sse(client, "GET", events_path(task_id), headers=dict(ALICE)) as source,
     ):
         for sse in source.iter_sse():
             if is_heartbeat(sse):
                 continue
             received.append(Received.of(sse))
-            if len(received) <= slow_events:
-                time.sleep(1.0)  # the behaviour under test: a client that reads slowly
-                resumed_at = time.monotonic()
-    return received, resumed_at
+            if len(received) == 1:
+                # The behaviour under test: a client that stops reading while the stream flows.
+                stalled.wait(timeout=60)
+                fast_finished_first = fast_done.wait(timeout=120)
+    return received, fast_finished_first
 
 
 def test_slow_clients_get_everything_without_holding_back_others_or_memory(
@@ -56,6 +60,8 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
     rss_before = _rss_bytes(pid)
     peak = [rss_before]
     all_chunks_out = threading.Event()
+    fast_done = threading.Event()
+    stalled = threading.Barrier(4)
 
     log = redis.Redis.from_url(raw_stack.redis_url)
 
@@ -81,28 +87,35 @@ def test_slow_clients_get_everything_without_holding_back_others_or_memory(
     sampler.start()
     try:
         with ThreadPoolExecutor(4) as pool:
-            slow = [pool.submit(_read_slowly, raw_stack, task_id, slow_events=5) for _ in range(3)]
-            with httpx.Client(base_url=raw_stack.web.base_url, timeout=60) as client:
-                fast = read_stream(
-                    client, events_path(task_id), headers=ALICE, stop=last_chunk_seen
-                )
-            fast_done_at = time.monotonic()
+            slow = [
+                pool.submit(_read_stalled, raw_stack, task_id, stalled=stalled, fast_done=fast_done)
+                for _ in range(3)
+            ]
+            stalled.wait(timeout=60)  # every slow client has its first event and stopped reading
+            try:
+                with httpx.Client(base_url=raw_stack.web.base_url, timeout=60) as client:
+                    fast = read_stream(
+                        client, events_path(task_id), headers=ALICE, stop=last_chunk_seen
+                    )
+            finally:
+                fast_done.set()
             slow_results = [f.result() for f in slow]
     finally:
         all_chunks_out.set()
+        fast_done.set()
         sampler.join()
         log.close()
 
     expected = "".join(tokens)
     assert content_of(fast) == expected
     assert fast[-1].event == "result"
-    for events, resumed_at in slow_results:
-        assert fast_done_at < resumed_at, "the fast client finished while slow ones dawdled"
+    for events, fast_finished_first in slow_results:
+        assert fast_finished_first, "the fast client waited for the stalled ones"
         assert content_of(events) == expected
         chunk_indexes = [e.data["index"] for e in events if e.event == "chunk"]
         assert chunk_indexes == list(range(5000))
         assert events[-1] == fast[-1]
-    # Three clients fell ~8 MB behind each (more than the kernel's socket buffers hold): a relay
+    # Three clients fell ~10 MB behind each (more than the kernel's socket buffers hold): a relay
     # that queued for them without bound would grow by ~24 MB; ours keeps 256 events each.
     print(f"web RSS grew {(peak[0] - rss_before) / 2**20:.1f} MB")
     assert peak[0] - rss_before < 12 * 1024 * 1024, f"web RSS grew {peak[0] - rss_before} B"
