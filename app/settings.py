@@ -4,12 +4,12 @@
 the development key), with a message that says which variable to set.
 """
 
-import ipaddress
 from functools import cached_property, lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from contract.metrics_access import Network, parse_networks
 from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
 
@@ -129,12 +129,12 @@ class WebSettings(RedisSettings, DatabaseSettings):
     @field_validator("metrics_allowed_networks")
     @classmethod
     def _networks_parse(cls, value: str) -> str:
-        _parse_networks(value)
+        parse_networks(value)
         return value
 
     @cached_property
-    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return _parse_networks(self.metrics_allowed_networks)
+    def metrics_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.metrics_allowed_networks)
 
     @property
     def max_body_bytes(self) -> int:
@@ -169,14 +169,6 @@ class WebSettings(RedisSettings, DatabaseSettings):
         problem = self.production_problem()
         if problem is not None:
             raise UnsafeSettingsError(problem)
-
-
-def _parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(
-        ipaddress.ip_network(part.strip(), strict=False)
-        for part in value.split(",")
-        if part.strip()
-    )
 
 
 @lru_cache

@@ -8,12 +8,13 @@ would make Redis hand a running task to a second worker) are refused at start-up
 
 import os
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from contract.metrics_access import Network, parse_networks
 from contract.tasks import INVOKE_AGENT_ASYNC, INVOKE_AGENT_WITH_STREAMING, TIME_LIMITS
 from storage.settings import DatabaseSettings
 from streaming.redis_settings import RedisSettings
@@ -104,6 +105,16 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
         default="127.0.0.1",
         description="The address the worker's metrics port listens on (0.0.0.0: every "
         "interface, for a Prometheus on another machine).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="In production, the metrics port answers a scrape that presents it as a "
+        "bearer token (the web's /metrics takes the same).",
+    )
+    metrics_allowed_networks: str = Field(
+        default="",
+        description="In production, the metrics port answers scrapes from these addresses "
+        "(comma-separated networks, e.g. '10.0.0.0/8,127.0.0.1').",
     )
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -213,6 +224,16 @@ class WorkerSettings(RedisSettings, DatabaseSettings):
     @classmethod
     def _empty_port_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("metrics_allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @cached_property
+    def metrics_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.metrics_allowed_networks)
 
     @field_validator("temp_dir")
     @classmethod

@@ -1,15 +1,11 @@
 """``GET /metrics``: the web process's counts in Prometheus's text format (``app.metrics``).
 
-Open outside production. With ``ENVIRONMENT=production`` a scrape must present
-``METRICS_TOKEN`` (``Authorization: Bearer <token>``, Prometheus's ``authorization`` setting) or
-come from an address in ``METRICS_ALLOWED_NETWORKS``; with neither set, every scrape is refused
-with a 403 that says which to set. Only a direct connection is judged by its address: a request
-that carries a forwarding header (``X-Forwarded-For``, which uvicorn believes from 127.0.0.1)
-needs the token. Behind a proxy, use the token.
+Who may scrape is ``contract.metrics_access``'s rule, which a worker's port shares: in
+production, ``METRICS_TOKEN`` as a bearer token or an address in ``METRICS_ALLOWED_NETWORKS``;
+a refusal is a 403 that says what to set. Only a direct connection is judged by its address:
+a request that carries a forwarding header (``X-Forwarded-For``, which uvicorn believes from
+127.0.0.1) needs the token. Behind a proxy, use the token.
 """
-
-import hmac
-import ipaddress
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -18,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.metrics import WebMetrics
 from app.settings import WebSettings
+from contract.metrics_access import scrape_refusal
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,28 +29,17 @@ def _forwarded(request: Request) -> bool:
 
 def refusal(settings: WebSettings, request: Request) -> str | None:
     """Why this scrape is refused, or None."""
-    if settings.environment != "production":
-        return None
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
-    networks = settings.metrics_networks
-    if not token and not networks:
-        return "set METRICS_TOKEN or METRICS_ALLOWED_NETWORKS to scrape /metrics in production"
-    if token:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), token.encode()
-        ):
-            return None
     # An address uvicorn took from X-Forwarded-For (it trusts the header from 127.0.0.1 by
     # default) is what the client said: only a direct connection is judged by its address.
-    if networks and request.client is not None and not _forwarded(request):
-        try:
-            address = ipaddress.ip_address(request.client.host)
-        except ValueError:
-            address = None
-        if address is not None and any(address in network for network in networks):
-            return None
-    return "not allowed to scrape /metrics: present METRICS_TOKEN as a bearer token"
+    direct = None if request.client is None or _forwarded(request) else request.client.host
+    return scrape_refusal(
+        production=settings.environment == "production",
+        token=token,
+        networks=settings.metrics_networks,
+        authorization=request.headers.get("authorization", ""),
+        direct_address=direct,
+    )
 
 
 @router.get("/metrics")

@@ -4,6 +4,7 @@ real: every counter moves by exactly what ran."""
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from celery import Celery
 
@@ -20,6 +21,7 @@ from teststack.stack import WebServer, headers_for, redis_db_url, start_web, sta
 
 ALICE = headers_for("alice")
 PREFORK_DB = redis_databases.PREFORK_METRICS
+PRODUCTION_WORKER_DB = redis_databases.PRODUCTION_WORKER
 STREAMING = {"task": INVOKE_AGENT_WITH_STREAMING}
 SUBMIT_ROUTE = "/api/v1/agents/{agent_id}/invoke-async"
 EVENTS_ROUTE = "/api/v1/agents/tasks/{task_id}/events"
@@ -257,3 +259,40 @@ def test_refusals_are_counted_by_the_cap_that_refused(production_web: WebServer)
         )
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("access", "token_needed"),
+    [
+        ({"METRICS_TOKEN": "scrape-secret", "METRICS_ALLOWED_NETWORKS": "10.0.0.0/8"}, True),
+        ({"METRICS_ALLOWED_NETWORKS": "127.0.0.0/8"}, False),
+    ],
+    ids=["token", "network"],
+)
+def test_a_production_workers_port_follows_the_webs_scrape_rule(
+    redis_server: EmbeddedRedis, access: dict[str, str], token_needed: bool
+) -> None:
+    port = free_port()
+    worker = start_worker(
+        redis_db_url(redis_server.url, PRODUCTION_WORKER_DB),
+        concurrency=2,
+        env={"ENVIRONMENT": "production", "WORKER_METRICS_PORT": str(port), **access},
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        bare = httpx.get(url, timeout=10)
+        wrong = httpx.get(url, headers={"Authorization": "Bearer guess"}, timeout=10)
+        bearer = httpx.get(url, headers={"Authorization": "Bearer scrape-secret"}, timeout=10)
+    finally:
+        worker.stop()
+
+    if token_needed:
+        assert bare.status_code == wrong.status_code == 403
+        assert "METRICS_TOKEN" in bare.json()["detail"]
+        assert "agent_service" not in bare.text
+        answered = bearer
+    else:
+        assert bare.status_code == 200
+        answered = bare
+    assert answered.status_code == 200
+    assert "agent_service_tasks_total" in answered.text

@@ -31,3 +31,5 @@ RABBITMQ_STREAMS = 25
 OPS = 26
 PREFORK_METRICS = 27
 WEB_PROCESSES = 28
+#: A worker started with ENVIRONMENT=production, for its metrics port's access rule.
+PRODUCTION_WORKER = 29

@@ -4,8 +4,9 @@ Every worker process counts its tasks by name and outcome, how long they ran and
 queue, the tokens it streamed, the LLM's errors by class, retries, and the dead workers'
 deliveries it recovered and lost messages it sent again; at each scrape it adds the shared event
 loop's lag and the depth of every queue. ``WORKER_METRICS_PORT`` serves them (unset: counted,
-not served). ``WorkerMetrics`` belongs to the process's ``WorkerProcess``; nothing is registered
-at import time.
+not served), in production only to the scrapes the web's ``/metrics`` would answer
+(``metrics_server``). ``WorkerMetrics`` belongs to the process's ``WorkerProcess``; nothing is
+registered at import time.
 
 In the prefork pool, tasks run in child processes: the counts are then kept in files, one per
 child, in a directory of the worker's own (prometheus_client's multiprocess mode), and the
@@ -25,7 +26,7 @@ from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -37,6 +38,7 @@ from worker.errors import (
     LLMRequestRejectedError,
     LLMUnavailableError,
 )
+from worker.observability.metrics_server import serve_metrics
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger("agent_service.worker.metrics")
@@ -235,9 +237,14 @@ class MetricsExporter:
             self._collectors.append(queues)
             registry.register(queues)
         registry.register(LoopLagCollector(loop_lag))
-        self._server, _ = start_http_server(
-            port, addr=self._settings.worker_metrics_address, registry=registry
-        )
+        self._server = serve_metrics(registry, self._settings, port)
+        if self._settings.environment == "production" and not (
+            self._settings.metrics_token or self._settings.metrics_networks
+        ):
+            logger.warning(
+                "the metrics port refuses every scrape in production: set METRICS_TOKEN or "
+                "METRICS_ALLOWED_NETWORKS"
+            )
         logger.info("metrics on http://%s:%d/metrics", self._settings.worker_metrics_address, port)
 
     def close(self) -> None:
