@@ -52,8 +52,13 @@ def test_cancel_mid_stream_closes_the_llm_stream_and_ends_cancelled(
     (call,) = llm.calls(key)
     assert call["disconnected"] is True
     assert call["disconnected_at"] is not None
-    assert call["disconnected_at"] - cancelled_at[0] < 0.25
-    assert stream_ended_at - cancelled_at[0] < 1.0
+    # Uncancelled, the stream would go on for about 9.7 s more: the bounds leave a busy machine
+    # room and still tell a cancel that works from one that does not.
+    to_disconnect = call["disconnected_at"] - cancelled_at[0]
+    to_end = stream_ended_at - cancelled_at[0]
+    print(f"cancel -> LLM stream closed {to_disconnect:.3f} s, -> stream ended {to_end:.3f} s")
+    assert to_disconnect < 2.0
+    assert to_end < 3.0
     polled = poll_until_done(stack.web.client, task_id)
     assert polled["status"] == "cancelled"
     assert polled["state"] == "REVOKED"
@@ -150,5 +155,6 @@ def test_cancel_stops_a_running_task_in_the_prefork_pool(bare_stack: Stack) -> N
 
     assert events[-1].event == "cancelled"
     assert events[-1].data["content"] == content_of(events[:-1])
-    assert time.monotonic() - cancelled_at[0] < 1.0
+    # The 18 words left would take 5.4 s more.
+    assert time.monotonic() - cancelled_at[0] < 3.0
     assert poll_until_done(bare_stack.web.client, task_id)["status"] == "cancelled"
