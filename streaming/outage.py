@@ -1,4 +1,5 @@
-"""Riding out a Redis outage: a restart, a failover, a cut connection lasts seconds.
+"""Riding out a Redis outage: a restart, a failover, a cut connection, a full memory lasts
+seconds.
 
 Every write that must not be lost to a short outage (a task's events, its outcome, its claim)
 goes through ``ride_out``: the call is made again, with growing pauses, while Redis answers with
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
-from redis.exceptions import BusyLoadingError, ReadOnlyError, TryAgainError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,13 +20,16 @@ logger = logging.getLogger("agent_service.streaming.outage")
 T = TypeVar("T")
 
 #: Errors that say Redis is not there right now (restarting, loading its data, a replica not yet
-#: promoted), not that the command was wrong.
+#: promoted) or cannot take a write right now (its ``maxmemory`` reached under the ``noeviction``
+#: policy, until keys expire or an operator frees some), not that the command was wrong. A refused
+#: script wrote nothing: Redis refuses a script for memory only at its first write.
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
     ReadOnlyError,
     TryAgainError,
+    OutOfMemoryError,
     OSError,
 )
 #: Pauses between attempts during an outage (the last one repeats).
@@ -51,7 +55,7 @@ async def ride_out(call: Callable[[], Awaitable[T]], *, limit: float, what: str)
             waited = anyio.current_time() - started
             if waited >= limit:
                 raise OutageTooLongError(
-                    f"Redis did not answer for {waited:.0f} s ({what}): {exc!r}"
+                    f"Redis was unavailable for {waited:.0f} s ({what}): {exc!r}"
                 ) from exc
             if attempt == 0:
                 logger.warning("%s failed (%r); retrying while Redis is away", what, exc)

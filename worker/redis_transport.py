@@ -36,17 +36,92 @@ worker's banner and "Connected to" lines then name the transport class instead o
 every delivery (``conn_or_acquire``: the unacknowledged record, the acknowledgement); the channel
 here keeps one per connection pool (a client holds no connection of its own and is thread-safe),
 and builds a new one when kombu replaces the pool (after a fork, or a lost connection).
+
+**A full Redis.** With ``maxmemory`` reached under the ``noeviction`` policy, Redis refuses every
+write that could grow its memory, and, inside ``MULTI``, every command. kombu's bookkeeping is
+such writes: the unacknowledged record of a message ``BRPOP`` just took (it is then in no list
+and nowhere in Redis), its acknowledgement or its return to the queue, a publish (a retry's next
+attempt, a rate limit's later turn) and the queue size it asks for first. Celery treats the
+refusal (a ``ResponseError``, not a connection error) as unrecoverable: the worker exited, the
+taken message with it. Here each of them is made again, with growing pauses, until Redis takes
+it (a full memory lasts until keys expire or an operator frees some; the wait is logged once a
+minute), or until a cold shutdown (a second SIGTERM) gives up on it. The periodic return of
+deliveries past their visibility timeout skips its turn instead: it comes again.
 """
 
-from typing import Any
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 
 from contract.tasks import PRIORITIES
+from streaming.outage import pause
+from worker.observability.logs import ThrottledLog
+
+logger = logging.getLogger("agent_service.worker.broker")
+#: A Redis whose memory stays full is said once a minute, not once per try.
+FULL_MEMORY = ThrottledLog(logger)
+T = TypeVar("T")
 
 #: The value of Celery's ``broker_transport`` setting that selects this transport.
 BROKER_TRANSPORT = "worker.redis_transport:Transport"
+
+
+def while_memory_is_full(call: Callable[[], T], *, what: str) -> T:
+    """``call()``, made again while Redis refuses it for want of memory (see the module)."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except OutOfMemoryError as exc:
+            if worker_state.should_terminate not in (None, False):  # a cold shutdown
+                raise
+            FULL_MEMORY.log(
+                logging.WARNING,
+                "broker_memory_full",
+                key=what,
+                doing=what,
+                error=str(exc),
+                hint="Redis refuses writes at maxmemory: raise it, or free memory",
+            )
+            time.sleep(pause(attempt))
+            attempt += 1
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's acknowledgement emulation, riding out a full Redis (see the module)."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        while_memory_is_full(
+            lambda: super(QoS, self).append(message, delivery_tag), what="recording a delivery"
+        )
+
+    def ack(self, delivery_tag: Any) -> None:
+        while_memory_is_full(
+            lambda: super(QoS, self).ack(delivery_tag), what="acknowledging a delivery"
+        )
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        while_memory_is_full(
+            lambda: super(QoS, self).reject(delivery_tag, requeue=requeue),
+            what="returning a delivery to its queue" if requeue else "rejecting a delivery",
+        )
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        while_memory_is_full(
+            lambda: super(QoS, self).restore_by_tag(tag, client=client, leftmost=leftmost),
+            what="returning a delivery to its queue",
+        )
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        with contextlib.suppress(OutOfMemoryError):  # its next turn comes in a few seconds
+            super().restore_visible(start=start, num=num, interval=interval)
 
 
 class Channel(kombu_redis.Channel):
@@ -76,6 +151,25 @@ class Channel(kombu_redis.Channel):
         if client is None or client.connection_pool is not pool:
             client = self._pool_client = super()._create_client()  # type: ignore[misc]
         return client
+
+    QoS = QoS
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        while_memory_is_full(
+            lambda: super(Channel, self)._put(queue, message, **kwargs), what="publishing a task"
+        )
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        while_memory_is_full(
+            lambda: super(Channel, self)._queue_bind(exchange, routing_key, pattern, queue),  # type: ignore[misc]
+            what="declaring a queue",
+        )
+
+    def _size(self, queue: str) -> int:
+        size: int = while_memory_is_full(
+            lambda: super(Channel, self)._size(queue), what="reading a queue's size"
+        )
+        return size
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         transport = self.connection

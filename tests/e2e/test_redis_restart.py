@@ -1,5 +1,6 @@
 """The service rides out a Redis restart: Redis is SIGKILLed (no shutdown) and started again on
-the same port, from its append-only file, or empty when it has no persistence.
+the same port, from its append-only file, or empty when it has no persistence. And a Redis that
+stops answering (frozen), or answers but refuses writes (its memory full).
 
 Each test starts its own Redis (``teststack.redis_server``), never the session's, since it
 kills it; and its own worker, web or beat, since a restart is felt by every process at once. The
@@ -10,6 +11,8 @@ seconds a restart takes (``OUTAGE_SECONDS``), so that its reconnect attempts mee
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -52,6 +55,11 @@ OUTAGE_SECONDS = 2.0
 #: How long a frozen Redis stays silent: past the clients' socket timeouts (5 s), within the
 #: worker's REDIS_OUTAGE_LIMIT (30 s by default).
 FROZEN_SECONDS = 12.0
+#: How long Redis's memory stays full: past several retries of every write, within the worker's
+#: REDIS_OUTAGE_LIMIT (30 s by default).
+FULL_SECONDS = 8.0
+#: What a worker logs when Redis refused its broker bookkeeping for want of memory.
+BROKER_MEMORY_FULL = "broker_memory_full"
 #: Seconds the tasks that ran through the restart get to end once Redis is back.
 ENDING_TIMEOUT = 60.0
 #: Which of the stream's events ends it, for each final status of polling.
@@ -518,6 +526,72 @@ def test_streaming_tasks_running_while_redis_is_frozen_all_end_agreeing(
     )
     print(f"\nRedis answering again -> every task running again: {run.resumed_in:.1f} s")
     _assert_every_task_completed_once(run, count)
+
+
+@pytest.mark.e2e
+def test_streaming_tasks_running_while_redis_memory_is_full_all_end_agreeing(
+    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """Redis reaches ``maxmemory`` (``noeviction``) while tasks stream: it refuses their events,
+    outcomes and acknowledgements for a while, then has room again. Every task goes on to the
+    end its stream and polling agree on, none runs twice, and the worker is still there."""
+
+    def fill(_worker: ManagedProcess) -> None:
+        with volatile_redis.memory_full(lasting=FULL_SECONDS):
+            pass
+
+    count = 10
+    run = _run_tasks_through_a_restart(
+        pool="threads",
+        server=volatile_redis,
+        llm_server=llm_server,
+        llm=llm,
+        count=count,
+        interrupt=fill,
+    )
+    print(f"\nRedis with room again -> every task running again: {run.resumed_in:.1f} s")
+    _assert_every_task_completed_once(run, count)
+
+
+@pytest.mark.e2e
+def test_a_task_taken_while_redis_memory_is_full_is_run_not_lost(
+    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """The worker takes a message off its queue (``BRPOP``) just as Redis's memory fills: it
+    cannot record it as taken (kombu's unacknowledged record, a write), and the message is
+    then nowhere in Redis. The worker keeps it and records it once Redis has room, then runs
+    it; it neither exits nor loses the task."""
+    key = "taken while full"
+    llm.script(key, tokens=["kept", " and", " run"])
+    url = volatile_redis.url()
+    worker = start_worker(url, env=_llm_worker_env(llm_server), concurrency=4)
+    web = None
+    try:
+        web = start_web(url)
+        # Frozen, the worker cannot read what its pending BRPOP is handed, nor send the next.
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            task_id = submit(web.client, "simple_llm_agent", key, stream=True)
+        finally:
+            with volatile_redis.memory_full(lasting=FULL_SECONDS / 2):
+                os.kill(worker.pid, signal.SIGCONT)
+                worker.wait_for_output(BROKER_MEMORY_FULL, timeout=30)
+                refused = invoke(web.client, "echo", "no room", stream=True)
+        final = poll_until_done(web.client, task_id, timeout=RECOVERY_TIMEOUT)
+        events = read_stream(web.client, events_path(task_id), headers=ALICE)
+        alive = worker.alive()
+        worker_log = worker.output(tail=20_000)
+    finally:
+        _stop_all(web, worker)
+
+    assert refused.status_code == 503, refused.text
+    assert "nothing was queued" in refused.json()["detail"]
+    assert alive, "the worker exited"
+    assert "recording a delivery" in worker_log
+    assert final["status"] == "completed", (final.get("error"), worker_log[-3000:])
+    assert final["result"]["content"] == "kept and run"
+    _assert_stream_agrees(final, events)
+    assert len(llm.calls(key)) == 1
 
 
 @pytest.mark.e2e

@@ -163,6 +163,8 @@ class WorkerLease:
                 restored, resent = self.recover()
                 if self._on_recovery is not None:
                     self._on_recovery(restored, resent)
+            except (redis.RedisError, OSError) as exc:  # away or full: the next pass tries again
+                log_event(logger, logging.WARNING, "dead_worker_recovery_failed", error=repr(exc))
             except Exception:  # never let a bad entry stop the renewals: we would look dead
                 logger.exception("recovering dead workers' tasks failed")
 
