@@ -257,6 +257,25 @@ class RedisServer:
         finally:
             client.close()
 
+    @contextlib.contextmanager
+    def demoted(self, *, lasting: float = 0.0) -> Iterator[float]:
+        """Make the server a replica (of a port nobody listens on, so it keeps its data), run
+        the block, then make it a primary again once the block is done and at least ``lasting``
+        seconds later: what clients of a primary see when a failover demotes it (``READONLY``
+        to every write, ``UNBLOCKED`` to a blocking pop) until their address leads to a
+        primary again."""
+        client = self.client()
+        try:
+            client.replicaof("127.0.0.1", str(free_port()))
+            demoted_at = time.monotonic()
+            try:
+                yield demoted_at
+            finally:
+                _last_until(demoted_at + lasting)
+                client.replicaof("NO", "ONE")
+        finally:
+            client.close()
+
     def log_tail(self, chars: int = 4000) -> str:
         try:
             return (self.data_dir / LOG_NAME).read_text(errors="replace")[-chars:]

@@ -1,5 +1,5 @@
 """The Redis broker transport the workers use: kombu's, repaired so that a worker outlives a
-Redis restart, and taking the most urgent priority first.
+Redis restart, a full memory and a failover, and taking the most urgent priority first.
 
 **Priorities.** A message waits in the list of its priority (0-9, ``contract.tasks``), and a
 worker's ``BRPOP`` names the lists in its priority steps' order, taking from the first that has
@@ -37,16 +37,20 @@ every delivery (``conn_or_acquire``: the unacknowledged record, the acknowledgem
 here keeps one per connection pool (a client holds no connection of its own and is thread-safe),
 and builds a new one when kombu replaces the pool (after a fork, or a lost connection).
 
-**A full Redis.** With ``maxmemory`` reached under the ``noeviction`` policy, Redis refuses every
-write that could grow its memory, and, inside ``MULTI``, every command. kombu's bookkeeping is
-such writes: the unacknowledged record of a message ``BRPOP`` just took (it is then in no list
-and nowhere in Redis), its acknowledgement or its return to the queue, a publish (a retry's next
-attempt, a rate limit's later turn) and the queue size it asks for first. Celery treats the
-refusal (a ``ResponseError``, not a connection error) as unrecoverable: the worker exited, the
-taken message with it. Here each of them is made again, with growing pauses, until Redis takes
-it (a full memory lasts until keys expire or an operator frees some; the wait is logged once a
-minute), or until a cold shutdown (a second SIGTERM) gives up on it. The periodic return of
-deliveries past their visibility timeout skips its turn instead: it comes again.
+**A Redis that refuses writes.** With ``maxmemory`` reached under the ``noeviction`` policy,
+Redis refuses every write that could grow its memory, and, inside ``MULTI``, every command; a
+primary a failover demoted to a replica refuses every write (``READONLY``) and ends the
+``BRPOP`` in flight (``UNBLOCKED``). kombu's bookkeeping is such writes: the unacknowledged
+record of a message ``BRPOP`` just took (it is then in no list and nowhere in Redis), its
+acknowledgement or its return to the queue, a publish (a retry's next attempt, a rate limit's
+later turn) and the queue size and binding it asks for first. Celery treats those refusals
+(``ResponseError``s, not connection errors) as unrecoverable: the worker exited, the taken
+message with it. Here each of them is made again, with growing pauses, until Redis takes it
+(after a replica's refusal on a new connection, which finds the primary the broker's address
+names now), or until a cold shutdown (a second SIGTERM) gives up on it; the wait is logged once
+a minute. A ``BRPOP`` ended by a demotion is a lost connection: the consumer reconnects, as
+after a restart. The periodic return of deliveries past their visibility timeout skips its turn
+instead: it comes again.
 """
 
 import contextlib
@@ -58,69 +62,95 @@ from typing import Any, TypeVar
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from contract.tasks import PRIORITIES
 from streaming.outage import pause
 from worker.observability.logs import ThrottledLog
 
 logger = logging.getLogger("agent_service.worker.broker")
-#: A Redis whose memory stays full is said once a minute, not once per try.
-FULL_MEMORY = ThrottledLog(logger)
+#: A Redis that keeps refusing writes is said once a minute, not once per try.
+REFUSED = ThrottledLog(logger)
 T = TypeVar("T")
 
 #: The value of Celery's ``broker_transport`` setting that selects this transport.
 BROKER_TRANSPORT = "worker.redis_transport:Transport"
 
 
-def while_memory_is_full(call: Callable[[], T], *, what: str) -> T:
-    """``call()``, made again while Redis refuses it for want of memory (see the module)."""
+#: Refusals that say Redis cannot take a write now, not that the write was wrong: its memory is
+#: full, or it is a replica now (a failover demoted it; its name may lead to the new primary).
+REFUSALS = (OutOfMemoryError, ReadOnlyError)
+
+
+def until_taken(call: Callable[[], T], *, what: str, pool: Callable[[], Any]) -> T:
+    """``call()``, made again while Redis refuses it (``REFUSALS``; see the module). After a
+    replica's refusal the idle connections of ``pool()`` are closed, so that the next try
+    connects anew and finds the primary the broker's address names now."""
     attempt = 0
     while True:
         try:
             return call()
-        except OutOfMemoryError as exc:
+        except REFUSALS as exc:
             if worker_state.should_terminate not in (None, False):  # a cold shutdown
                 raise
-            FULL_MEMORY.log(
+            if isinstance(exc, ReadOnlyError):
+                pool().disconnect(inuse_connections=False)
+            REFUSED.log(
                 logging.WARNING,
-                "broker_memory_full",
+                "broker_write_refused",
                 key=what,
                 doing=what,
                 error=str(exc),
-                hint="Redis refuses writes at maxmemory: raise it, or free memory",
+                hint=_HINTS[type(exc)],
             )
             time.sleep(pause(attempt))
             attempt += 1
 
 
+_HINTS = {
+    OutOfMemoryError: "Redis is at maxmemory: raise it, or free memory",
+    ReadOnlyError: "Redis is a replica: waiting for the broker's address to lead to a primary",
+}
+
+
 class QoS(kombu_redis.QoS):
-    """kombu's acknowledgement emulation, riding out a full Redis (see the module)."""
+    """kombu's acknowledgement emulation, riding out a Redis that refuses writes (see the
+    module)."""
+
+    def _pool_now(self) -> Any:
+        channel: Any = self.channel
+        return channel.pool
 
     def append(self, message: Any, delivery_tag: Any) -> None:
-        while_memory_is_full(
-            lambda: super(QoS, self).append(message, delivery_tag), what="recording a delivery"
+        until_taken(
+            lambda: super(QoS, self).append(message, delivery_tag),
+            what="recording a delivery",
+            pool=self._pool_now,
         )
 
     def ack(self, delivery_tag: Any) -> None:
-        while_memory_is_full(
-            lambda: super(QoS, self).ack(delivery_tag), what="acknowledging a delivery"
+        until_taken(
+            lambda: super(QoS, self).ack(delivery_tag),
+            what="acknowledging a delivery",
+            pool=self._pool_now,
         )
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
-        while_memory_is_full(
+        until_taken(
             lambda: super(QoS, self).reject(delivery_tag, requeue=requeue),
             what="returning a delivery to its queue" if requeue else "rejecting a delivery",
+            pool=self._pool_now,
         )
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        while_memory_is_full(
+        until_taken(
             lambda: super(QoS, self).restore_by_tag(tag, client=client, leftmost=leftmost),
             what="returning a delivery to its queue",
+            pool=self._pool_now,
         )
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
-        with contextlib.suppress(OutOfMemoryError):  # its next turn comes in a few seconds
+        with contextlib.suppress(*REFUSALS):  # its next turn comes in a few seconds
             super().restore_visible(start=start, num=num, interval=interval)
 
 
@@ -154,22 +184,42 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
 
+    def _pool_now(self) -> Any:
+        return self.pool
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        while_memory_is_full(
-            lambda: super(Channel, self)._put(queue, message, **kwargs), what="publishing a task"
+        until_taken(
+            lambda: super(Channel, self)._put(queue, message, **kwargs),
+            what="publishing a task",
+            pool=self._pool_now,
         )
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        while_memory_is_full(
+        until_taken(
             lambda: super(Channel, self)._queue_bind(exchange, routing_key, pattern, queue),  # type: ignore[misc]
             what="declaring a queue",
+            pool=self._pool_now,
         )
 
     def _size(self, queue: str) -> int:
-        size: int = while_memory_is_full(
-            lambda: super(Channel, self)._size(queue), what="reading a queue's size"
+        size: int = until_taken(
+            lambda: super(Channel, self)._size(queue),
+            what="reading a queue's size",
+            pool=self._pool_now,
         )
         return size
+
+    def _brpop_read(self, **options: Any) -> Any:
+        """kombu's, where a ``BRPOP`` a demoted primary ends (``UNBLOCKED``, or ``READONLY`` to
+        a new one) is a lost connection: the consumer reconnects, as after a restart, instead
+        of exiting on the ``ResponseError``."""
+        try:
+            return super()._brpop_read(**options)  # type: ignore[misc]
+        except ResponseError as exc:
+            if not isinstance(exc, ReadOnlyError) and not str(exc).startswith("UNBLOCKED"):
+                raise
+            self.client.connection.disconnect()
+            raise RedisConnectionError(f"the broker stopped being a primary: {exc}") from exc
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         transport = self.connection

@@ -1,6 +1,7 @@
 """The service rides out a Redis restart: Redis is SIGKILLed (no shutdown) and started again on
 the same port, from its append-only file, or empty when it has no persistence. And a Redis that
-stops answering (frozen), or answers but refuses writes (its memory full).
+stops answering (frozen), or answers but refuses writes (its memory full, or a failover made it
+a replica).
 
 Each test starts its own Redis (``teststack.redis_server``), never the session's, since it
 kills it; and its own worker, web or beat, since a restart is felt by every process at once. The
@@ -58,8 +59,8 @@ FROZEN_SECONDS = 12.0
 #: How long Redis's memory stays full: past several retries of every write, within the worker's
 #: REDIS_OUTAGE_LIMIT (30 s by default).
 FULL_SECONDS = 8.0
-#: What a worker logs when Redis refused its broker bookkeeping for want of memory.
-BROKER_MEMORY_FULL = "broker_memory_full"
+#: What a worker logs when Redis refused its broker bookkeeping (a full memory, a replica).
+BROKER_WRITE_REFUSED = "broker_write_refused"
 #: Seconds the tasks that ran through the restart get to end once Redis is back.
 ENDING_TIMEOUT = 60.0
 #: Which of the stream's events ends it, for each final status of polling.
@@ -554,6 +555,32 @@ def test_streaming_tasks_running_while_redis_memory_is_full_all_end_agreeing(
 
 
 @pytest.mark.e2e
+def test_streaming_tasks_running_while_redis_is_demoted_all_end_agreeing(
+    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
+) -> None:
+    """A failover makes the worker's Redis a replica for a while (every write refused with
+    ``READONLY``, the worker's pending ``BRPOP`` ended with ``UNBLOCKED``), then the broker's
+    address leads to a primary again: every task goes on to the end its stream and polling
+    agree on, none runs twice, and the worker reconnects and takes new work."""
+
+    def demote(_worker: ManagedProcess) -> None:
+        with volatile_redis.demoted(lasting=FULL_SECONDS):
+            pass
+
+    count = 10
+    run = _run_tasks_through_a_restart(
+        pool="threads",
+        server=volatile_redis,
+        llm_server=llm_server,
+        llm=llm,
+        count=count,
+        interrupt=demote,
+    )
+    print(f"\nRedis a primary again -> every task running again: {run.resumed_in:.1f} s")
+    _assert_every_task_completed_once(run, count)
+
+
+@pytest.mark.e2e
 def test_a_task_taken_while_redis_memory_is_full_is_run_not_lost(
     volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
 ) -> None:
@@ -575,7 +602,7 @@ def test_a_task_taken_while_redis_memory_is_full_is_run_not_lost(
         finally:
             with volatile_redis.memory_full(lasting=FULL_SECONDS / 2):
                 os.kill(worker.pid, signal.SIGCONT)
-                worker.wait_for_output(BROKER_MEMORY_FULL, timeout=30)
+                worker.wait_for_output(BROKER_WRITE_REFUSED, timeout=30)
                 refused = invoke(web.client, "echo", "no room", stream=True)
         final = poll_until_done(web.client, task_id, timeout=RECOVERY_TIMEOUT)
         events = read_stream(web.client, events_path(task_id), headers=ALICE)
