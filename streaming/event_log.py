@@ -142,12 +142,22 @@ def _predecessor(event_id: str) -> str:
     return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
 
 
+#: The answer so far and the log's newest entry, read at one moment (a chunk written between
+#: them would make a reset carry text its id does not cover, or miss some). A read-only script:
+#: Redis runs one even while it refuses writes (its memory full), where it refuses MULTI.
+SNAPSHOT_SCRIPT = """#!lua flags=no-writes
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]),
+        redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)}
+"""
+
+
 class EventLogReader:
     """Reads task logs for listeners (web side)."""
 
     def __init__(self, redis: "Redis", *, page_size: int = 500) -> None:
         self._redis = redis
         self.page_size = page_size
+        self._snapshot_script = redis.register_script(SNAPSHOT_SCRIPT)
 
     async def read_after(self, task_id: str, cursor: str | None) -> list[Event]:
         """Up to a page of events after ``cursor`` (None: from the start).
@@ -157,10 +167,13 @@ class EventLogReader:
         """
         key = keys.task_events(task_id)
         start = f"({cursor}" if cursor else "-"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xinfo_stream(key)
+        # Not in MULTI, which a Redis refusing writes (its memory full) refuses too: the range
+        # first, then the trim state, so that a trim between them makes the check below find a
+        # loss (and send a reset, always right) rather than miss one.
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrange(key, min=start, max="+", count=self.page_size)
-            info, entries = await pipe.execute(raise_on_error=False)
+            pipe.xinfo_stream(key)
+            entries, info = await pipe.execute(raise_on_error=False)
         if isinstance(entries, Exception):  # the key is not a stream, a cursor Redis refused
             raise entries
         if isinstance(info, Exception):  # no log yet
@@ -178,13 +191,12 @@ class EventLogReader:
         return decode_entry(entry_id, fields)
 
     async def _snapshot(self, task_id: str) -> list[Event]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(keys.task_content(task_id))
-            pipe.get(keys.task_attempt(task_id))
-            pipe.xrevrange(keys.task_events(task_id), max="+", min="-", count=1)
-            content, attempt, last_entries = await pipe.execute()
-        ((last_id, fields),) = last_entries
-        last = decode_entry(last_id, fields)
+        task_keys = [keys.task_content(task_id), keys.task_attempt(task_id)]
+        content, attempt, last_entries = await self._snapshot_script(
+            keys=[*task_keys, keys.task_events(task_id)]
+        )
+        ((last_id, flat_fields),) = last_entries
+        last = decode_entry(last_id, dict(zip(flat_fields[::2], flat_fields[1::2], strict=True)))
         payload = {
             "attempt": int(attempt) if attempt else 1,
             "content": (content or b"").decode(),

@@ -1,12 +1,17 @@
 """A task's event log against a real Redis server: appending, reading after a cursor, trimming."""
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from contract import keys
 from contract.events import EventType
 from streaming.event_log import EventLog, EventLogReader
 from streaming.events import Event
+from teststack.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +98,39 @@ async def test_append_unless_ended_adds_nothing_after_a_terminal_event(
 
     assert bool(ids) is appended
     assert await redis.xlen(keys.task_events(task_id)) == (2 if appended else 1)
+
+
+@pytest.fixture
+async def redis_to_fill(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, Redis]]:
+    """A Redis of the test's own (its memory gets filled), and a client of it."""
+    with RedisServer(tmp_path / "redis", persistence="none") as server:
+        client = Redis.from_url(server.url())
+        try:
+            yield server, client
+        finally:
+            await client.aclose()
+
+
+async def test_logs_are_read_while_redis_refuses_writes(
+    redis_to_fill: tuple[RedisServer, Redis], task_id: str
+) -> None:
+    """A full Redis refuses MULTI as it refuses writes; a reader (a client opening or resuming a
+    stream) still gets the log: a page after a cursor, and a trimmed log's reset."""
+    server, client = redis_to_fill
+    trimmed = f"{task_id}-trimmed"
+    log = EventLog(client, maxlen=100, ttl=60)
+    ids = await log.append(task_id, [(EventType.CHUNK, {"text": "a", "index": 0})])
+    ids += await log.append(task_id, [(EventType.CHUNK, {"text": "b", "index": 1})])
+    for index in range(400):
+        await log.append(trimmed, [(EventType.CHUNK, {"text": "x", "index": index})])
+    reader = EventLogReader(client)
+
+    with server.memory_full():
+        with pytest.raises(OutOfMemoryError):  # the memory is full indeed
+            await log.append(task_id, [(EventType.CHUNK, {"text": "c", "index": 2})])
+        after_first = await reader.read_after(task_id, ids[0])
+        whole = await reader.read_after(trimmed, None)
+
+    assert [e.id for e in after_first] == ids[1:]
+    assert [e.type for e in whole] == [EventType.RESET]
+    assert whole[0].payload() == {"attempt": 1, "content": "x" * 400}
