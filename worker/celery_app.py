@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 
 from contract.log_format import format_as_json_lines
 from worker.agents.plugins import AgentModuleError, load_agent_modules, module_names
+from worker.broker_connection import BROKER_AMQP
 from worker.config import celery_config
 from worker.observability.logs import install_answer_redaction, quiet_celery_task_lines
 from worker.observability.sentry import init_sentry
@@ -30,6 +31,7 @@ celery_app = Celery(
     "agent_service",
     include=["worker.tasks.agent_tasks", "worker.tasks.cleanup_tasks"],
     task_cls=BaseTask,
+    amqp=BROKER_AMQP,
 )
 
 
@@ -44,7 +46,7 @@ def create_celery_app(settings: WorkerSettings) -> "Celery[Any]":
     """A Celery app configured from ``settings``, for a program that sends tasks or reads their
     results (the worker, beat and ``celery`` commands use ``celery_app``)."""
     settings.align_celery_environment()
-    app: Celery[Any] = Celery("agent_service", task_cls=BaseTask)
+    app: Celery[Any] = Celery("agent_service", task_cls=BaseTask, amqp=BROKER_AMQP)
     app.conf.update(celery_config(settings))
     return app
 
