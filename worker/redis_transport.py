@@ -49,8 +49,10 @@ message with it. Here each of them is made again, with growing pauses, until Red
 (after a replica's refusal on a new connection, which finds the primary the broker's address
 names now), or until a cold shutdown (a second SIGTERM) gives up on it; the wait is logged once
 a minute. A ``BRPOP`` ended by a demotion is a lost connection: the consumer reconnects, as
-after a restart. The periodic return of deliveries past their visibility timeout skips its turn
-instead: it comes again.
+after a restart. What returns other deliveries to their queues (kombu's periodic return of those
+past their visibility timeout, the lease thread's of a dead worker's) is not held up: a refused
+pass fails, and the next one tries again (a lease thread held up would stop renewing this
+worker's own deliveries).
 """
 
 import contextlib
@@ -139,13 +141,6 @@ class QoS(kombu_redis.QoS):
         until_taken(
             lambda: super(QoS, self).reject(delivery_tag, requeue=requeue),
             what="returning a delivery to its queue" if requeue else "rejecting a delivery",
-            pool=self._pool_now,
-        )
-
-    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        until_taken(
-            lambda: super(QoS, self).restore_by_tag(tag, client=client, leftmost=leftmost),
-            what="returning a delivery to its queue",
             pool=self._pool_now,
         )
 
