@@ -5,12 +5,13 @@ until the worker acknowledges it; if the worker dies (SIGKILL, a lost machine), 
 another worker only after ``visibility_timeout``, an hour by default, which must stay above the
 longest time limit. So every worker process keeps a lease, in a daemon thread:
 
-- every ``lease / 3`` seconds it renews, in one pipelined round trip, a ``holder`` key per
-  delivery it holds (received and not yet finished; queued in memory, waiting for a rate limit
-  or an ETA, or running) and the ``runner`` key of every run it is executing (set by the run's
-  claim). Both expire after ``WORKER_LEASE_SECONDS`` unless renewed, so liveness belongs to this
-  process, not to its node name: a replacement started under the same name (a container or unit
-  restarted in place) does not keep a dead process's deliveries alive;
+- every ``lease / 3`` seconds it renews, in one pipelined round trip (``PEXPIRE``, which a
+  Redis whose memory is full still takes), a ``holder`` key per delivery it holds (received and
+  not yet finished; queued in memory, waiting for a rate limit or an ETA, or running) and the
+  ``runner`` key of every run it is executing (set by the run's claim). Both expire after
+  ``WORKER_LEASE_SECONDS`` unless renewed, so liveness belongs to this process, not to its node
+  name: a replacement started under the same name (a container or unit restarted in place) does
+  not keep a dead process's deliveries alive;
 - at the same pace, one worker at a time (a short Redis lock that outlives a dead scanner by at
   most two renewal periods), it puts back on their queue the deliveries whose holder key has
   lapsed, so that a live worker runs them within about twice the lease (10 s by default: well
@@ -90,7 +91,8 @@ class WorkerLease:
         """Stop renewing (a warm shutdown has requeued what it held but had not started; what
         it was running has finished)."""
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
         self._client.close()
 
     def holding(self, task_id: str) -> None:
@@ -137,12 +139,21 @@ class WorkerLease:
             self._write_catalog(catalog)
         if not held and not running:
             return
+        # PEXPIRE, not SET: a Redis whose memory is full refuses SET but takes PEXPIRE, so the
+        # lease outlives a full memory; only a holder key not there yet (a new delivery, or
+        # one that lapsed) is SET, in a second round trip.
         with self._client.pipeline(transaction=False) as pipe:
             for task_id in held:
-                pipe.set(keys.task_holder(task_id), self.incarnation, px=self._lease_ms)
+                pipe.pexpire(keys.task_holder(task_id), self._lease_ms)
             for task_id in running:
                 pipe.pexpire(keys.task_runner(task_id), self._lease_ms)
-            pipe.execute()
+            renewed = pipe.execute()
+        missing = [task_id for task_id, kept in zip(held, renewed, strict=False) if not kept]
+        if missing:
+            with self._client.pipeline(transaction=False) as pipe:
+                for task_id in missing:
+                    pipe.set(keys.task_holder(task_id), self.incarnation, px=self._lease_ms)
+                pipe.execute()
 
     def _run(self) -> None:
         renewed = time.monotonic()
