@@ -125,6 +125,7 @@ def _start_lease(sender: Any = None, **_: Any) -> None:
     process.lease  # noqa: B018 (started on first use)
     process.publish_agents()
     process.check_database()
+    process.check_redis()
     process.serve_metrics()
 
 

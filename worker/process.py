@@ -20,12 +20,14 @@ import threading
 import uuid
 from typing import Any, ClassVar
 
+import redis
 from celery import Celery
 
 from contract.agents import encode_specs
 from storage.database import Database
 from storage.schema import SchemaStatus, schema_status
 from streaming.cancellation import CancelWatcher
+from streaming.memory_policy import eviction_risk
 from worker.agents.plugins import plugin_specs
 from worker.observability.logs import log_event
 from worker.observability.metrics import LoopLag, MetricsExporter, WorkerMetrics
@@ -169,6 +171,24 @@ class WorkerProcess:
         if not status.up_to_date:
             log_event(logger, logging.ERROR, "database_schema_behind", detail=status.describe())
         return status
+
+    def check_redis(self) -> None:
+        """Say once, at start, if Redis would delete keys when its memory is full
+        (``streaming.memory_policy``); a Redis that does not answer is the lease's to report."""
+        client = redis.Redis.from_url(
+            self.settings.redis_url_normalised,
+            client_name="agent-service:worker:checks",
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
+        try:
+            risk = eviction_risk(client.info("memory"))
+        except (redis.RedisError, OSError):
+            return
+        finally:
+            client.close()
+        if risk is not None:
+            log_event(logger, logging.WARNING, "redis_evicts_keys", detail=risk)
 
     def publish_agents(self) -> None:
         """Tell the web which agents this worker adds (``AGENT_MODULES``): their specs go to

@@ -622,6 +622,27 @@ def test_a_task_taken_while_redis_memory_is_full_is_run_not_lost(
 
 
 @pytest.mark.e2e
+def test_a_worker_warns_of_a_redis_that_evicts_keys(volatile_redis: RedisServer) -> None:
+    """A Redis that deletes keys when full (any policy but ``noeviction``) loses tasks and
+    results without an error: the worker says so when it starts."""
+    admin = volatile_redis.client()
+    try:
+        admin.config_set("maxmemory", 512 * 1024 * 1024)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+    finally:
+        admin.close()
+    worker = start_worker(volatile_redis.url(), concurrency=2)
+    try:
+        worker.wait_for_output("redis_evicts_keys", timeout=30)
+        warning = worker.output(tail=20_000)
+    finally:
+        worker.stop()
+
+    assert "allkeys-lru" in warning
+    assert "noeviction" in warning
+
+
+@pytest.mark.e2e
 def test_tasks_lost_with_a_redis_without_persistence_get_a_clear_answer(
     volatile_redis: RedisServer,
 ) -> None:
