@@ -50,6 +50,8 @@ def scrape_refusal(
             address = ipaddress.ip_address(direct_address)
         except ValueError:
             address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 peer of a socket listening on ::
         if address is not None and any(address in network for network in networks):
             return None
     return "not allowed to scrape /metrics: present METRICS_TOKEN as a bearer token"

@@ -37,8 +37,6 @@ from teststack.tls import TlsFiles
 Persistence = Literal["aof", "none"]
 LOG_NAME = "server.log"
 READY_TIMEOUT = 15.0
-#: The key `memory_full` fills the memory with.
-MEMORY_FILLER = "teststack:memory-filler"
 POLL_INTERVAL = 0.02
 
 
@@ -233,27 +231,22 @@ class RedisServer:
 
     @contextlib.contextmanager
     def memory_full(self, *, lasting: float = 0.0) -> Iterator[float]:
-        """Fill the server's memory (``maxmemory`` just above what it holds, ``noeviction``, one
-        big key past it), run the block, then free it once the block is done and at least
-        ``lasting`` seconds later: Redis answers, but refuses every write that could grow its
-        memory (and every command inside ``MULTI``), as a production Redis at its limit does."""
+        """Set ``maxmemory`` to half of what the server holds (``noeviction``), run the block,
+        then lift the limit once the block is done and at least ``lasting`` seconds later:
+        Redis answers, but refuses every write that could grow its memory (and every command
+        inside ``MULTI``) the whole time, as a production Redis past its limit does. (A limit
+        just above the memory in use would not do: what Redis frees after a command, its
+        query buffer, would bring it back under the limit within a second.)"""
         client = self.client()
         try:
             client.config_set("maxmemory-policy", "noeviction")
-            client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 4096)
-            fillers = [f"{MEMORY_FILLER}:{n}" for n in range(2)]
-            for filler in fillers:  # the first goes past the limit, or finds it passed already
-                try:
-                    client.set(filler, b"x" * 1_000_000)
-                except redis.OutOfMemoryError:
-                    break
+            client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
             filled_at = time.monotonic()
             try:
                 yield filled_at
             finally:
                 _last_until(filled_at + lasting)
                 client.config_set("maxmemory", 0)
-                client.delete(*fillers)
         finally:
             client.close()
 

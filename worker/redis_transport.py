@@ -47,16 +47,18 @@ later turn) and the queue size and binding it asks for first. Celery treats thos
 (``ResponseError``s, not connection errors) as unrecoverable: the worker exited, the taken
 message with it. Here each of them is made again, with growing pauses, until Redis takes it
 (after a replica's refusal on a new connection, which finds the primary the broker's address
-names now), or until a cold shutdown (a second SIGTERM) gives up on it; the wait is logged once
-a minute. A ``BRPOP`` ended by a demotion is a lost connection: the consumer reconnects, as
-after a restart. What returns other deliveries to their queues (kombu's periodic return of those
-past their visibility timeout, the lease thread's of a dead worker's) is not held up: a refused
-pass fails, and the next one tries again (a lease thread held up would stop renewing this
-worker's own deliveries).
+names now), or until the worker has been asked to stop (SIGTERM) for 10 s; the wait is logged
+once a minute. A ``BRPOP`` ended by a demotion is a lost connection: the consumer reconnects, as
+after a restart. What returns other deliveries to their queues is not held up: kombu's periodic
+return of those past their visibility timeout skips a refused turn, and the lease thread (which
+returns a dead worker's deliveries and sends lost messages again) raises every refusal at once
+(``raise_refusals_in_this_thread``), so that its pass fails, the next one tries again, and its
+renewals of this worker's own deliveries never wait.
 """
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -84,17 +86,44 @@ BROKER_TRANSPORT = "worker.redis_transport:Transport"
 REFUSALS = (OutOfMemoryError, ReadOnlyError)
 
 
+#: Seconds a refused write is still tried once the worker was asked to stop (SIGTERM): a stop
+#: during a long refusal must not wait for its end (a delivery given up on then stays in
+#: kombu's unacknowledged record, or, only if it was not yet recorded, is lost with the worker).
+PATIENCE_WHEN_STOPPING = 10.0
+#: Threads that must not be held up by a refusing Redis (``raise_refusals_in_this_thread``).
+_IMPATIENT = threading.local()
+
+
+def raise_refusals_in_this_thread() -> None:
+    """Make every refused write of the calling thread raise at once instead of waiting: for a
+    thread that has other work to keep up (the lease thread's renewals)."""
+    _IMPATIENT.active = True
+
+
+def _stopping() -> bool:
+    """Whether the worker was asked to stop (Celery's own test of its shutdown flags)."""
+    return any(
+        flag is not None and flag is not False
+        for flag in (worker_state.should_stop, worker_state.should_terminate)
+    )
+
+
 def until_taken(call: Callable[[], T], *, what: str, pool: Callable[[], Any]) -> T:
     """``call()``, made again while Redis refuses it (``REFUSALS``; see the module). After a
     replica's refusal the idle connections of ``pool()`` are closed, so that the next try
     connects anew and finds the primary the broker's address names now."""
     attempt = 0
+    stopping_since: float | None = None
     while True:
         try:
             return call()
         except REFUSALS as exc:
-            if worker_state.should_terminate not in (None, False):  # a cold shutdown
+            if getattr(_IMPATIENT, "active", False):
                 raise
+            if _stopping():
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since >= PATIENCE_WHEN_STOPPING:
+                    raise
             if isinstance(exc, ReadOnlyError):
                 pool().disconnect(inuse_connections=False)
             REFUSED.log(

@@ -49,7 +49,15 @@ def test_the_token_as_a_bearer_is_answered(authorization: str) -> None:
 
 @pytest.mark.parametrize(
     ("address", "refused"),
-    [("127.0.0.1", False), ("::1", False), ("10.0.0.1", True), (None, True), ("nonsense", True)],
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),  # an IPv4 peer of a socket listening on ::
+        ("::ffff:10.0.0.1", True),
+        ("10.0.0.1", True),
+        (None, True),
+        ("nonsense", True),
+    ],
 )
 def test_an_address_is_judged_only_when_direct_and_allowed(
     address: str | None, refused: bool

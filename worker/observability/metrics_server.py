@@ -58,13 +58,18 @@ def guarded(app: WSGIApp, settings: WorkerSettings) -> WSGIApp:
 
 def serve_metrics(registry: CollectorRegistry, settings: WorkerSettings, port: int) -> WSGIServer:
     """Serve ``registry`` on ``WORKER_METRICS_ADDRESS``:``port`` from a daemon thread."""
-    address = settings.worker_metrics_address
-    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    # As prometheus_client picks the family and address to bind; "" is every interface.
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        settings.worker_metrics_address or None,
+        port,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )[0]
 
     class Server(ThreadingWSGIServer):
         address_family = family
 
     app = guarded(make_wsgi_app(registry), settings)
-    server = make_server(address, port, app, Server, handler_class=_QuietHandler)
+    server = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-port", daemon=True).start()
     return server

@@ -36,6 +36,7 @@ from redis.exceptions import LockError
 from contract import keys
 from worker.observability.logs import log_event
 from worker.recovery.redelivery import DeliveryRecovery
+from worker.redis_transport import raise_refusals_in_this_thread
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger("agent_service.worker.recovery")
@@ -156,6 +157,7 @@ class WorkerLease:
                 pipe.execute()
 
     def _run(self) -> None:
+        raise_refusals_in_this_thread()  # a recovery pass must never hold up the renewals
         renewed = time.monotonic()
         while not self._stopping.wait(self._period):
             try:
