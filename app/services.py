@@ -17,12 +17,14 @@
 Nothing is opened at import time.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio.to_thread
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from app.acceptance import Acceptance
 from app.agent_catalog import AgentCatalog
@@ -40,12 +42,17 @@ from storage.database import Database
 from storage.revocations import RevocationList
 from storage.sessions import SessionStore
 from streaming.hub import EventHub
+from streaming.memory_policy import eviction_risk
 from streaming.redis_retry import reconnect_retry
 
 CLIENT_NAME = "agent-service:web"
 STREAM_CLIENT_NAME = "agent-service:web:stream"
 STREAM_CONNECTIONS = 3
 REQUEST_CONNECTIONS = 32
+logger = logging.getLogger("agent_service.web")
+#: Seconds the start-up look at Redis's memory policy may take (a Redis away does not hold the
+#: web's start up: ``/readyz`` says so).
+STARTUP_CHECK_SECONDS = 2.0
 #: Seconds a request's Redis command waits for its reply (each of its tries): a Redis that stops
 #: answering without closing its connections (frozen, a network partition) is a 503 within a
 #: few tries of this, not a request that hangs. The streams' client has none (it waits on reads).
@@ -89,6 +96,19 @@ def _redis(
         retry=reconnect_retry(on_timeout=socket_timeout is None),
     )
     return Redis(connection_pool=pool)
+
+
+async def _warn_if_redis_evicts(redis: Redis) -> None:
+    """Say once, at start, if Redis would delete keys when its memory is full
+    (``streaming.memory_policy``); a Redis that does not answer is ``/readyz``'s to report."""
+    risk = None
+    with anyio.move_on_after(STARTUP_CHECK_SECONDS):
+        try:
+            risk = eviction_risk(await redis.info("memory"))
+        except (RedisError, OSError):
+            return
+    if risk is not None:
+        logger.warning("redis_evicts_keys: %s", risk)
 
 
 @asynccontextmanager
@@ -170,6 +190,7 @@ async def open_services(
                 # transaction per request was the web's largest cost under load: bench/README.md).
                 audit=AuditTrail(AuditLog(database, batch_window=AUDIT_BATCH_WINDOW)),
             )
+            await _warn_if_redis_evicts(redis)
             try:
                 yield services
             finally:

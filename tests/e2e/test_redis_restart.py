@@ -622,9 +622,11 @@ def test_a_task_taken_while_redis_memory_is_full_is_run_not_lost(
 
 
 @pytest.mark.e2e
-def test_a_worker_warns_of_a_redis_that_evicts_keys(volatile_redis: RedisServer) -> None:
+def test_the_worker_and_the_web_warn_of_a_redis_that_evicts_keys(
+    volatile_redis: RedisServer,
+) -> None:
     """A Redis that deletes keys when full (any policy but ``noeviction``) loses tasks and
-    results without an error: the worker says so when it starts."""
+    results without an error: the worker and the web say so when they start."""
     admin = volatile_redis.client()
     try:
         admin.config_set("maxmemory", 512 * 1024 * 1024)
@@ -632,14 +634,18 @@ def test_a_worker_warns_of_a_redis_that_evicts_keys(volatile_redis: RedisServer)
     finally:
         admin.close()
     worker = start_worker(volatile_redis.url(), concurrency=2)
+    web = None
     try:
+        web = start_web(volatile_redis.url())
         worker.wait_for_output("redis_evicts_keys", timeout=30)
-        warning = worker.output(tail=20_000)
+        web.process.wait_for_output("redis_evicts_keys", timeout=30)
+        warnings = [worker.output(tail=20_000), web.process.output(tail=20_000)]
     finally:
-        worker.stop()
+        _stop_all(web, worker)
 
-    assert "allkeys-lru" in warning
-    assert "noeviction" in warning
+    for warning in warnings:
+        assert "allkeys-lru" in warning
+        assert "noeviction" in warning
 
 
 @pytest.mark.e2e
