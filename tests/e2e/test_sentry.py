@@ -33,9 +33,15 @@ def _events_for(stack: OpsStack, task_id: str) -> list[dict[str, Any]]:
     return [e for e in stack.sentry.events() if (e.get("tags") or {}).get("task_id") == task_id]
 
 
+def _wait_for_event(stack: OpsStack, task_id: str) -> None:
+    """Until ``task_id``'s event has arrived: the stream ends with the outcome a moment before
+    the pool thread's Celery tracer reports the failure, so a later task may report first."""
+    wait_for(lambda: bool(_events_for(stack, task_id)), timeout=15, message="no event arrived")
+
+
 def _flush_worker_reports(stack: OpsStack, llm: LLMControl) -> None:
     """Fail one more task and wait for its event: the worker's transport sends in order, so
-    every event of what ran before has arrived too (a duplicate included)."""
+    every event reported before it has arrived too (a duplicate included)."""
     sentinel = f"sentry-sentinel-{uuid.uuid4().hex}"
     llm.script(sentinel, tokens=["never"], failures=[{"status": 400, "body": "refused"}])
     task_id, _ = _run(stack, sentinel)
@@ -58,7 +64,8 @@ def test_a_failed_task_sends_one_tagged_event_without_text(
     task_id, ended = _run(ops_stack, message)
 
     assert ended == "error"
-    _flush_worker_reports(ops_stack, llm)
+    _wait_for_event(ops_stack, task_id)
+    _flush_worker_reports(ops_stack, llm)  # a duplicate of it would have arrived by now
     (event,) = _events_for(ops_stack, task_id)
     assert event["tags"]["task"] == INVOKE_AGENT_WITH_STREAMING
     assert event["tags"]["agent_id"] == "simple_llm_agent"
@@ -81,6 +88,7 @@ def test_a_retried_error_sends_nothing_until_the_last_attempt_fails(
 
     assert (recovered_end, exhausted_end) == ("result", "error")
     assert len(llm.calls(exhausted)) == 3
+    _wait_for_event(ops_stack, exhausted_id)
     _flush_worker_reports(ops_stack, llm)
     assert _events_for(ops_stack, recovered_id) == []
     (event,) = _events_for(ops_stack, exhausted_id)
