@@ -504,16 +504,35 @@ def test_streaming_tasks_running_through_a_redis_restart_all_end_agreeing(
     _assert_every_task_completed_once(run, count)
 
 
-@pytest.mark.e2e
-def test_streaming_tasks_running_while_redis_is_frozen_all_end_agreeing(
-    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
-) -> None:
-    """Redis stops answering for longer than a client's socket timeout (SIGSTOP: connections
-    stay open, nothing is lost) while tasks stream, then answers again: every task goes on to
-    the end its stream and polling agree on, none runs twice, and the worker takes new work."""
+#: What happens to Redis while tasks stream, how long, and what ends it (for the printed figure):
+#: - frozen: it stops answering for longer than a client's socket timeout (SIGSTOP: connections
+#:   stay open, nothing is lost);
+#: - memory-full: it reaches ``maxmemory`` (``noeviction``) and refuses the tasks' events,
+#:   outcomes and acknowledgements;
+#: - demoted: a failover makes it a replica (every write refused with ``READONLY``, the worker's
+#:   pending ``BRPOP`` ended with ``UNBLOCKED``) until the broker's address leads to a primary.
+INTERRUPTIONS: dict[str, tuple[Callable[[RedisServer], Any], str]] = {
+    "frozen": (lambda server: server.frozen(lasting=FROZEN_SECONDS), "answering again"),
+    "memory-full": (lambda server: server.memory_full(lasting=FULL_SECONDS), "with room again"),
+    "demoted": (lambda server: server.demoted(lasting=FULL_SECONDS), "a primary again"),
+}
 
-    def freeze(_worker: ManagedProcess) -> None:
-        with volatile_redis.frozen(lasting=FROZEN_SECONDS):
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("interruption", list(INTERRUPTIONS))
+def test_streaming_tasks_running_through_a_redis_interruption_all_end_agreeing(
+    interruption: str,
+    volatile_redis: RedisServer,
+    llm_server: LLMServerProcess,
+    llm: LLMControl,
+) -> None:
+    """Redis is frozen, full or demoted for a while (``INTERRUPTIONS``) while tasks stream,
+    then serves again: every task goes on to the end its stream and polling agree on, none runs
+    twice, and the worker is still there and takes new work."""
+    interrupted, back = INTERRUPTIONS[interruption]
+
+    def interrupt(_worker: ManagedProcess) -> None:
+        with interrupted(volatile_redis):
             pass
 
     count = 10
@@ -523,60 +542,9 @@ def test_streaming_tasks_running_while_redis_is_frozen_all_end_agreeing(
         llm_server=llm_server,
         llm=llm,
         count=count,
-        interrupt=freeze,
+        interrupt=interrupt,
     )
-    print(f"\nRedis answering again -> every task running again: {run.resumed_in:.1f} s")
-    _assert_every_task_completed_once(run, count)
-
-
-@pytest.mark.e2e
-def test_streaming_tasks_running_while_redis_memory_is_full_all_end_agreeing(
-    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
-) -> None:
-    """Redis reaches ``maxmemory`` (``noeviction``) while tasks stream: it refuses their events,
-    outcomes and acknowledgements for a while, then has room again. Every task goes on to the
-    end its stream and polling agree on, none runs twice, and the worker is still there."""
-
-    def fill(_worker: ManagedProcess) -> None:
-        with volatile_redis.memory_full(lasting=FULL_SECONDS):
-            pass
-
-    count = 10
-    run = _run_tasks_through_a_restart(
-        pool="threads",
-        server=volatile_redis,
-        llm_server=llm_server,
-        llm=llm,
-        count=count,
-        interrupt=fill,
-    )
-    print(f"\nRedis with room again -> every task running again: {run.resumed_in:.1f} s")
-    _assert_every_task_completed_once(run, count)
-
-
-@pytest.mark.e2e
-def test_streaming_tasks_running_while_redis_is_demoted_all_end_agreeing(
-    volatile_redis: RedisServer, llm_server: LLMServerProcess, llm: LLMControl
-) -> None:
-    """A failover makes the worker's Redis a replica for a while (every write refused with
-    ``READONLY``, the worker's pending ``BRPOP`` ended with ``UNBLOCKED``), then the broker's
-    address leads to a primary again: every task goes on to the end its stream and polling
-    agree on, none runs twice, and the worker reconnects and takes new work."""
-
-    def demote(_worker: ManagedProcess) -> None:
-        with volatile_redis.demoted(lasting=FULL_SECONDS):
-            pass
-
-    count = 10
-    run = _run_tasks_through_a_restart(
-        pool="threads",
-        server=volatile_redis,
-        llm_server=llm_server,
-        llm=llm,
-        count=count,
-        interrupt=demote,
-    )
-    print(f"\nRedis a primary again -> every task running again: {run.resumed_in:.1f} s")
+    print(f"\nRedis {back} -> every task running again: {run.resumed_in:.1f} s")
     _assert_every_task_completed_once(run, count)
 
 
